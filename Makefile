@@ -1,0 +1,17 @@
+# The two commands a new user needs (see README.md):
+#   make demo   run the embedded default study (tiny model, bundled data, CPU)
+#   make test   lint and run the whole test suite
+export HF_HUB_OFFLINE ?= 1
+export TRANSFORMERS_OFFLINE ?= 1
+
+.PHONY: setup demo test
+
+setup:
+	@bash scripts/setup.sh
+
+demo: setup
+	.venv/bin/clinalign demo
+
+test: setup
+	.venv/bin/ruff check src tests benchmarks
+	.venv/bin/python -m pytest -q

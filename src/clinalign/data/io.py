@@ -1,0 +1,186 @@
+"""Reading and writing record files: JSONL and CSV in, JSONL out, always atomically.
+
+Every problem in a user's file is reported as ``FILE:LINE: field: what is wrong`` so it can be
+fixed without guessing; nothing is written when input is bad. CSV cells holding lists or objects
+(options, facts) are JSON text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from clinalign.errors import DataError
+
+MAX_PROBLEMS = 200  # stop collecting after this many; the first ones are what a user fixes first
+
+
+@contextmanager
+def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.
+
+    A crash or an exception leaves either the old file or none, never a half-written one.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_jsonl(path: str | Path, rows: Iterable[BaseModel | dict[str, Any]]) -> int:
+    """Write rows as JSONL atomically; returns the number of rows."""
+    n = 0
+    buf = io.StringIO()
+    for row in rows:
+        obj = row.model_dump(mode="json") if isinstance(row, BaseModel) else row
+        buf.write(json.dumps(obj, ensure_ascii=False) + "\n")
+        n += 1
+    write_text_atomic(path, buf.getvalue())
+    return n
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(p) for p in loc) or "record"
+
+
+def _decode_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
+    """Yield (line number, text or None, decode error or None) for each line of a file."""
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                yield lineno, raw.decode("utf-8"), None
+            except UnicodeDecodeError as e:
+                yield lineno, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+
+
+def read_raw_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Yield (line, row dict or None, problem or None) for a .jsonl or .csv file."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError([f"{path}: file not found"])
+    if path.suffix.lower() == ".csv":
+        yield from _read_csv(path)
+    else:
+        yield from _read_jsonl(path)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    for lineno, text, err in _decode_lines(path):
+        if err:
+            yield lineno, None, f"record: {err}"
+            continue
+        assert text is not None
+        if not text.strip():
+            continue
+        try:
+            obj = json.loads(text)
+        except json.JSONDecodeError as e:
+            yield lineno, None, f"record: invalid JSON ({e.msg} at column {e.colno})"
+            continue
+        if not isinstance(obj, dict):
+            yield lineno, None, f"record: expected a JSON object, got {type(obj).__name__}"
+            continue
+        yield lineno, obj, None
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        yield line, None, f"record: not valid UTF-8 (byte 0x{raw[e.start]:02x})"
+        return
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        for row in reader:
+            lineno = reader.line_num
+            if None in row:
+                yield lineno, None, "record: more cells than header columns"
+                continue
+            yield lineno, {k: _csv_cell(v) for k, v in row.items() if v is not None}, None
+    except csv.Error as e:
+        yield reader.line_num, None, f"record: malformed CSV ({e})"
+
+
+def _csv_cell(value: str) -> Any:
+    """CSV cells are strings; a cell that is a JSON list/object (options, facts) is parsed."""
+    s = value.strip()
+    if s[:1] in "[{":
+        try:
+            return json.loads(s)
+        except json.JSONDecodeError:
+            return value
+    return value
+
+
+def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool = True) -> list[Any]:
+    """Read and validate every record; raise DataError listing every problem, file:line: field."""
+    path = Path(path)
+    records: list[Any] = []
+    problems: list[str] = []
+    seen: dict[str, int] = {}
+    for lineno, row, problem in read_raw_rows(path):
+        if problem:
+            problems.append(f"{path}:{lineno}: {problem}")
+        else:
+            assert row is not None
+            try:
+                rec = record_type.model_validate(row)
+            except ValidationError as e:
+                for err in e.errors():
+                    problems.append(f"{path}:{lineno}: {_field_path(err['loc'])}: {_message(err)}")
+            else:
+                rid = getattr(rec, "id", None)
+                if check_ids and rid is not None and rid in seen:
+                    problems.append(f"{path}:{lineno}: id: duplicate id {rid!r} (first on line {seen[rid]})")
+                else:
+                    if rid is not None:
+                        seen[rid] = lineno
+                    records.append(rec)
+        if len(problems) >= MAX_PROBLEMS:
+            break
+    if problems:
+        raise DataError(problems)
+    if not records:
+        raise DataError([f"{path}: no records"])
+    return records
+
+
+def _message(err: dict[str, Any]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "missing field"
+    msg = err.get("msg", "invalid")
+    if kind.endswith("_type") or kind in {"string_type", "int_parsing", "float_parsing"}:
+        got = type(err.get("input")).__name__
+        return f"{msg} (got {got})"
+    return msg

@@ -1,0 +1,32 @@
+"""Errors a user can act on. The CLI prints ``error: <message>`` on one line and exits 2."""
+
+from __future__ import annotations
+
+
+class ClinalignError(Exception):
+    """Base of every error caused by the user's input or configuration (exit code 2)."""
+
+    exit_code = 2
+
+
+class DataError(ClinalignError):
+    """Bad records. ``problems`` holds every ``FILE:LINE: field: what is wrong`` line found."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        head = problems[0] if problems else "invalid data"
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        super().__init__(head + more)
+
+
+class ConfigError(ClinalignError):
+    """A config key that does not exist, a bad value, or incompatible options."""
+
+
+class TaskError(ClinalignError):
+    """Unknown task id, or an invalid task declaration file."""
+
+
+class InputError(ClinalignError):
+    """Input that is not physiologically or logically possible (e.g. a hyponatremia panel with
+    serum sodium >= 135)."""

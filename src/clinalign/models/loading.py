@@ -1,0 +1,54 @@
+"""Load a causal LM and its tokenizer from a local directory (or a hub id when the user allows the
+network). Every model, the embedded default included, goes through here."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from clinalign.errors import ConfigError
+
+
+def resolve_model_path(name: str | Path, allow_network: bool = False) -> str:
+    """A local directory, or a hub id only when the network is allowed; otherwise a clear error."""
+    p = Path(name).expanduser()
+    if p.is_dir():
+        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+            raise ConfigError(f"model directory {p} has no config.json (not a Hugging Face model directory)")
+        return str(p)
+    if str(name) == "default":
+        from clinalign.models.default import default_model_dir
+
+        return str(default_model_dir())
+    if allow_network and os.environ.get("HF_HUB_OFFLINE", "1") != "1":
+        return str(name)
+    raise ConfigError(
+        f"model {str(name)!r} not found: give a local model directory "
+        "(network downloads are off; set HF_HUB_OFFLINE=0 and allow_network to use a hub id)"
+    )
+
+
+def load_tokenizer(path: str | Path) -> Any:
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(path))
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> Any:
+    """Load a full model directory, or a peft adapter directory on top of its base model."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch_dtype = getattr(torch, dtype)
+    path = Path(path)
+    if (path / "adapter_config.json").is_file():
+        from peft import AutoPeftModelForCausalLM
+
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+    return model.to(device)

@@ -1,0 +1,111 @@
+"""What every task provides. A task is a plugin: adding one means one module in `tasks/`, not
+touching the trainers, the evaluator or the study.
+
+Conventions every task follows (the rest of the system relies on them):
+- A record is a pydantic model with an ``id: str`` field plus the task's inputs and gold output.
+- ``prompt(record)`` is the *user message* (no chat template; trainers and evaluators apply the
+  tokenizer's template). ``answer(record)`` is the gold completion text.
+- For closed-set tasks ``choices`` lists every allowed answer string exactly as ``answer`` writes
+  it, so the evaluator can score each by log-likelihood. ``parse(text)`` maps free model text to one
+  of them (or, for generation tasks, to a cleaned string) and returns ``None`` when it cannot:
+  unparseable answers are counted, never guessed.
+- ``metrics`` are computed on (records, predictions) where a prediction is a parsed answer or None.
+- ``rejected_builders`` map a strategy name to ``f(record, rng) -> rejected answer`` for DPO pairs;
+  the rejected answer must differ from ``answer(record)``.
+"""
+
+from __future__ import annotations
+
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+Prediction = str | None
+
+
+class Record(BaseModel):
+    """Base of every task record. Unknown columns in a user's file are ignored, not an error."""
+
+    model_config = ConfigDict(extra="ignore", str_strip_whitespace=False)
+
+    id: str
+
+
+StatTest = Literal["mcnemar", "paired_bootstrap", "wilcoxon"]
+
+
+@dataclass(frozen=True)
+class Metric:
+    """One reported number.
+
+    ``compute`` gives the corpus-level value. ``per_item`` (when the metric is a mean of per-item
+    values: accuracy, Likert, recall) gives each item's value, which the paired tests need.
+    ``test`` names the paired test the report uses for this metric: McNemar's exact test for 0/1
+    per-item outcomes, a paired bootstrap for corpus-level scores such as F1, Wilcoxon signed-rank
+    for ordinal or continuous per-item scores such as Likert.
+    """
+
+    name: str
+    test: StatTest
+    compute: Callable[[Sequence[Any], Sequence[Prediction]], float]
+    per_item: Callable[[Any, Prediction], float] | None = None
+    higher_is_better: bool = True
+
+    def __call__(self, records: Sequence[Any], preds: Sequence[Prediction]) -> float:
+        return self.compute(records, preds)
+
+
+RejectedBuilder = Callable[[Any, random.Random], str]
+
+
+class Task(ABC):
+    """Base class for a task definition. Subclasses set the class attributes and implement the
+    abstract methods; see `tasks/uti_classification.py` for a complete example."""
+
+    id: ClassVar[str]
+    description: ClassVar[str]
+    record_type: ClassVar[type[Record]]
+    #: every allowed answer string for closed-set tasks; None for free-text generation tasks
+    choices: ClassVar[tuple[str, ...] | None] = None
+    #: max new tokens when the answer is generated rather than scored
+    max_new_tokens: ClassVar[int] = 16
+
+    @abstractmethod
+    def prompt(self, record: Any) -> str: ...
+
+    @abstractmethod
+    def answer(self, record: Any) -> str: ...
+
+    @abstractmethod
+    def parse(self, text: str) -> Prediction: ...
+
+    @property
+    @abstractmethod
+    def metrics(self) -> tuple[Metric, ...]: ...
+
+    @property
+    @abstractmethod
+    def rejected_builders(self) -> dict[str, RejectedBuilder]: ...
+
+    @abstractmethod
+    def generate(self, n: int, seed: int) -> list[Any]:
+        """``n`` varied synthetic records, identical for the same seed."""
+
+    def stratum(self, record: Any) -> str | None:
+        """The label used to stratify splits; None for tasks without a label."""
+        return self.answer(record) if self.choices is not None else None
+
+    @property
+    def is_closed_set(self) -> bool:
+        return self.choices is not None
+
+    @property
+    def default_strategy(self) -> str:
+        return next(iter(self.rejected_builders))
+
+    def evaluate(self, records: Sequence[Any], preds: Sequence[Prediction]) -> dict[str, float]:
+        return {m.name: m(records, preds) for m in self.metrics}

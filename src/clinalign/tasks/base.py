@@ -95,6 +95,11 @@ class Task(ABC):
     def generate(self, n: int, seed: int) -> list[Any]:
         """``n`` varied synthetic records, identical for the same seed."""
 
+    def choices_for(self, record: Any) -> tuple[str, ...] | None:
+        """The answers allowed for this record (tasks whose option set varies per record, such as
+        4 or 5 lettered options, override this)."""
+        return self.choices
+
     def stratum(self, record: Any) -> str | None:
         """The label used to stratify splits; None for tasks without a label."""
         return self.answer(record) if self.choices is not None else None

@@ -31,21 +31,25 @@ app.add_typer(study_app, name="study", help="Run a whole base vs SFT vs DPO stud
 app.add_typer(rate_app, name="rate", help="Clinician web app: Likert ratings and pairwise preferences.")
 
 
-def main() -> None:
+def run(argv: list[str] | None = None) -> int:
+    """Run the CLI and return its exit code; user errors become one ``error:`` line and code 2."""
+    import click
+
     try:
-        app(standalone_mode=False)
+        app(args=argv, standalone_mode=False)
     except ClinalignError as e:
         print(f"error: {e}", file=sys.stderr)
-        sys.exit(e.exit_code)
-    except typer.Exit as e:
-        sys.exit(e.exit_code)
-    except typer.Abort:
+        return e.exit_code
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except click.exceptions.Abort:
         print("aborted", file=sys.stderr)
-        sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
+        return 130
+    except click.exceptions.ClickException as e:
+        e.show()
+        return 2
+    return 0
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        raise
+
+def main() -> None:
+    sys.exit(run())

@@ -1,7 +1,148 @@
-"""`clinalign data` sub-commands."""
+"""`clinalign data` sub-commands: generate, validate, split, sft, pairs, audit.
+
+Every command takes a task id or a task declaration file (``TASK`` may be ``mytask.yaml``, or give
+``--task-file mytask.yaml`` and only the data file). Outputs are written atomically; on bad input
+nothing is written and the exit code is 2.
+"""
 
 from __future__ import annotations
 
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from clinalign.data.io import read_records, write_jsonl
+from clinalign.data.pairs import preference_pairs, sft_examples
+from clinalign.data.splits import split_records
+from clinalign.errors import ClinalignError, DataError
+from clinalign.tasks import Task, get_task
 
 app = typer.Typer(no_args_is_help=True)
+console = Console(stderr=True)
+
+TaskFileOpt = Annotated[
+    Path | None, typer.Option("--task-file", help="A task declared in YAML (instead of a TASK id).")
+]
+Args = Annotated[list[str], typer.Argument(help="TASK FILE, or just FILE with --task-file.", show_default=False)]
+
+
+def _task_and_file(args: list[str], task_file: Path | None) -> tuple[Task, Path]:
+    if task_file is not None:
+        if len(args) != 1:
+            raise ClinalignError("with --task-file give exactly one data FILE")
+        return get_task(str(task_file)), Path(args[0])
+    if len(args) != 2:
+        raise ClinalignError("give TASK and FILE (or --task-file TASK.yaml FILE)")
+    return get_task(args[0]), Path(args[1])
+
+
+def load(task: Task, path: Path) -> list[Any]:
+    return read_records(path, task.record_type)
+
+
+@app.command()
+def generate(
+    task: Annotated[str, typer.Argument(help="Task id.")],
+    n: Annotated[int, typer.Option("--n", min=1, help="Number of records.")] = 500,
+    seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same records.")] = 0,
+    out: Annotated[Path, typer.Option("--out", help="Output JSONL file.")] = Path("data.jsonl"),
+) -> None:
+    """Generate N synthetic records for a built-in task (deterministic for a seed)."""
+    t = get_task(task)
+    n_written = write_jsonl(out, t.generate(n, seed))
+    console.print(f"wrote {n_written} {t.id} records to {out}")
+
+
+@app.command()
+def validate(args: Args, task_file: TaskFileOpt = None) -> None:
+    """Check every record of a JSONL/CSV file against the task's schema.
+
+    Each problem is printed as FILE:LINE: field: what is wrong; exit code 2 if any.
+    """
+    task, path = _task_and_file(args, task_file)
+    try:
+        records = load(task, path)
+    except DataError as e:
+        for p in e.problems:
+            print(p, file=sys.stderr)
+        print(f"error: {len(e.problems)} problem(s) in {path}", file=sys.stderr)
+        raise typer.Exit(2) from None
+    print_summary([(task, records)])
+
+
+def summary_row(task: Task, records: list[Any]) -> dict[str, Any]:
+    labels = Counter(task.stratum(r) for r in records) if task.is_closed_set else Counter()
+    prompt_chars = sorted(len(task.prompt(r)) for r in records)
+    return {
+        "task": task.id,
+        "records": len(records),
+        "labels": len(labels) if labels else "-",
+        "label distribution": ", ".join(f"{k} {v / len(records):.0%}" for k, v in labels.most_common(4))
+        + (" ..." if len(labels) > 4 else "")
+        if labels
+        else "(free text)",
+        "median prompt chars": prompt_chars[len(prompt_chars) // 2],
+    }
+
+
+def print_summary(rows: list[tuple[Task, list[Any]]]) -> None:
+    table = Table(title="clinalign data summary")
+    data = [summary_row(t, r) for t, r in rows]
+    for col in data[0]:
+        table.add_column(col)
+    for row in data:
+        table.add_row(*(str(v) for v in row.values()))
+    Console().print(table)
+
+
+@app.command()
+def split(
+    args: Args,
+    out: Annotated[Path, typer.Option("--out", help="Output folder for train/val/test.jsonl.")],
+    val: Annotated[float, typer.Option(help="Validation fraction.")] = 0.1,
+    test: Annotated[float, typer.Option(help="Test fraction.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    task_file: TaskFileOpt = None,
+) -> None:
+    """Seeded train/val/test split, stratified by label where the task has one."""
+    task, path = _task_and_file(args, task_file)
+    parts = split_records(task, load(task, path), val=val, test=test, seed=seed)
+    for name, recs in parts.items():
+        write_jsonl(out / f"{name}.jsonl", recs)
+    console.print(", ".join(f"{k}: {len(v)}" for k, v in parts.items()) + f" -> {out}")
+
+
+@app.command()
+def sft(
+    args: Args,
+    out: Annotated[Path, typer.Option("--out", help="Output JSONL of prompt/completion.")],
+    task_file: TaskFileOpt = None,
+) -> None:
+    """SFT examples as prompt/completion JSONL."""
+    task, path = _task_and_file(args, task_file)
+    n = write_jsonl(out, sft_examples(task, load(task, path)))
+    console.print(f"wrote {n} SFT examples to {out}")
+
+
+@app.command()
+def pairs(
+    args: Args,
+    out: Annotated[Path, typer.Option("--out", help="Output JSONL of prompt/chosen/rejected.")],
+    strategy: Annotated[
+        str | None,
+        typer.Option(help="Rejected-answer builder(s), comma-separated, or 'all'. Default: the task's first."),
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
+    task_file: TaskFileOpt = None,
+) -> None:
+    """DPO preference pairs (prompt/chosen/rejected JSONL) built by the task's rejected-answer builders."""
+    task, path = _task_and_file(args, task_file)
+    rows = preference_pairs(task, load(task, path), strategy=strategy, seed=seed)
+    n = write_jsonl(out, rows)
+    by = Counter(r["strategy"] for r in rows)
+    console.print(f"wrote {n} pairs to {out} (" + ", ".join(f"{k}: {v}" for k, v in by.items()) + ")")

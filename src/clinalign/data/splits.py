@@ -1,0 +1,36 @@
+"""Seeded train/val/test splits, stratified by the task's label where it has one."""
+
+from __future__ import annotations
+
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from clinalign.errors import ConfigError
+from clinalign.tasks.base import Task
+
+
+def split_records(
+    task: Task, records: Sequence[Any], val: float = 0.1, test: float = 0.2, seed: int = 0
+) -> dict[str, list[Any]]:
+    """Split into train/val/test. Within each stratum the records are shuffled with the seed and cut
+    by the fractions (rounded), so every label keeps its share in every split."""
+    if not (0 <= val < 1 and 0 <= test < 1 and val + test < 1):
+        raise ConfigError(f"split fractions must satisfy 0 <= val, test and val + test < 1 (got {val}, {test})")
+    rng = random.Random(seed)
+    strata: dict[str | None, list[Any]] = defaultdict(list)
+    for rec in records:
+        strata[task.stratum(rec)].append(rec)
+    out: dict[str, list[Any]] = {"train": [], "val": [], "test": []}
+    for key in sorted(strata, key=lambda k: (k is None, k or "")):
+        group = list(strata[key])
+        rng.shuffle(group)
+        n_test = round(len(group) * test)
+        n_val = round(len(group) * val)
+        out["test"].extend(group[:n_test])
+        out["val"].extend(group[n_test : n_test + n_val])
+        out["train"].extend(group[n_test + n_val :])
+    for part in out.values():  # interleave strata so a file's head is not one label
+        rng.shuffle(part)
+    return out

@@ -2,6 +2,41 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+
+from clinalign.study.config import load_study
 
 app = typer.Typer(no_args_is_help=True)
+
+
+@app.command()
+def run(
+    study: Annotated[Path, typer.Argument(help="Study YAML (see configs/demo.yaml).")],
+    overrides: Annotated[
+        list[str] | None, typer.Argument(help="key=value overrides, e.g. sft.epochs=2 eval.n_boot=200")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default runs/<study name>).")] = None,
+) -> None:
+    """Run a whole study: data, SFT, DPO, evaluation of base/SFT/DPO, statistics, report.
+
+    Finished stages are cached by a fingerprint of their inputs and settings; a killed run resumes.
+    """
+    from clinalign.study.runner import run_study
+
+    cfg = load_study(study, overrides)
+    out = out or Path("runs") / cfg.name
+    console = Console()
+    t0 = time.perf_counter()
+    results = run_study(cfg, out, log=console.print)
+    minutes = (time.perf_counter() - t0) / 60
+    from clinalign.report.tables import results_table_markdown
+
+    console.print(results_table_markdown(results))
+    for tid, r in results["tasks"].items():
+        console.print(f"[bold]{tid}[/bold]: {r.get('_verdict', '')}")
+    console.print(f"\nreport: {out / 'report.html'}  (also report.md, results.json) in {minutes:.1f} min")

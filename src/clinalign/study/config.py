@@ -1,0 +1,120 @@
+"""The study file: one YAML that names every choice of a base vs SFT vs DPO comparison.
+
+Training settings are given once under ``sft:`` / ``dpo:`` and may be overridden per task (a
+discharge summary needs a longer ``max_length`` than a yes/no question). Unknown keys are errors,
+so a typo cannot silently fall back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clinalign.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SplitConfig(_Strict):
+    val: float = 0.1
+    test: float = 0.2
+    seed: int = 0
+
+
+class EvalConfig(_Strict):
+    batch_size: int = 8
+    #: "score" ranks each allowed answer by log-likelihood; "generate" decodes and parses
+    closed_set_mode: Literal["score", "generate"] = "score"
+    max_new_tokens: int | None = None
+    max_items: int | None = None
+    n_boot: int = 1000
+    seed: int = 0
+
+
+class TaskEntry(_Strict):
+    id: str
+    #: a JSONL/CSV record file; when absent the task's synthetic generator makes ``n`` records
+    data: str | None = None
+    n: int = 400
+    seed: int = 0
+    #: rejected-answer strategy for DPO pairs ("all", a name, or a comma list); None = task default
+    pairs: str | None = None
+    #: a prepared preference-pair JSONL (e.g. clinician picks exported by `clinalign rate export`)
+    pairs_file: str | None = None
+    #: clinician Likert CSV (`clinalign rate export --likert`), replaces rubric scores where present
+    likert_csv: str | None = None
+    max_train: int | None = None
+    sft: dict[str, Any] = Field(default_factory=dict)
+    dpo: dict[str, Any] = Field(default_factory=dict)
+    eval: dict[str, Any] = Field(default_factory=dict)
+
+
+class StudyConfig(_Strict):
+    name: str = "study"
+    model: str = "default"
+    seed: int = 0
+    #: DPO starts from the SFT output (the study's design) or from the base model
+    dpo_from: Literal["sft", "base"] = "sft"
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    sft: dict[str, Any] = Field(default_factory=dict)
+    dpo: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    #: stop before training when the audit finds train/test leakage, unless set
+    allow_leakage: bool = False
+    tasks: list[TaskEntry]
+
+    @model_validator(mode="after")
+    def _unique_tasks(self) -> StudyConfig:
+        ids = [t.id for t in self.tasks]
+        dup = {i for i in ids if ids.count(i) > 1}
+        if dup:
+            raise ValueError(f"task listed twice: {', '.join(sorted(dup))}")
+        if not ids:
+            raise ValueError("a study needs at least one task")
+        return self
+
+    def train_settings(self, stage: Literal["sft", "dpo"], task: TaskEntry) -> dict[str, Any]:
+        return {**getattr(self, stage), **getattr(task, stage)}
+
+    def eval_settings(self, task: TaskEntry) -> EvalConfig:
+        return self.eval.model_copy(update=task.eval)
+
+
+def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
+    """Read a study YAML; ``overrides`` are ``dotted.key=value`` strings (value parsed as YAML)."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"study file {path} not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"override {item!r} must look like key=value")
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = yaml.safe_load(value)
+    try:
+        cfg = StudyConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "study"
+        raise ConfigError(f"{path}: {where}: {err['msg']}") from None
+    base = path.parent
+    for t in cfg.tasks:  # relative data paths are relative to the study file
+        for attr in ("data", "pairs_file", "likert_csv"):
+            v = getattr(t, attr)
+            if v and not Path(v).is_absolute():
+                setattr(t, attr, str((base / v).resolve()))
+        if t.id.endswith((".yaml", ".yml")) and not Path(t.id).is_absolute():
+            t.id = str((base / t.id).resolve())
+    return cfg

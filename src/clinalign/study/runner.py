@@ -1,0 +1,198 @@
+"""The study recipe: for each task, data -> split -> SFT -> DPO -> evaluate base/SFT/DPO on the same
+test items -> paired statistics; then one report for the whole study. Reads top to bottom.
+
+Layout of ``OUT``:
+  data/<task>/{train,val,test}.jsonl        the split actually used
+  stages/<task>/<stage>/                    cached stage outputs (training runs, predictions)
+  predictions/<task>/<system>.jsonl         per-item predictions, traceable to every number
+  report.md, report.html, results.json, *.png
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from clinalign.data.io import read_records, write_jsonl
+from clinalign.data.pairs import preference_pairs, sft_examples
+from clinalign.data.splits import split_records
+from clinalign.study.config import StudyConfig, TaskEntry
+from clinalign.study.stages import StageRunner, file_fingerprint, fingerprint
+from clinalign.tasks import Task, get_task
+
+SYSTEMS = ("base", "sft", "dpo")
+
+
+def model_fingerprint(path: str | Path) -> str:
+    """Cheap identity of a model directory: its config and the sizes of its weight files."""
+    p = Path(path)
+    files = sorted(q for q in p.iterdir() if q.suffix in {".json", ".safetensors", ".bin"})
+    return fingerprint(
+        {q.name: (file_fingerprint(q) if q.suffix == ".json" else q.stat().st_size) for q in files}
+    )
+
+
+def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from clinalign.eval.compare import apply_holm, compare_systems, verdict
+    from clinalign.models.loading import resolve_model_path
+    from clinalign.report import write_report
+
+    out.mkdir(parents=True, exist_ok=True)
+    base_model = resolve_model_path(cfg.model)
+    base_fp = model_fingerprint(base_model)
+    stages = StageRunner(out / "stages", log=log)
+    results: dict[str, Any] = {"tasks": {}}
+    extras: dict[str, dict[str, Any]] = {"curves": {}, "calibration": {}, "confusion": {}}
+
+    for entry in cfg.tasks:
+        task = get_task(entry.id)
+        tid = task.id
+        log(f"[bold cyan]== {tid}[/bold cyan]")
+
+        # 1. data: load or generate, then a seeded stratified split
+        data_dir, data_fp = stages.run(
+            f"{tid}/data",
+            {"task": tid, "data": entry.data and file_fingerprint(entry.data), "n": entry.n,
+             "seed": entry.seed, "split": cfg.split.model_dump(), "max_train": entry.max_train},
+            lambda d, _r, e=entry, t=task: _prepare_data(t, e, cfg, d),
+        )
+        split = {k: read_records(data_dir / f"{k}.jsonl", task.record_type) for k in ("train", "val", "test")}
+        public = out / "data" / tid
+        public.mkdir(parents=True, exist_ok=True)
+        for k in split:
+            shutil.copyfile(data_dir / f"{k}.jsonl", public / f"{k}.jsonl")
+        _audit(task, data_dir, cfg, log)
+
+        # 2. SFT on (prompt, gold answer)
+        sft_settings = cfg.train_settings("sft", entry)
+        sft_dir, sft_fp = stages.run(
+            f"{tid}/sft",
+            {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed},
+            lambda d, resume, t=task, s=sft_settings: _train(
+                "sft", base_model, d / "sft.jsonl", d, s, cfg.seed, resume,
+                prepare=lambda: write_jsonl(d / "sft.jsonl", sft_examples(t, split["train"]))),
+        )
+
+        # 3. DPO on (prompt, chosen, rejected), on top of SFT by default
+        dpo_settings = cfg.train_settings("dpo", entry)
+        init = sft_dir / "run" / "final" if cfg.dpo_from == "sft" else None
+        pairs_fp = entry.pairs_file and file_fingerprint(entry.pairs_file)
+        dpo_dir, dpo_fp = stages.run(
+            f"{tid}/dpo",
+            {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
+             "pairs_file": pairs_fp, "train": dpo_settings, "seed": cfg.seed},
+            lambda d, resume, t=task, e=entry, s=dpo_settings, i=init: _train(
+                "dpo", base_model, d / "pairs.jsonl", d, s, cfg.seed, resume, init_from=i,
+                prepare=lambda: _write_pairs(t, e, split["train"], cfg.seed, d / "pairs.jsonl")),
+        )
+
+        # 4. evaluate the three systems on the same test items
+        ev = cfg.eval_settings(entry)
+        test = split["test"][: ev.max_items] if ev.max_items else split["test"]
+        models = {"base": (base_model, base_fp), "sft": (sft_dir / "run" / "final", sft_fp),
+                  "dpo": (dpo_dir / "run" / "final", dpo_fp)}
+        preds: dict[str, list[dict[str, Any]]] = {}
+        for system, (path, fp) in models.items():
+            pred_dir, _ = stages.run(
+                f"{tid}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
+                lambda d, _r, p=path, t=task: _predict(t, p, test, ev, d / "predictions.jsonl"),
+            )
+            rows = _read_jsonl(pred_dir / "predictions.jsonl")
+            preds[system] = rows
+            (out / "predictions" / tid).mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pred_dir / "predictions.jsonl", out / "predictions" / tid / f"{system}.jsonl")
+
+        # 5. statistics on paired items
+        test = _apply_clinician_likert(task, entry, test, preds)
+        task_results = compare_systems(
+            task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()},
+            n_boot=ev.n_boot, seed=ev.seed,
+        )
+        results["tasks"][tid] = task_results
+        extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
+        if task.is_closed_set:
+            extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
+            extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
+                                        for s, rows in preds.items()}
+
+    apply_holm(results)
+    for tid, task_results in results["tasks"].items():
+        task_results["_verdict"] = verdict(task_results)
+    results["study"] = {"name": cfg.name, "model": cfg.model, "dpo_from": cfg.dpo_from,
+                        "stages_run": stages.ran, "stages_cached": stages.skipped,
+                        "stage_seconds": {k: round(v, 1) for k, v in stages.timings.items()},
+                        "config": cfg.model_dump(mode="json")}
+    write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
+                 confusion=extras["confusion"])
+    return results
+
+
+def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path) -> None:
+    if entry.data:
+        records = read_records(entry.data, task.record_type)
+    else:
+        records = task.generate(entry.n, seed=entry.seed)
+    parts = split_records(task, records, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed)
+    if entry.max_train:
+        parts["train"] = parts["train"][: entry.max_train]
+    for name, recs in parts.items():
+        write_jsonl(out / f"{name}.jsonl", recs)
+
+
+def _write_pairs(task: Task, entry: TaskEntry, train: list[Any], seed: int, path: Path) -> None:
+    if entry.pairs_file:
+        shutil.copyfile(entry.pairs_file, path)
+    else:
+        write_jsonl(path, preference_pairs(task, train, strategy=entry.pairs, seed=seed))
+
+
+def _audit(task: Task, data_dir: Path, cfg: StudyConfig, log: Callable[[str], None]) -> None:
+    """Stop before training on train/test leakage (near-duplicates across splits)."""
+    try:
+        from clinalign.data.audit import check_leakage
+    except ImportError:  # the audit module is optional at this layer
+        return
+    check_leakage(task, data_dir / "train.jsonl", data_dir / "test.jsonl", allow=cfg.allow_leakage, log=log)
+
+
+def _train(stage: str, model: str, data: Path, out: Path, settings: dict[str, Any], seed: int,
+           resume: bool, prepare: Callable[[], Any], init_from: Path | None = None) -> None:
+    from clinalign.train.api import train
+
+    if not data.exists():
+        prepare()
+    train(stage, model=model, data=data, out=out / "run", settings=settings, seed=seed, resume=resume,
+          init_from=init_from)
+
+
+def _predict(task: Task, model_path: str | Path, records: list[Any], ev: Any, path: Path) -> None:
+    from clinalign.eval.predict import predict_records
+
+    rows = predict_records(task, model_path, records, batch_size=ev.batch_size, mode=ev.closed_set_mode,
+                           max_new_tokens=ev.max_new_tokens)
+    write_jsonl(path, rows)
+
+
+def _apply_clinician_likert(task: Task, entry: TaskEntry, test: list[Any], preds: dict[str, list[dict]]) -> list[Any]:
+    """Where clinicians rated outputs, their Likert mean replaces the rubric score (see rate/)."""
+    if not entry.likert_csv:
+        return test
+    from clinalign.rate.export import load_likert_csv
+
+    scores = load_likert_csv(entry.likert_csv)
+    for system, rows in preds.items():
+        for row in rows:
+            s = scores.get((row["id"], system))
+            if s is not None:
+                row["clinician_likert"] = s
+    return test
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    import json
+
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -13,6 +13,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 from clinalign.data.cli import app as data_app  # noqa: E402
 from clinalign.errors import ClinalignError  # noqa: E402
+from clinalign.export.cli import app as export_app  # noqa: E402
 from clinalign.models.cli import app as model_app  # noqa: E402
 from clinalign.rate.cli import app as rate_app  # noqa: E402
 from clinalign.study.cli import app as study_app  # noqa: E402
@@ -28,6 +29,7 @@ app.add_typer(data_app, name="data", help="Generate, validate, split and convert
 app.add_typer(train_app, name="train", help="Train with SFT or DPO (LoRA or full; 1 CPU to many GPUs).")
 app.add_typer(model_app, name="model", help="Models: the embedded default, export.")
 app.add_typer(study_app, name="study", help="Run a whole base vs SFT vs DPO study from one YAML file.")
+app.add_typer(export_app, name="export", help="Export merged models (with a model card) and pairs for other tools.")
 app.add_typer(rate_app, name="rate", help="Clinician web app: Likert ratings and pairwise preferences.")
 
 

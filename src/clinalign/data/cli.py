@@ -146,3 +146,45 @@ def pairs(
     n = write_jsonl(out, rows)
     by = Counter(r["strategy"] for r in rows)
     console.print(f"wrote {n} pairs to {out} (" + ", ".join(f"{k}: {v}" for k, v in by.items()) + ")")
+
+
+@app.command()
+def audit(
+    args: Args,
+    pairs_file: Annotated[Path | None, typer.Option("--pairs", help="Preference pairs JSONL to check.")] = None,
+    against: Annotated[Path | None, typer.Option("--against", help="Test file to check for leakage.")] = None,
+    model: Annotated[str | None, typer.Option(help="Count lengths with this model's tokenizer.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Training length limit in tokens.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the audit as JSON (and .html beside it).")] = None,
+    task_file: TaskFileOpt = None,
+) -> None:
+    """Label balance, duplicates, train/test leakage, lengths, pair quality and a likely-PHI scan.
+
+    Findings name record ids only, never the text (the data may hold PHI). The PHI scan is a safety
+    net, not a de-identification tool.
+    """
+    from clinalign.data import audit as A
+    from clinalign.data.io import read_raw_rows, write_json, write_text_atomic
+
+    task, path = _task_and_file(args, task_file)
+    records = load(task, path)
+    test = load(task, against) if against else None
+    pairs = None
+    if pairs_file:
+        pairs = []
+        for lineno, row, problem in read_raw_rows(pairs_file):
+            missing = [k for k in ("prompt", "chosen", "rejected") if row is not None and k not in row]
+            if problem or missing:
+                raise DataError([f"{pairs_file}:{lineno}: {problem or (missing[0] + ': missing field')}"])
+            pairs.append(row)
+    tokenizer = None
+    if model:
+        from clinalign.models.loading import load_tokenizer, resolve_model_path
+
+        tokenizer = load_tokenizer(resolve_model_path(model))
+    report = A.audit(task, records, pairs=pairs, against=test, tokenizer=tokenizer, limit=limit)
+    print(A.render_text(report))
+    if out:
+        write_json(out, report)
+        write_text_atomic(out.with_suffix(".html"), A.render_html(report))
+

@@ -35,90 +35,22 @@ def model_fingerprint(path: str | Path) -> str:
 
 
 def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
-    from clinalign.eval.compare import apply_holm, compare_systems, verdict
+    from clinalign.eval.compare import apply_holm, verdict
     from clinalign.models.loading import resolve_model_path
     from clinalign.report import write_report
 
     out.mkdir(parents=True, exist_ok=True)
     base_model = resolve_model_path(cfg.model)
-    base_fp = model_fingerprint(base_model)
     stages = StageRunner(out / "stages", log=log)
     results: dict[str, Any] = {"tasks": {}}
     extras: dict[str, dict[str, Any]] = {"curves": {}, "calibration": {}, "confusion": {}}
-
     for entry in cfg.tasks:
         task = get_task(entry.id)
-        tid = task.id
-        log(f"[bold cyan]== {tid}[/bold cyan]")
-
-        # 1. data: load or generate, then a seeded stratified split
-        data_dir, data_fp = stages.run(
-            f"{tid}/data",
-            {"task": tid, "data": entry.data and file_fingerprint(entry.data), "n": entry.n,
-             "seed": entry.seed, "split": cfg.split.model_dump(), "max_train": entry.max_train},
-            lambda d, _r, e=entry, t=task: _prepare_data(t, e, cfg, d),
-        )
-        split = {k: read_records(data_dir / f"{k}.jsonl", task.record_type) for k in ("train", "val", "test")}
-        public = out / "data" / tid
-        public.mkdir(parents=True, exist_ok=True)
-        for k in split:
-            shutil.copyfile(data_dir / f"{k}.jsonl", public / f"{k}.jsonl")
-        _audit(task, data_dir, cfg, log)
-
-        # 2. SFT on (prompt, gold answer)
-        sft_settings = cfg.train_settings("sft", entry)
-        sft_dir, sft_fp = stages.run(
-            f"{tid}/sft",
-            {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed},
-            lambda d, resume, t=task, s=sft_settings: _train(
-                "sft", base_model, d / "sft.jsonl", d, s, cfg.seed, resume,
-                prepare=lambda: write_jsonl(d / "sft.jsonl", sft_examples(t, split["train"]))),
-        )
-
-        # 3. DPO on (prompt, chosen, rejected), on top of SFT by default
-        dpo_settings = cfg.train_settings("dpo", entry)
-        init = sft_dir / "run" / "final" if cfg.dpo_from == "sft" else None
-        pairs_fp = entry.pairs_file and file_fingerprint(entry.pairs_file)
-        dpo_dir, dpo_fp = stages.run(
-            f"{tid}/dpo",
-            {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
-             "pairs_file": pairs_fp, "train": dpo_settings, "seed": cfg.seed},
-            lambda d, resume, t=task, e=entry, s=dpo_settings, i=init: _train(
-                "dpo", base_model, d / "pairs.jsonl", d, s, cfg.seed, resume, init_from=i,
-                prepare=lambda: _write_pairs(t, e, split["train"], cfg.seed, d / "pairs.jsonl")),
-        )
-
-        # 4. evaluate the three systems on the same test items
-        ev = cfg.eval_settings(entry)
-        test = split["test"][: ev.max_items] if ev.max_items else split["test"]
-        models = {"base": (base_model, base_fp), "sft": (sft_dir / "run" / "final", sft_fp),
-                  "dpo": (dpo_dir / "run" / "final", dpo_fp)}
-        preds: dict[str, list[dict[str, Any]]] = {}
-        for system, (path, fp) in models.items():
-            pred_dir, _ = stages.run(
-                f"{tid}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
-                lambda d, _r, p=path, t=task: _predict(t, p, test, ev, d / "predictions.jsonl"),
-            )
-            rows = _read_jsonl(pred_dir / "predictions.jsonl")
-            preds[system] = rows
-            (out / "predictions" / tid).mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(pred_dir / "predictions.jsonl", out / "predictions" / tid / f"{system}.jsonl")
-
-        # 5. statistics on paired items
-        test = _apply_clinician_likert(task, entry, test, preds)
-        task_results = compare_systems(
-            task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()},
-            n_boot=ev.n_boot, seed=ev.seed,
-        )
-        results["tasks"][tid] = task_results
-        extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
-        if task.is_closed_set:
-            extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
-            extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
-                                        for s, rows in preds.items()}
+        log(f"[bold cyan]== {task.id}[/bold cyan]")
+        results["tasks"][task.id] = run_task(cfg, entry, task, base_model, stages, out, extras)
 
     apply_holm(results)
-    for tid, task_results in results["tasks"].items():
+    for task_results in results["tasks"].values():
         task_results["_verdict"] = verdict(task_results)
     results["study"] = {"name": cfg.name, "model": cfg.model, "dpo_from": cfg.dpo_from,
                         "stages_run": stages.ran, "stages_cached": stages.skipped,
@@ -127,6 +59,85 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
                  confusion=extras["confusion"])
     return results
+
+
+def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, stages: StageRunner,
+             out: Path, extras: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """One task of the study: data -> SFT -> DPO -> evaluate three systems -> paired statistics."""
+    from clinalign.eval.compare import compare_systems
+
+    tid = task.id
+    base_fp = model_fingerprint(base_model)
+
+    # 1. data: load or generate, then a seeded stratified split; audit for leakage before training
+    data_dir, data_fp = stages.run(
+        f"{tid}/data",
+        {"task": tid, "data": entry.data and file_fingerprint(entry.data), "n": entry.n, "seed": entry.seed,
+         "split": cfg.split.model_dump(), "max_train": entry.max_train},
+        lambda d, _resume: _prepare_data(task, entry, cfg, d),
+    )
+    split = {k: read_records(data_dir / f"{k}.jsonl", task.record_type) for k in ("train", "val", "test")}
+    public = out / "data" / tid
+    public.mkdir(parents=True, exist_ok=True)
+    for k in split:
+        shutil.copyfile(data_dir / f"{k}.jsonl", public / f"{k}.jsonl")
+    _audit(task, data_dir, cfg, stages.log)
+
+    # 2. SFT on (prompt, gold answer)
+    sft_settings = cfg.train_settings("sft", entry)
+
+    def train_sft(d: Path, resume: bool) -> None:
+        if not (d / "sft.jsonl").exists():
+            write_jsonl(d / "sft.jsonl", sft_examples(task, split["train"]))
+        _train("sft", base_model, d / "sft.jsonl", d / "run", sft_settings, cfg.seed, resume)
+
+    sft_dir, sft_fp = stages.run(
+        f"{tid}/sft", {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed}, train_sft
+    )
+
+    # 3. DPO on (prompt, chosen, rejected), on top of SFT by default
+    dpo_settings = cfg.train_settings("dpo", entry)
+    init = sft_dir / "run" / "final" if cfg.dpo_from == "sft" else None
+
+    def train_dpo(d: Path, resume: bool) -> None:
+        if not (d / "pairs.jsonl").exists():
+            _write_pairs(task, entry, split["train"], cfg.seed, d / "pairs.jsonl")
+        _train("dpo", base_model, d / "pairs.jsonl", d / "run", dpo_settings, cfg.seed, resume, init_from=init)
+
+    dpo_dir, dpo_fp = stages.run(
+        f"{tid}/dpo",
+        {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
+         "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
+         "seed": cfg.seed},
+        train_dpo,
+    )
+
+    # 4. evaluate the three systems on the same test items
+    ev = cfg.eval_settings(entry)
+    test = split["test"][: ev.max_items] if ev.max_items else split["test"]
+    models = {"base": (base_model, base_fp), "sft": (sft_dir / "run" / "final", sft_fp),
+              "dpo": (dpo_dir / "run" / "final", dpo_fp)}
+    preds: dict[str, list[dict[str, Any]]] = {}
+    for system, (path, fp) in models.items():
+        pred_dir, _ = stages.run(
+            f"{tid}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
+            lambda d, _resume, path=path: _predict(task, path, test, ev, d / "predictions.jsonl"),
+        )
+        preds[system] = _read_jsonl(pred_dir / "predictions.jsonl")
+        (out / "predictions" / tid).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pred_dir / "predictions.jsonl", out / "predictions" / tid / f"{system}.jsonl")
+
+    # 5. statistics on paired items
+    task_results = compare_systems(
+        task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()}, n_boot=ev.n_boot, seed=ev.seed
+    )
+    _add_clinician_likert(entry, preds, task_results, ev)
+    extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
+    if task.is_closed_set:
+        extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
+        extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
+                                    for s, rows in preds.items()}
+    return task_results
 
 
 def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path) -> None:
@@ -158,13 +169,10 @@ def _audit(task: Task, data_dir: Path, cfg: StudyConfig, log: Callable[[str], No
 
 
 def _train(stage: str, model: str, data: Path, out: Path, settings: dict[str, Any], seed: int,
-           resume: bool, prepare: Callable[[], Any], init_from: Path | None = None) -> None:
+           resume: bool, init_from: Path | None = None) -> None:
     from clinalign.train.api import train
 
-    if not data.exists():
-        prepare()
-    train(stage, model=model, data=data, out=out / "run", settings=settings, seed=seed, resume=resume,
-          init_from=init_from)
+    train(stage, model=model, data=data, out=out, settings=settings, seed=seed, resume=resume, init_from=init_from)
 
 
 def _predict(task: Task, model_path: str | Path, records: list[Any], ev: Any, path: Path) -> None:
@@ -175,19 +183,18 @@ def _predict(task: Task, model_path: str | Path, records: list[Any], ev: Any, pa
     write_jsonl(path, rows)
 
 
-def _apply_clinician_likert(task: Task, entry: TaskEntry, test: list[Any], preds: dict[str, list[dict]]) -> list[Any]:
-    """Where clinicians rated outputs, their Likert mean replaces the rubric score (see rate/)."""
+def _add_clinician_likert(entry: TaskEntry, preds: dict[str, list[dict]], task_results: dict[str, Any],
+                          ev: Any) -> None:
+    """Where clinicians rated outputs (see rate/), their Likert means are reported as their own metric,
+    tested on the items every system has a rating for, and take precedence over the rubric."""
     if not entry.likert_csv:
-        return test
+        return
+    from clinalign.eval.compare import likert_metric
     from clinalign.rate.export import load_likert_csv
 
     scores = load_likert_csv(entry.likert_csv)
-    for system, rows in preds.items():
-        for row in rows:
-            s = scores.get((row["id"], system))
-            if s is not None:
-                row["clinician_likert"] = s
-    return test
+    per_system = {s: {r["id"]: scores.get((r["id"], s)) for r in rows} for s, rows in preds.items()}
+    task_results["likert_clinician"] = likert_metric(per_system, n_boot=ev.n_boot, seed=ev.seed)
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:

@@ -1,0 +1,40 @@
+"""`clinalign export` sub-commands."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True)
+console = Console(stderr=True)
+
+
+@app.command()
+def model(
+    run_dir: Annotated[Path, typer.Argument(help="A training output folder (clinalign train ... --out).")],
+    out: Annotated[Path, typer.Option("--out", help="Output model directory.")],
+    adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Ship the LoRA adapter, unmerged.")] = False,
+    results: Annotated[Path | None, typer.Option(help="A study's results.json for the model card.")] = None,
+    audit: Annotated[Path | None, typer.Option(help="An audit JSON (clinalign data audit --out) for the card.")] = None,
+) -> None:
+    """LoRA merged into the base weights: a standard Hugging Face directory with a model card."""
+    from clinalign.export.model import export_model
+
+    path = export_model(run_dir, out, adapter_only=adapter_only, results=results, audit=audit)
+    console.print(f"exported to {path} (model card: {path / 'README.md'})")
+
+
+@app.command()
+def pairs(
+    path: Annotated[Path, typer.Argument(help="prompt/chosen/rejected JSONL (or prompt/completion for openai-sft).")],
+    out: Annotated[Path, typer.Option("--out", help="Output file (a folder for hf-dataset).")],
+    fmt: Annotated[str, typer.Option("--format", help="openai-dpo | openai-sft | hf-dataset | jsonl")] = "jsonl",
+) -> None:
+    """Preference pairs (or SFT examples) in another tool's or vendor's format."""
+    from clinalign.export.pairs import export
+
+    n = export(path, out, fmt)
+    console.print(f"wrote {n} rows as {fmt} to {out}")

@@ -74,10 +74,20 @@ def export(path: Path, out: Path, fmt: str) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        Dataset.from_list([{k: r[k] for k in PAIR_FIELDS} for r in rows]).save_to_disk(str(tmp))
+        Dataset.from_list(_uniform(rows)).save_to_disk(str(tmp))
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return len(rows)
+
+
+def _uniform(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A dataset column has one type: when any prompt is a chat, all rows use TRL's conversational
+    shape (prompt = messages, chosen/rejected = one assistant message each)."""
+    if all(isinstance(r["prompt"], str) for r in rows):
+        return [{k: r[k] for k in PAIR_FIELDS} for r in rows]
+    return [{"prompt": _messages(r["prompt"]),
+             "chosen": [{"role": "assistant", "content": r["chosen"]}],
+             "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in rows]

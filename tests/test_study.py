@@ -1,0 +1,130 @@
+"""A 2-task mini study with the tiny fixture model, end to end: caching, resume, report shape."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from clinalign.errors import ConfigError
+from clinalign.study import stages as S
+from clinalign.study.config import load_study
+
+pytestmark = pytest.mark.slow
+
+
+def write_study(tmp_path: Path, model: Path, **extra) -> Path:
+    train = {"epochs": 1, "batch_size": 4, "lr": 3e-3, "lora": True, "lora_rank": 4, "lora_alpha": 8,
+             "max_length": 256}
+    cfg = {
+        "name": "mini", "model": str(model), "seed": 0,
+        "split": {"val": 0.1, "test": 0.3, "seed": 0},
+        "sft": dict(train), "dpo": {**train, "beta": 0.1},
+        "eval": {"batch_size": 8, "n_boot": 200},
+        "tasks": [{"id": "uti_classification", "n": 40}, {"id": "hyponatremia_urine", "n": 40}],
+        **extra,
+    }
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+@pytest.fixture(scope="module")
+def mini_study(tiny_model_dir: Path, tmp_path_factory):
+    from clinalign.study.runner import run_study
+
+    tmp = tmp_path_factory.mktemp("study")
+    cfg = load_study(write_study(tmp, tiny_model_dir))
+    out = tmp / "out"
+    logs: list[str] = []
+    results = run_study(cfg, out, log=logs.append)
+    return cfg, out, results, logs
+
+
+def test_results_shape_and_report(mini_study):
+    _, out, results, _ = mini_study
+    for name in ("report.md", "report.html", "results.json"):
+        assert (out / name).is_file()
+    saved = json.loads((out / "results.json").read_text())
+    assert set(saved["tasks"]) == {"uti_classification", "hyponatremia_urine"}
+    f1 = saved["tasks"]["uti_classification"]["f1_yes"]
+    for system in ("base", "sft", "dpo"):
+        assert 0.0 <= f1[system]["value"] <= 1.0
+        lo, hi = f1[system]["ci"]
+        assert lo <= f1[system]["value"] <= hi
+    assert set(f1["p_values"]) == {"sft_vs_base", "dpo_vs_base", "dpo_vs_sft"}
+    assert "bootstrap" in f1["test"].lower()
+    acc = saved["tasks"]["hyponatremia_urine"]["accuracy"]
+    assert "mcnemar" in acc["test"].lower()
+    assert saved["tasks"]["uti_classification"]["_verdict"]
+    html = (out / "report.html").read_text()
+    assert "uti_classification" in html and "http://" not in html and "https://" not in html
+    # every number traces to items
+    rows = [json.loads(x) for x in (out / "predictions" / "uti_classification" / "dpo.jsonl").read_text().splitlines()]
+    test = (out / "data" / "uti_classification" / "test.jsonl").read_text().splitlines()
+    assert len(rows) == len(test) and all(r["pred"] in ("yes", "no") for r in rows)
+    correct = sum(r["pred"] == r["gold"] for r in rows) / len(rows)
+    uti_acc = saved["tasks"]["uti_classification"]["accuracy"]["dpo"]["value"]
+    assert correct == pytest.approx(uti_acc)
+
+
+def test_second_run_trains_nothing(mini_study):
+    from clinalign.study.runner import run_study
+
+    cfg, out, results, _ = mini_study
+    again = run_study(cfg, out, log=lambda _m: None)
+    assert again["study"]["stages_run"] == []
+    assert any(s.endswith("/dpo") for s in again["study"]["stages_cached"])
+    assert again["tasks"]["uti_classification"]["f1_yes"] == results["tasks"]["uti_classification"]["f1_yes"]
+
+
+def test_changed_setting_reruns_only_downstream(mini_study, tmp_path):
+    from clinalign.study.runner import run_study
+
+    cfg, out, _, _ = mini_study
+    changed = cfg.model_copy(deep=True)
+    changed.tasks[1].dpo = {"beta": 0.2}  # hyponatremia DPO only
+    again = run_study(changed, out, log=lambda _m: None)
+    ran = again["study"]["stages_run"]
+    assert "hyponatremia_urine/dpo" in ran and "hyponatremia_urine/eval-dpo" in ran
+    assert not any(s.startswith("uti_classification") for s in ran)
+    assert "hyponatremia_urine/sft" not in ran and "hyponatremia_urine/eval-base" not in ran
+
+
+def test_killed_stage_resumes(tmp_path: Path):
+    calls = []
+
+    def killed(out: Path, resume: bool) -> None:
+        calls.append(resume)
+        (out / "partial").write_text("checkpoint")
+        raise KeyboardInterrupt
+
+    runner = S.StageRunner(tmp_path, log=lambda _m: None)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run("t/sft", {"lr": 1}, killed)
+
+    def finish(out: Path, resume: bool) -> None:
+        calls.append(resume)
+        assert (out / "partial").read_text() == "checkpoint"  # the checkpoint survived
+
+    runner.run("t/sft", {"lr": 1}, finish)
+    assert calls == [False, True]
+    runner.run("t/sft", {"lr": 1}, finish)  # cached now: not called
+    assert calls == [False, True]
+    runner.run("t/sft", {"lr": 2}, lambda out, resume: calls.append((resume, (out / "partial").exists())))
+    assert calls[-1] == (False, False)  # new settings: a fresh folder
+
+
+def test_bad_study_file(tmp_path: Path, tiny_model_dir: Path):
+    with pytest.raises(ConfigError, match="tasks.0.nn: Extra inputs are not permitted"):
+        path = write_study(tmp_path, tiny_model_dir)
+        raw = yaml.safe_load(path.read_text())
+        raw["tasks"][0]["nn"] = 3
+        path.write_text(yaml.safe_dump(raw))
+        load_study(path)
+    with pytest.raises(ConfigError, match="task listed twice"):
+        load_study(write_study(tmp_path, tiny_model_dir), ["tasks=[{id: a}, {id: a}]"])
+    cfg = load_study(write_study(tmp_path, tiny_model_dir), ["sft.epochs=3", "eval.n_boot=10"])
+    assert cfg.sft["epochs"] == 3 and cfg.eval.n_boot == 10

@@ -10,7 +10,8 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	.venv/bin/clinalign demo
+	.venv/bin/clinalign model default >/dev/null
+	.venv/bin/clinalign study run configs/demo.yaml --out runs/demo
 
 test: setup
 	.venv/bin/ruff check src tests benchmarks

@@ -1,1 +1,116 @@
-"""clinalign.report"""
+"""The study report: ``report.md``, ``report.html`` (self-contained), ``results.json`` and PNG figures.
+
+``results`` layout (results.json; more keys are welcome, these are relied on)::
+
+    {"tasks": {TASK: {METRIC: {"base": {"value": v, "ci": [lo, hi]}, "sft": ..., "dpo": ...,
+                               "p_values": {"sft_vs_base": p, "dpo_vs_base": p, "dpo_vs_sft": p},
+                               "p_values_holm": {...}, "test": "McNemar exact", "higher_is_better": true},
+                      ...,
+                      "_primary": METRIC, "_n_items": n, "_unparseable": {system: n},
+                      "_verdict": "DPO best (f1_yes): ...",
+                      "_calibration": {system: {"ece": e, "n": n, "bins": [...]}}}},   # written here
+     "study": {"name", "model", "config", ...}}
+
+So ``results["tasks"][TASK][METRIC]["base"]["value"]`` holds; keys starting with "_" are task-level
+information, never metrics (see `clinalign.eval.compare`). Undefined numbers are null.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from clinalign.data.io import atomic_path, write_json, write_text_atomic
+from clinalign.eval.calibration import calibration_summary
+from clinalign.report import plots
+from clinalign.report.html import render_html, task_meta_line
+from clinalign.report.tables import LEGEND, md_escape, results_table_markdown
+
+
+def safe_name(text: str) -> str:
+    """A file-name-safe form of a task id (a task declared by a user may be named anything)."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("._") or "task"
+
+
+def _json_clean(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, Mapping):
+        return {str(k): _json_clean(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_json_clean(v) for v in x]
+    return x
+
+
+def write_report(
+    results: Mapping[str, Any],
+    out_dir: str | Path,
+    *,
+    curves: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    calibration: Mapping[str, Mapping[str, Sequence[tuple[Mapping[str, float] | None, str]]]] | None = None,
+    confusion: Mapping[str, Mapping[str, tuple[Sequence[str], Sequence[str | None]]]] | None = None,
+) -> dict[str, Path]:
+    """Write every report file into ``out_dir``, each atomically; returns file name -> path.
+
+    ``curves[task]``: DPO metrics.jsonl rows (``step``, ``loss``, ``reward_margin``, ``reward_accuracy``).
+    ``calibration[task][system]``: ``(class -> probability, gold)`` per item (scored tasks).
+    ``confusion[task][system]``: ``(golds, predictions)``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    results = _json_clean(copy.deepcopy(dict(results)))
+    results.setdefault("tasks", {})
+    curves, calibration, confusion = curves or {}, calibration or {}, confusion or {}
+
+    images: dict[str, dict[str, bytes]] = {}
+    for tid, task_results in results["tasks"].items():
+        if calibration.get(tid):
+            task_results["_calibration"] = {s: calibration_summary(items) for s, items in calibration[tid].items()}
+        images[tid] = {k: png for k, png in (
+            ("bars", plots.bars_png(tid, task_results)),
+            ("curves", plots.curves_png(tid, curves.get(tid) or [])),
+            ("calibration", plots.reliability_png(tid, task_results.get("_calibration", {}))),
+            ("confusion", plots.confusion_png(tid, confusion[tid]) if confusion.get(tid) else None),
+        ) if png is not None}
+    results = _json_clean(results)
+
+    written: dict[str, Path] = {}
+    png_names: dict[str, dict[str, str]] = {}
+    for tid, kinds in images.items():
+        for kind, png in kinds.items():
+            name = f"{safe_name(tid)}_{kind}.png"
+            with atomic_path(out / name) as tmp:
+                tmp.write_bytes(png)
+            written[name] = out / name
+            png_names.setdefault(tid, {})[kind] = name
+
+    write_json(out / "results.json", results)
+    written["results.json"] = out / "results.json"
+    write_text_atomic(out / "report.md", render_markdown(results, png_names))
+    written["report.md"] = out / "report.md"
+    write_text_atomic(out / "report.html", render_html(results, images))
+    written["report.html"] = out / "report.html"
+    return written
+
+
+def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[str, str]]) -> str:
+    study = results.get("study", {})
+    lines = [f"# clinalign study: {md_escape(study.get('name', ''))}", ""]
+    if study.get("model"):
+        lines += [f"Model: `{str(study['model']).replace('`', '')}`", ""]
+    lines += ["## Results", "", results_table_markdown(results), LEGEND, ""]
+    for tid, task_results in results.get("tasks", {}).items():
+        lines += [f"## {md_escape(tid)}", ""]
+        if task_results.get("_verdict"):
+            lines += [f"**{md_escape(task_results['_verdict'])}**", ""]
+        lines += [md_escape(task_meta_line(task_results)), ""]
+        for kind, name in png_names.get(tid, {}).items():
+            lines += [f"![{md_escape(tid)} {kind}]({name})", ""]
+    return "\n".join(lines)
+
+
+__all__ = ["render_markdown", "safe_name", "write_report"]

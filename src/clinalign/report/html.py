@@ -1,0 +1,70 @@
+"""Self-contained HTML report: inline CSS, figures as base64 PNG, no external asset of any kind, so
+the page opens offline and can be mailed to a committee. All user text is escaped."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from clinalign.report.tables import LEGEND, results_table_html
+
+CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:75rem;
+color:#222;padding:0 1rem}
+h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;font-size:.85rem;margin:1rem 0}
+th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left}th{background:#f3f3f3}
+td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
+.verdict{background:#f6f8fa;border-left:4px solid #4c78a8;padding:.4rem .8rem}
+.legend,.meta{color:#555;font-size:.85rem}img{max-width:100%;margin:.5rem 0}
+pre{background:#f6f8fa;padding:.6rem;font-size:.75rem;overflow-x:auto}
+"""
+
+
+def _img(png: bytes, alt: str) -> str:
+    data = base64.b64encode(png).decode("ascii")
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, bytes]]) -> str:
+    """``images[task][kind] = png bytes`` (kind: bars, curves, calibration, confusion)."""
+    study = results.get("study", {})
+    title = f"clinalign study: {study.get('name', '')}".rstrip(": ")
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+    ]
+    if study.get("model"):
+        parts.append(f'<p class="meta">Model: {e(str(study["model"]))}</p>')
+    parts += ["<h2>Results</h2>", results_table_html(results), f'<p class="legend">{e(LEGEND)}</p>']
+    for tid, task_results in results.get("tasks", {}).items():
+        parts.append(f"<h2>{e(tid)}</h2>")
+        if task_results.get("_verdict"):
+            parts.append(f'<p class="verdict">{e(task_results["_verdict"])}</p>')
+        parts.append(f'<p class="meta">{e(task_meta_line(task_results))}</p>')
+        for kind, png in images.get(tid, {}).items():
+            parts.append(_img(png, f"{tid} {kind}"))
+    if study:
+        parts += ["<h2>Study</h2>", f"<pre>{e(json.dumps(study, indent=2, default=str))}</pre>"]
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def task_meta_line(task_results: Mapping[str, Any]) -> str:
+    """Test items, unparseable answers per system, ECE per system where scored."""
+    bits = [f"{task_results.get('_n_items', '?')} test items"]
+    unp = task_results.get("_unparseable")
+    if unp:
+        bits.append("unparseable: " + ", ".join(f"{s} {n}" for s, n in unp.items()))
+    cal = task_results.get("_calibration")
+    if cal:
+        eces = [f"{s} {v['ece']:.3f}" for s, v in cal.items() if v.get("ece") is not None]
+        if eces:
+            bits.append("ECE: " + ", ".join(eces))
+    return "; ".join(bits)

@@ -1,0 +1,124 @@
+"""The report's figures as PNG bytes (matplotlib's object API with the Agg canvas: no pyplot state,
+no display needed). Each function returns None when there is nothing to draw."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from clinalign.eval.compare import SYSTEMS, metric_names
+from clinalign.eval.metrics import UNPARSEABLE
+
+COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518"}
+CURVES = (("loss", "DPO loss"), ("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy"))
+
+
+def _png(fig: Figure) -> bytes:
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def _ok(x: Any) -> bool:
+    return isinstance(x, int | float) and not math.isnan(x)
+
+
+def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
+    """One panel per metric: base / SFT / DPO bars with 95% CI whiskers."""
+    metrics = [m for m in metric_names(task_results) if any(_ok(task_results[m].get(s, {}).get("value"))
+                                                           for s in SYSTEMS)]
+    if not metrics:
+        return None
+    fig = Figure(figsize=(3.0 * len(metrics), 3.0), layout="constrained")
+    axes = fig.subplots(1, len(metrics), squeeze=False)[0]
+    for ax, m in zip(axes, metrics, strict=True):
+        e = task_results[m]
+        present = [s for s in SYSTEMS if s in e and _ok(e[s].get("value"))]
+        vals = [e[s]["value"] for s in present]
+        err = np.array([[v - (e[s]["ci"][0] if _ok(e[s]["ci"][0]) else v),
+                         (e[s]["ci"][1] if _ok(e[s]["ci"][1]) else v) - v] for s, v in zip(present, vals,
+                                                                                            strict=True)]).T
+        ax.bar(present, vals, yerr=np.clip(err, 0, None), capsize=4, color=[COLORS[s] for s in present])
+        ax.set_title(m, fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(task_id, fontsize=10)
+    return _png(fig)
+
+
+def curves_png(task_id: str, rows: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """DPO training curves against step, from metrics.jsonl rows; keys a run did not log are left out."""
+    panels = [(k, title) for k, title in CURVES if any(_ok(r.get(k)) for r in rows)]
+    if not panels:
+        return None
+    fig = Figure(figsize=(3.2 * len(panels), 2.8), layout="constrained")
+    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    for ax, (key, title) in zip(axes, panels, strict=True):
+        pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if _ok(r.get(key))]
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLORS["dpo"], marker="." if len(pts) < 30 else "")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("step")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{task_id}: DPO training", fontsize=10)
+    return _png(fig)
+
+
+def reliability_png(task_id: str, summaries: Mapping[str, Mapping[str, Any]]) -> bytes | None:
+    """Reliability diagram: accuracy against mean confidence per bin, one line per system, ECE in legend."""
+    drawn = {s: v for s, v in summaries.items() if v.get("n")}
+    if not drawn:
+        return None
+    fig = Figure(figsize=(3.6, 3.4), layout="constrained")
+    ax = fig.subplots()
+    ax.plot([0, 1], [0, 1], ls="--", color="#444", lw=1, label="perfect")
+    for s, v in drawn.items():
+        b = [x for x in v["bins"] if x["count"]]
+        label = f"{s} (ECE {v['ece']:.3f})" if _ok(v.get("ece")) else s
+        ax.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], marker="o", label=label,
+                color=COLORS.get(s))
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence")
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=7)
+    ax.set_title(f"{task_id}: calibration", fontsize=10)
+    return _png(fig)
+
+
+def confusion_labels(golds: Sequence[str], preds: Sequence[str | None]) -> list[str]:
+    labels = sorted(set(golds) | {p for p in preds if p is not None})
+    return labels + ([UNPARSEABLE] if any(p is None for p in preds) else [])
+
+
+def confusion_png(task_id: str, per_system: Mapping[str, tuple[Sequence[str], Sequence[str | None]]]) -> bytes | None:
+    """Confusion matrices (rows gold, columns predicted), one per system; unparseable is its own column."""
+    from sklearn.metrics import confusion_matrix
+
+    systems = [s for s in per_system if len(per_system[s][0])]
+    if not systems:
+        return None
+    every_pred = [p for s in systems for p in per_system[s][1]]
+    labels = confusion_labels([g for s in systems for g in per_system[s][0]], every_pred)
+    size = 1.2 + 0.45 * len(labels)
+    fig = Figure(figsize=(size * len(systems), size), layout="constrained")
+    axes = fig.subplots(1, len(systems), squeeze=False)[0]
+    for ax, s in zip(axes, systems, strict=True):
+        golds, preds = per_system[s]
+        cm = confusion_matrix(list(golds), [UNPARSEABLE if p is None else p for p in preds], labels=labels)
+        ax.imshow(cm, cmap="Blues")
+        for (i, j), v in np.ndenumerate(cm):
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
+                    color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
+        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_xlabel("predicted")
+        ax.set_ylabel("gold")
+        ax.set_title(s, fontsize=9)
+    fig.suptitle(f"{task_id}: confusion", fontsize=10)
+    return _png(fig)

@@ -1,0 +1,113 @@
+"""The report files: self-contained HTML, escaped user text, the paper-shaped table, plots."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+
+import pytest
+
+from clinalign.report import write_report
+from clinalign.report.tables import results_table_markdown, table_rows, winner
+
+EVIL = "<script>alert(1)</script>"
+
+
+def _metric(values, p, holm_p=None, test="paired bootstrap"):
+    e = {s: {"value": v, "ci": [v - 0.1, v + 0.05]} for s, v in values.items()}
+    e.update(p_values=p, test=test, higher_is_better=True)
+    if holm_p is not None:
+        e["p_values_holm"] = holm_p
+    return e
+
+
+def _results():
+    p = {"sft_vs_base": 0.0004, "dpo_vs_base": 0.0001, "dpo_vs_sft": 0.003}
+    ph = {"sft_vs_base": 0.0012, "dpo_vs_base": 0.0004, "dpo_vs_sft": 0.006}
+    flat = {"sft_vs_base": 0.5, "dpo_vs_base": 0.6, "dpo_vs_sft": 0.9}
+    return {
+        "tasks": {
+            "uti_classification": {
+                "f1_yes": _metric({"base": 0.412, "sft": 0.734, "dpo": 0.861}, p, ph),
+                "accuracy": _metric({"base": 0.5, "sft": 0.52, "dpo": 0.51}, flat, flat, test="McNemar exact"),
+                "_primary": "f1_yes", "_n_items": 60, "_unparseable": {"base": 2, "sft": 0, "dpo": 0},
+                "_verdict": "DPO best (f1_yes): better than SFT (p=0.006, Holm)",
+            },
+            EVIL: {
+                "acc|uracy": _metric({"base": 0.3, "sft": float("nan")}, {"sft_vs_base": float("nan")}),
+                "_n_items": 3, "_verdict": EVIL,
+            },
+        },
+        "study": {"name": "unit", "model": "tiny"},
+    }
+
+
+def test_table_values_and_marks():
+    rows = {(r["task"], r["metric"]): r for r in table_rows(_results())}
+    f1 = rows[("uti_classification", "f1_yes")]
+    assert f1["cells"]["dpo"] == {"text": "0.861 [0.761, 0.911]", "bold": True, "star": True}
+    assert f1["cells"]["sft"] == {"text": "0.734 [0.634, 0.784]", "bold": False, "star": True}
+    assert f1["cells"]["base"]["bold"] is False and f1["cells"]["base"]["star"] is False
+    assert f1["p"] == {"sft_vs_base": "<0.001 (0.001)", "dpo_vs_base": "<0.001 (<0.001)",
+                       "dpo_vs_sft": "0.003 (0.006)"}
+    acc = rows[("uti_classification", "accuracy")]
+    assert not any(c["bold"] or c["star"] for c in acc["cells"].values())  # nothing significant
+    assert winner(_results()["tasks"]["uti_classification"]["accuracy"]) is None
+    md = results_table_markdown(_results())
+    assert "| uti_classification | f1_yes | paired bootstrap | 0.412 [0.312, 0.462] | 0.734 [0.634, 0.784]* |" in md
+    assert "**0.861 [0.761, 0.911]*** | <0.001 (0.001) | <0.001 (<0.001) | 0.003 (0.006) |" in md
+    assert "acc\\|uracy" in md and "&lt;script&gt;" in md and "<script>" not in md
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    curves = {"uti_classification": [{"step": i, "loss": 0.69 - 0.05 * i, "reward_margin": 0.1 * i,
+                                      "reward_accuracy": min(1.0, 0.5 + 0.1 * i)} for i in range(6)]}
+    calibration = {"uti_classification": {
+        "base": [({"yes": 0.6, "no": 0.4}, "no"), ({"yes": 0.9, "no": 0.1}, "yes")],
+        "dpo": [({"yes": 0.95, "no": 0.05}, "yes"), ({"yes": 0.2, "no": 0.8}, "no")],
+    }}
+    confusion = {"uti_classification": {"base": (["yes", "no", "no"], ["yes", "yes", None]),
+                                        "dpo": (["yes", "no", "no"], ["yes", "no", "no"])}}
+    paths = write_report(_results(), out, curves=curves, calibration=calibration, confusion=confusion)
+    return out, paths
+
+
+def test_files_and_results_json(report):
+    out, paths = report
+    for name in ("report.md", "report.html", "results.json", "uti_classification_bars.png",
+                 "uti_classification_curves.png", "uti_classification_calibration.png",
+                 "uti_classification_confusion.png"):
+        assert paths[name] == out / name and (out / name).stat().st_size > 0
+    for name, path in paths.items():
+        if name.endswith(".png"):
+            assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+            assert re.fullmatch(r"[A-Za-z0-9_.-]+", name)  # the <script> task got a safe file name
+    def no_nan(name):
+        raise AssertionError(f"{name} in results.json")
+
+    saved = json.loads((out / "results.json").read_text(), parse_constant=no_nan)  # NaN became null
+    assert saved["tasks"]["uti_classification"]["f1_yes"]["dpo"]["value"] == 0.861
+    assert saved["tasks"][EVIL]["acc|uracy"]["sft"]["value"] is None
+    cal = saved["tasks"]["uti_classification"]["_calibration"]
+    assert cal["base"]["ece"] == pytest.approx(0.5 * abs(0 - 0.6) + 0.5 * abs(1 - 0.9))  # two bins
+    assert cal["dpo"]["n"] == 2
+    assert not list(out.glob(".*.tmp"))
+
+
+def test_html_self_contained_and_escaped(report):
+    out, _ = report
+    text = (out / "report.html").read_text()
+    assert "http://" not in text and "https://" not in text
+    assert not re.search(r"<(link|script)\b", text)
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert "<b>0.861 [0.761, 0.911]*</b>" in text
+    assert "DPO best (f1_yes): better than SFT (p=0.006, Holm)" in text
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', text)
+    assert len(images) >= 4
+    assert base64.b64decode(images[0])[:4] == b"\x89PNG"
+    md = (out / "report.md").read_text()
+    assert "![uti_classification bars](uti_classification_bars.png)" in md
+    assert "60 test items; unparseable: base 2, sft 0, dpo 0" in md

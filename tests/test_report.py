@@ -7,6 +7,7 @@ import json
 import re
 
 import pytest
+from markdown_it import MarkdownIt
 
 from clinalign.report import write_report
 from clinalign.report.tables import results_table_markdown, table_rows, winner
@@ -57,7 +58,7 @@ def test_table_values_and_marks():
     md = results_table_markdown(_results())
     assert "| uti_classification | f1_yes | paired bootstrap | 0.412 [0.312, 0.462] | 0.734 [0.634, 0.784]* |" in md
     assert "**0.861 [0.761, 0.911]*** | <0.001 (0.001) | <0.001 (<0.001) | 0.003 (0.006) |" in md
-    assert "acc\\|uracy" in md and "&lt;script&gt;" in md and "<script>" not in md
+    assert "acc\\|uracy" in md and "&lt;script>" in md and "<script" not in md
 
 
 @pytest.fixture(scope="module")
@@ -111,3 +112,17 @@ def test_html_self_contained_and_escaped(report):
     md = (out / "report.md").read_text()
     assert "![uti_classification bars](uti_classification_bars.png)" in md
     assert "60 test items; unparseable: base 2, sft 0, dpo 0" in md
+    assert "**DPO best (f1_yes): better than SFT (p=0.006, Holm)**" in md
+    rendered = MarkdownIt("commonmark").enable("table").render(md)  # as a Markdown viewer shows it
+    assert "<script" not in rendered and "&lt;script&gt;alert(1)&lt;/script&gt;" in rendered
+    assert "<td><strong>0.861 [0.761, 0.911]</strong>*</td>" in rendered
+
+
+def test_confusion_labels_and_empty_study(tmp_path):
+    from clinalign.report.plots import confusion_labels
+
+    assert confusion_labels(["yes", "no", "no"], ["yes", None, "maybe"]) == ["maybe", "no", "yes", "<unparseable>"]
+    assert confusion_labels(["b", "a"], ["a", "a"]) == ["a", "b"]
+    paths = write_report({"tasks": {}}, tmp_path)
+    assert set(paths) == {"report.md", "report.html", "results.json"}
+    assert json.loads((tmp_path / "results.json").read_text()) == {"tasks": {}}

@@ -105,18 +105,20 @@ def confusion_png(task_id: str, per_system: Mapping[str, tuple[Sequence[str], Se
         return None
     every_pred = [p for s in systems for p in per_system[s][1]]
     labels = confusion_labels([g for s in systems for g in per_system[s][0]], every_pred)
+    rows = [lab for lab in labels if lab != UNPARSEABLE]  # gold is never unparseable
     size = 1.2 + 0.45 * len(labels)
-    fig = Figure(figsize=(size * len(systems), size), layout="constrained")
+    fig = Figure(figsize=(size * len(systems), 1.2 + 0.45 * len(rows)), layout="constrained")
     axes = fig.subplots(1, len(systems), squeeze=False)[0]
     for ax, s in zip(axes, systems, strict=True):
         golds, preds = per_system[s]
-        cm = confusion_matrix(list(golds), [UNPARSEABLE if p is None else p for p in preds], labels=labels)
+        cm = confusion_matrix(list(golds), [UNPARSEABLE if p is None else p for p in preds],
+                              labels=labels)[: len(rows)]
         ax.imshow(cm, cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
             ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
                     color="white" if v > cm.max() / 2 else "black")
         ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(labels)), labels, fontsize=7)
+        ax.set_yticks(range(len(rows)), rows, fontsize=7)
         ax.set_xlabel("predicted")
         ax.set_ylabel("gold")
         ax.set_title(s, fontsize=9)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,8 +75,10 @@ def _cell_md(c: Mapping[str, Any]) -> str:
 
 
 def md_escape(text: Any) -> str:
-    """User text (task ids, metric names) is escaped: no raw HTML, no broken table cells."""
-    return html.escape(str(text), quote=False).replace("|", "\\|").replace("\n", " ")
+    """User text (task ids, metric names) is escaped: no raw HTML (a ``<`` that could open a tag),
+    no broken table cells; ``p<0.001`` stays readable as plain text."""
+    text = re.sub(r"<(?=[A-Za-z/!?])", "&lt;", str(text).replace("&", "&amp;"))
+    return text.replace("|", "\\|").replace("\n", " ")
 
 
 def results_table_markdown(results: Mapping[str, Any]) -> str:

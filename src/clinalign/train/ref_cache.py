@@ -1,0 +1,200 @@
+"""Reference log-probs for DPO: computed once before training, cached on disk, reused across runs.
+
+The reference policy never changes during DPO, so its log-probs are a pure function of (reference
+weights, tokenised pairs, tokenisation settings). We compute them once (shard-parallel when
+torch.distributed is up) and store them under a key made of those three fingerprints, so a second
+run, a resumed run, or another process reads them instead of running a second model every step.
+
+With LoRA the reference is the same network with adapters disabled (peft's ``disable_adapter()``:
+one copy of the weights); with full fine-tuning the caller passes a frozen copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from clinalign.data.io import atomic_path
+from clinalign.train.batching import PairBatch, PairExample, collate_pairs, pair_logps
+
+_SAMPLE = 1 << 20  # bytes hashed from each end of a weight file
+
+
+def _hash_file_sample(h: Any, path: Path) -> None:
+    size = path.stat().st_size
+    h.update(f"{path.name}:{size}".encode())
+    with open(path, "rb") as f:
+        h.update(f.read(_SAMPLE))
+        if size > 2 * _SAMPLE:
+            f.seek(size - _SAMPLE)
+        h.update(f.read(_SAMPLE))
+
+
+def fingerprint_model(path_or_model: str | Path | torch.nn.Module) -> str:
+    """A short hash identifying reference weights.
+
+    For a directory: its config/adapter config plus, per weight file, its size and its first and last
+    MiB (the safetensors header lists every tensor's offsets, so a changed shape changes the hash and
+    changed weights change the sampled bytes) - hashing whole 16 GB checkpoints would cost minutes.
+    For a module: every parameter's name, shape, dtype, sum and a strided sample of its values.
+    """
+    h = hashlib.sha256()
+    if isinstance(path_or_model, torch.nn.Module):
+        for name, p in sorted(path_or_model.state_dict().items()):
+            t = p.detach()
+            if hasattr(t, "full_tensor"):  # FSDP2 DTensor
+                t = t.full_tensor()
+            flat = t.reshape(-1).float().cpu()
+            step = max(1, flat.numel() // 4096)
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{float(flat.double().sum()):.10e}".encode())
+            h.update(flat[::step].numpy().tobytes())
+        return h.hexdigest()[:16]
+    root = Path(path_or_model)
+    if not root.is_dir():
+        raise FileNotFoundError(root)
+    for name in ("config.json", "adapter_config.json"):
+        if (root / name).is_file():
+            h.update((root / name).read_bytes())
+    for f in sorted(root.iterdir()):
+        if f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
+            _hash_file_sample(h, f)
+    return h.hexdigest()[:16]
+
+
+def fingerprint_pairs(pairs: Sequence[PairExample]) -> str:
+    """Hash of the tokenised pairs, in order (tokens, so chat template and truncation are covered)."""
+    h = hashlib.sha256()
+    for e in pairs:
+        h.update(json.dumps([e.prompt_ids, e.chosen_ids, e.rejected_ids]).encode())
+    return h.hexdigest()[:16]
+
+
+def cache_key(model_fp: str, data_fp: str, settings: dict[str, Any] | None = None) -> str:
+    blob = json.dumps({"model": model_fp, "data": data_fp, "settings": settings or {}}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def reference_mode(model: Any) -> Iterator[Any]:
+    """Adapters off for a peft model (the base network is the reference); otherwise the model as is."""
+    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    if hasattr(inner, "disable_adapter") and hasattr(inner, "peft_config"):
+        with inner.disable_adapter():
+            yield model
+    else:
+        yield model
+
+
+def _dist() -> tuple[int, int]:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _batches(
+    pairs: Sequence[PairExample], order: list[int], batch_size: int, pad_id: int
+) -> Iterator[PairBatch]:
+    for i in range(0, len(order), batch_size):
+        yield collate_pairs([pairs[j] for j in order[i : i + batch_size]], pad_id)
+
+
+@torch.no_grad()
+def compute_reference_logps(
+    model: Any,
+    pairs: Sequence[PairExample] | Iterable[PairBatch],
+    *,
+    pad_id: int = 0,
+    batch_size: int = 8,
+    device: Any = None,
+) -> tuple[Tensor, Tensor]:
+    """Reference (chosen [N], rejected [N]) summed log-probs, in the order of ``pairs``.
+
+    ``pairs`` is the training pairs (preferred: processed shortest-first so little is spent on
+    padding, and split across ranks when torch.distributed is initialised - every rank runs the same
+    number of batches, which FSDP2's collectives need) or an iterable of ready ``PairBatch``es.
+    """
+    was_training = getattr(model, "training", False)
+    model.eval()
+    try:
+        with reference_mode(model) as ref:
+            if not isinstance(pairs, Sequence) or (len(pairs) and isinstance(pairs[0], PairBatch)):
+                outs = [pair_logps(ref, b if device is None else b.to(device))[:2] for b in pairs]
+                return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
+            return _sharded(ref, pairs, pad_id=pad_id, batch_size=batch_size, device=device)
+    finally:
+        model.train(was_training)
+
+
+def _sharded(model: Any, pairs: Sequence[PairExample], *, pad_id: int, batch_size: int, device: Any):
+    n = len(pairs)
+    rank, world = _dist()
+    per_rank = -(-n // world)
+    mine = [(rank + world * k) % n for k in range(per_rank)]  # wraps round so every rank has per_rank
+    mine.sort(key=lambda j: len(pairs[j].prompt_ids) + len(pairs[j].chosen_ids) + len(pairs[j].rejected_ids))
+    chosen, rejected = torch.empty(per_rank), torch.empty(per_rank)
+    done = 0
+    for b in _batches(pairs, mine, batch_size, pad_id):
+        c, r, _ = pair_logps(model, b if device is None else b.to(device))
+        chosen[done : done + len(b)], rejected[done : done + len(b)] = c.float().cpu(), r.float().cpu()
+        done += len(b)
+    index = torch.tensor(mine)
+    if world > 1:
+        import torch.distributed as dist
+
+        dev = device if device is not None else "cpu"
+        local = torch.stack([index.double(), chosen.double(), rejected.double()]).to(dev)
+        gathered = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(gathered, local)
+        allv = torch.cat([g.cpu() for g in gathered], dim=1)
+        index, chosen, rejected = allv[0].long(), allv[1].float(), allv[2].float()
+    out_c, out_r = torch.empty(n), torch.empty(n)
+    out_c[index], out_r[index] = chosen, rejected
+    return out_c, out_r
+
+
+def cached_reference_logps(
+    model: Any,
+    pairs: Sequence[PairExample],
+    cache_dir: str | Path,
+    *,
+    model_fingerprint: str,
+    settings: dict[str, Any] | None = None,
+    pad_id: int = 0,
+    batch_size: int = 8,
+    device: Any = None,
+) -> tuple[Tensor, Tensor, bool]:
+    """Load reference log-probs from ``cache_dir`` or compute and store them.
+
+    Returns ``(chosen [N], rejected [N], hit)``. The file name is the cache key of (model fingerprint,
+    data fingerprint, ``settings`` - e.g. max_length, truncation, dtype); it is written atomically by
+    rank 0, so a crashed run never leaves a half-written cache that a later run would trust.
+    """
+    from safetensors.torch import load_file, save_file
+
+    key = cache_key(model_fingerprint, fingerprint_pairs(pairs), settings)
+    path = Path(cache_dir) / f"ref-logps-{key}.safetensors"
+    if path.is_file():
+        t = load_file(str(path))
+        if t["chosen"].numel() == len(pairs):
+            return t["chosen"], t["rejected"], True
+    chosen, rejected = compute_reference_logps(
+        model, pairs, pad_id=pad_id, batch_size=batch_size, device=device
+    )
+    rank, world = _dist()
+    if rank == 0:
+        with atomic_path(path, suffix=".safetensors") as tmp:
+            save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return chosen, rejected, False

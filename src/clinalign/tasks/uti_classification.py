@@ -448,6 +448,16 @@ def parse_yes_no(text: str) -> Prediction:
 # --------------------------------------------------------------------------------------------------
 
 
+#: The instruction states the labelling rule, as a team would brief a human annotator.
+PROMPT = (
+    "You are reviewing clinical documentation. Read the passage below and decide whether it describes a "
+    "patient who has a urinary tract infection (UTI). Count cystitis, pyelonephritis, catheter-associated UTI "
+    "and urosepsis as UTI. Do not count asymptomatic bacteriuria, a contaminated urine culture, painful "
+    "urination caused by a sexually transmitted infection or vaginitis, a kidney stone without infection, or "
+    "infections outside the urinary tract. Answer with one word: yes or no.\n\nPassage:\n{text}"
+)
+
+
 def _golds(records: list[UtiRecord]) -> list[str]:
     return [r.label for r in records]
 
@@ -460,11 +470,7 @@ class UtiClassification(Task):
     max_new_tokens = 8
 
     def prompt(self, record: UtiRecord) -> str:
-        return (
-            "Read the clinical passage below. Does it describe a patient who has a urinary tract infection "
-            "(including cystitis, pyelonephritis, catheter-associated UTI or urosepsis)? Answer with one word: "
-            f"yes or no.\n\nPassage:\n{record.text}"
-        )
+        return PROMPT.format(text=record.text)
 
     def answer(self, record: UtiRecord) -> str:
         return record.label

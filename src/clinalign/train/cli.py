@@ -1,7 +1,76 @@
-"""`clinalign train` sub-commands."""
+"""`clinalign train sft|dpo`: a YAML config, ``key=value`` overrides, and the common flags directly.
+
+Precedence: config file < ``key=value`` overrides < flags. Launch with ``torchrun`` for several
+processes (see docs/distributed.md); the command is the same.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 app = typer.Typer(no_args_is_help=True)
+
+_Over = typer.Argument(None, help="key=value overrides of config keys (e.g. lora_rank=8 parallel=ddp)")
+
+
+def _run(stage: str, config: Path | None, overrides: list[str] | None, **flags: object) -> None:
+    from clinalign.train.api import run
+    from clinalign.train.config import build_config
+
+    cfg = build_config(config, overrides, {"stage": stage, **flags})
+    final = run(cfg)
+    typer.echo(f"{stage}: final weights in {final}")
+
+
+@app.command()
+def sft(
+    overrides: list[str] | None = _Over,
+    config: Path | None = typer.Option(None, "--config", "-c", help="training YAML (configs/train_sft.yaml)"),
+    model: str | None = typer.Option(None, help="local HF model directory, or 'default'"),
+    data: str | None = typer.Option(None, help="prompt/completion JSONL/CSV (or task records with --task)"),
+    task: str | None = typer.Option(None, help="task id or task YAML: --data holds its records"),
+    out: str | None = typer.Option(None, help="output directory"),
+    max_steps: int | None = typer.Option(None, help="stop after this many optimizer steps"),
+    epochs: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None, help="examples per process per micro-batch"),
+    grad_accum: int | None = typer.Option(None, help="micro-batches per optimizer step"),
+    lr: float | None = typer.Option(None),
+    lora: bool | None = typer.Option(None, "--lora/--no-lora", help="LoRA adapters or full fine-tuning"),
+    seed: int | None = typer.Option(None),
+    save_every: int | None = typer.Option(None, help="checkpoint every N optimizer steps"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last complete checkpoint in --out"),
+    init_from: str | None = typer.Option(None, help="start from a previous run's final/ (adapter or model)"),
+) -> None:
+    """Supervised fine-tuning on (prompt, completion); loss on the answer tokens only."""
+    _run("sft", config, overrides, model=model, data=data, task=task, out=out, max_steps=max_steps,
+         epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lora=lora, seed=seed,
+         save_every=save_every, resume=resume or None, init_from=init_from)
+
+
+@app.command()
+def dpo(
+    overrides: list[str] | None = _Over,
+    config: Path | None = typer.Option(None, "--config", "-c", help="training YAML (configs/train_dpo.yaml)"),
+    model: str | None = typer.Option(None, help="local HF model directory, or 'default'"),
+    data: str | None = typer.Option(None, help="prompt/chosen/rejected JSONL/CSV (or task records with --task)"),
+    task: str | None = typer.Option(None, help="task id or task YAML: --data holds its records"),
+    out: str | None = typer.Option(None, help="output directory"),
+    max_steps: int | None = typer.Option(None, help="stop after this many optimizer steps"),
+    epochs: int | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None, help="pairs per process per micro-batch"),
+    grad_accum: int | None = typer.Option(None, help="micro-batches per optimizer step"),
+    lr: float | None = typer.Option(None),
+    lora: bool | None = typer.Option(None, "--lora/--no-lora", help="LoRA adapters or full fine-tuning"),
+    beta: float | None = typer.Option(None, help="DPO temperature"),
+    loss: str | None = typer.Option(None, help="sigmoid | ipo | hinge | conservative"),
+    seed: int | None = typer.Option(None),
+    save_every: int | None = typer.Option(None, help="checkpoint every N optimizer steps"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last complete checkpoint in --out"),
+    init_from: str | None = typer.Option(None, help="start from an SFT run's final/ (adapter or model)"),
+) -> None:
+    """Direct preference optimisation on (prompt, chosen, rejected), from the base or an SFT output."""
+    _run("dpo", config, overrides, model=model, data=data, task=task, out=out, max_steps=max_steps,
+         epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lora=lora, beta=beta, loss=loss,
+         seed=seed, save_every=save_every, resume=resume or None, init_from=init_from)

@@ -1,0 +1,26 @@
+"""The trainers as one Python call (what the study runner uses): ``train("sft" | "dpo", ...)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from clinalign.train.config import TrainConfig, build_config
+
+
+def run(cfg: TrainConfig) -> Path:
+    """Run the recipe the config names; returns ``OUT/final``."""
+    if cfg.stage == "sft":
+        from clinalign.train.sft import run as recipe
+    else:
+        from clinalign.train.dpo import run as recipe
+    return recipe(cfg)
+
+
+def train(stage: str, *, model: str, data: str | Path, out: str | Path, settings: dict[str, Any] | None = None,
+          seed: int = 0, resume: bool = False, init_from: str | Path | None = None,
+          progress: bool = False) -> Path:
+    values = {**(settings or {}), "stage": stage, "model": str(model), "data": str(data), "out": str(out),
+              "seed": seed, "resume": resume, "progress": progress,
+              "init_from": str(init_from) if init_from else None}
+    return run(build_config(None, values=values))

@@ -1,0 +1,130 @@
+"""Training config: one flat pydantic model that names every choice of an SFT or DPO run.
+
+Config is data: a YAML file gives the values, ``key=value`` overrides change one key, and the config a
+run actually used is saved as ``OUT/config.yaml``. Unknown keys are errors (``extra="forbid"``), so a
+typo never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+
+from clinalign.errors import ConfigError
+from clinalign.train.losses import LOSS_TYPES
+
+
+class TrainConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    stage: Literal["sft", "dpo"] = "sft"
+    #: a local Hugging Face model directory (or "default", the embedded model)
+    model: str = "default"
+    #: JSONL/CSV: prompt/completion (SFT) or prompt/chosen/rejected (DPO); with ``task``, task records
+    data: str | None = None
+    #: task id or task YAML: ``data`` then holds that task's records and its prompt/answer/pair builders apply
+    task: str | None = None
+    #: rejected-answer strategy for task records (a builder name, a comma list, or "all")
+    pairs: str | None = None
+    out: str | None = None
+    #: a previous run's ``final/`` (peft adapter dir: keep training that adapter; full model dir: start from it)
+    init_from: str | None = None
+
+    epochs: int = 1
+    max_steps: int | None = None
+    #: examples per process per micro-batch; the global batch is batch_size * processes * grad_accum
+    batch_size: int = 8
+    grad_accum: int = 1
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    scheduler: Literal["constant", "linear", "cosine"] = "linear"
+    max_grad_norm: float | None = 1.0
+    seed: int = 0
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
+    device: str = "auto"
+
+    lora: bool = True
+    lora_rank: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    #: module names to adapt; "all-linear" is peft's every linear layer but the output head
+    lora_target_modules: list[str] | str = "all-linear"
+
+    max_length: int = 1024
+    #: over-long prompts: "left" drops the prompt's first tokens (answers kept whole), "drop" skips the example
+    truncation: Literal["left", "drop"] = "left"
+
+    # DPO
+    beta: float = 0.1
+    loss: str = "sigmoid"
+    label_smoothing: float = 0.0
+    rpo_alpha: float | None = None
+    #: reference log-probs computed once before training (and cached) instead of a second forward per step
+    precompute_ref: bool = True
+
+    parallel: Literal["none", "ddp", "fsdp2"] = "none"
+    backend: Literal["auto", "nccl", "gloo"] = "auto"
+
+    save_every: int | None = None
+    log_every: int = 1
+    resume: bool = False
+    progress: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if self.loss not in LOSS_TYPES:
+            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_TYPES)}")
+        for name in ("epochs", "batch_size", "grad_accum", "lora_rank", "max_length", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+        if self.save_every is not None and self.save_every < 1:
+            raise ValueError("save_every must be >= 1")
+        if self.beta <= 0:
+            raise ValueError("beta must be > 0")
+        return self
+
+    def dump(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} must look like key=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def build_config(
+    path: str | Path | None, overrides: list[str] | None = None, values: dict[str, Any] | None = None
+) -> TrainConfig:
+    """YAML file < ``key=value`` overrides < explicit ``values`` (the CLI's flags), then validated."""
+    raw: dict[str, Any] = {}
+    where = "config"
+    if path is not None:
+        where = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file {path} not found") from None
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping of key: value")
+    raw.update(_parse_overrides(overrides or []))
+    raw.update({k: v for k, v in (values or {}).items() if v is not None})
+    try:
+        return TrainConfig.model_validate(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(p) for p in err["loc"]) or "config"
+        msg = "unknown config key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}: {key}: {msg}" if key != "config" else f"{where}: {msg}") from None

@@ -1,0 +1,104 @@
+"""torch.distributed set-up for runs launched by ``torchrun`` (one process per device).
+
+Without torchrun (no ``WORLD_SIZE`` in the environment) everything here is a no-op on one process, so
+the same recipe runs on one CPU, one GPU, or many GPUs on many nodes. ``parallel`` picks how the model
+is wrapped: DDP (a full copy per process, gradients all-reduced) or FSDP2 (``fully_shard`` on every
+decoder layer and the root: parameters, gradients and optimizer state sharded across processes).
+Both average gradients over processes, so with a per-example mean loss, N processes x batch b equals
+one process x batch N*b.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from clinalign.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    rank: int
+    world: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo:
+    """Join the process group torchrun describes in the environment (nccl on CUDA, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        dev = torch.device("cuda", local_rank)
+        torch.cuda.set_device(dev)
+    if world > 1 and parallel == "none":
+        raise ConfigError(f"launched with {world} processes but parallel is 'none'; set parallel=ddp or fsdp2")
+    if parallel != "none" and not dist.is_initialized():
+        if backend == "auto":
+            backend = "nccl" if dev.type == "cuda" else "gloo"
+        dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
+    return DistInfo(rank, world, local_rank, dev)
+
+
+def shutdown() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def active() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """Sum over processes (a copy; identity on one process)."""
+    t = t.detach().clone()
+    if active():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+def decoder_layers(model: Any) -> list[torch.nn.Module]:
+    """The transformer blocks of a (possibly peft-wrapped) HF causal LM: FSDP2's sharding unit."""
+    inner = model
+    if hasattr(inner, "get_base_model"):
+        inner = inner.get_base_model()
+    blocks = getattr(getattr(inner, "model", None), "layers", None)
+    if blocks is None:
+        raise ConfigError("fsdp2 needs a decoder-only model with model.layers (Llama, Mistral, Qwen, ...)")
+    return list(blocks)
+
+
+def wrap(model: torch.nn.Module, parallel: str, info: DistInfo) -> torch.nn.Module:
+    """DDP or FSDP2 around the model; unchanged for ``parallel="none"``."""
+    if parallel == "ddp":
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [info.device.index] if info.device.type == "cuda" else None
+        return DDP(model, device_ids=ids)
+    if parallel == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for layer in decoder_layers(model):
+            fully_shard(layer)
+        fully_shard(model)
+    return model
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -1,0 +1,118 @@
+"""DPO recipe (and its variants: IPO, hinge, conservative, RPO): raise the policy's log-likelihood
+margin of the chosen over the rejected answer, relative to a frozen reference.
+
+The reference is the policy as it was before training: the base model (fresh LoRA, whose adapters
+start at zero, or full fine-tuning) or the SFT model (``init_from`` a previous run). By default its
+log-probs are computed once before training and cached in ``OUT/ref_logps/`` (one forward per pair in
+all, not one per step). With ``precompute_ref: false`` they are computed each step: with LoRA from
+the same network with its adapters disabled (one copy of the weights), with full fine-tuning from a
+frozen copy.
+
+The loss is the mean over the pairs of the *global* batch: each process divides its pairs' summed
+loss by (batch_size x grad_accum), and DDP/FSDP average the gradients over processes.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+
+from clinalign.errors import ConfigError
+from clinalign.train import distributed, loop
+from clinalign.train.batching import collate_pairs, pair_logps
+from clinalign.train.config import TrainConfig
+from clinalign.train.data import load_rows, tokenize_rows
+from clinalign.train.losses import dpo_loss
+from clinalign.train.ref_cache import cached_reference_logps, fingerprint_model, reference_mode
+
+METRICS = ("reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
+
+
+class _AsIs(torch.nn.Module):
+    """The policy exactly as it is (adapters on): before the first step it *is* the reference, also
+    when it starts from an SFT adapter, which "adapters disabled" would skip."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.inner = model
+        self.config = model.config
+
+    def forward(self, **kw):  # noqa: ANN003
+        return self.inner(**kw)
+
+
+def run(cfg: TrainConfig) -> Path:
+    from clinalign.models.loading import load_tokenizer, resolve_model_path
+
+    # 1. inputs, all checked before anything is written
+    out = loop.check_out(cfg)
+    if not cfg.data:
+        raise ConfigError("no training data: give --data FILE (prompt/chosen/rejected, or records with --task)")
+    if not cfg.precompute_ref and cfg.lora and cfg.init_from and (Path(cfg.init_from) / "adapter_config.json").is_file():
+        raise ConfigError("precompute_ref: false with LoRA init_from an adapter is not supported "
+                          "(the reference would be the base, not the SFT model); use precompute_ref: true")
+    model_path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
+    rows = load_rows("dpo", cfg.data, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
+    data = tokenize_rows("dpo", rows, tokenizer, cfg.max_length, cfg.truncation)
+    pairs, pad = data.examples, tokenizer.pad_token_id
+    info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
+    try:
+        loop.seed_everything(cfg.seed)
+        loop.prepare_out(cfg, info, out, {"pairs": len(pairs), "truncated": data.truncated,
+                                          "dropped": data.dropped})
+
+        # 2. policy, and the reference: cached log-probs of the initial policy, or a model per step
+        policy = loop.load_policy(cfg, model_path).to(info.device)
+        ref_model = None
+        if cfg.precompute_ref:
+            fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
+            ref_c, ref_r, _ = cached_reference_logps(
+                _AsIs(policy), pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad,
+                batch_size=cfg.batch_size, device=info.device,
+                settings={"max_length": cfg.max_length, "truncation": cfg.truncation, "dtype": cfg.dtype})
+            policy.train()
+        elif not cfg.lora:
+            ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+        model = distributed.wrap(policy, cfg.parallel, info)
+
+        def reference(idx: list[int], batch) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+            if cfg.precompute_ref:
+                return ref_c[idx].to(info.device), ref_r[idx].to(info.device)
+            with torch.no_grad():
+                if ref_model is not None:
+                    c, r, _ = pair_logps(ref_model, batch)
+                else:
+                    with reference_mode(model) as ref:
+                        c, r, _ = pair_logps(ref, batch)
+            return c, r
+
+        # 3. one optimizer step: grad_accum micro-batches, mean over the pairs of the global batch
+        def step(micro: list[list[int]]) -> loop.StepStats:
+            denom = cfg.batch_size * cfg.grad_accum
+            loss_sum, tokens = 0.0, 0
+            sums = dict.fromkeys(METRICS, 0.0)
+            for idx in micro:
+                batch = collate_pairs([pairs[i] for i in idx], pad).to(info.device)
+                ref_chosen, ref_rejected = reference(idx, batch)
+                chosen, rejected, nll = pair_logps(model, batch)
+                out_ = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=cfg.beta, loss_type=cfg.loss,
+                                label_smoothing=cfg.label_smoothing, rpo_alpha=cfg.rpo_alpha, chosen_nll=nll,
+                                chosen_lengths=batch.chosen_lengths, rejected_lengths=batch.rejected_lengths)
+                (out_.losses.sum() / denom).backward()
+                loss_sum += float(out_.losses.detach().sum())
+                tokens += batch.num_tokens
+                margin = out_.chosen_rewards - out_.rejected_rewards
+                sums["reward_margin"] += float(margin.sum())
+                sums["reward_accuracy"] += float((margin > 0).float().sum())
+                sums["chosen_reward"] += float(out_.chosen_rewards.sum())
+                sums["rejected_reward"] += float(out_.rejected_rewards.sum())
+            n = sum(len(i) for i in micro)
+            return loop.StepStats(loss_sum, float(n), tokens, sums, n)
+
+        # 4. train
+        return loop.train(cfg, info, out, model, tokenizer, len(pairs), step, METRICS)
+    finally:
+        distributed.shutdown()

@@ -1,0 +1,249 @@
+"""What SFT and DPO share: seeding, the policy model (LoRA or full, optionally from a previous run),
+optimizer and schedule, the output folder, and the training loop with its progress bar, metrics,
+TensorBoard events and checkpoints. The recipes (``sft.py``, ``dpo.py``) only say what one step is.
+
+Data order is a pure function of (seed, epoch, number of processes): ``DistributedSampler`` shuffles
+with the seed and deals the examples out to the processes, so process r of N sees examples
+r, r+N, ... of the same permutation, and a global batch holds the same examples whatever N is.
+Resuming skips the micro-batches already done in the current epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clinalign.data.io import write_text_atomic
+from clinalign.errors import ConfigError
+from clinalign.train import checkpoint, distributed
+from clinalign.train.config import TrainConfig
+from clinalign.train.distributed import DistInfo
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def check_out(cfg: TrainConfig) -> Path:
+    """Refuse to overwrite a previous run unless resuming (checked before anything is written)."""
+    if not cfg.out:
+        raise ConfigError("no output directory: give --out or out: in the config")
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output {out} exists and is not a directory")
+    if not cfg.resume and ((out / "checkpoints").exists() or (out / "final").exists()):
+        raise ConfigError(f"{out} already holds a training run; use --resume to continue it or another --out")
+    return out
+
+
+# ---------------------------------------------------------------- model
+
+
+def _is_adapter(path: str | None) -> bool:
+    return bool(path) and (Path(path) / "adapter_config.json").is_file()  # type: ignore[arg-type]
+
+
+def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
+    """The model to train.
+
+    - ``init_from`` a peft adapter + LoRA: the base with that adapter, which keeps training (the result
+      is one adapter on the original base, loadable on its own).
+    - ``init_from`` a peft adapter + full fine-tuning: the adapter merged into the base, then all weights train.
+    - ``init_from`` a full model directory: that model instead of ``model``, then LoRA or full as configured.
+    Adapter initialisation draws from the seeded RNG, so every process builds the same adapter.
+    """
+    from clinalign.models.loading import load_model
+
+    if cfg.init_from and not Path(cfg.init_from).is_dir():
+        raise ConfigError(f"init_from {cfg.init_from} is not a directory (expected a previous run's final/)")
+    if cfg.init_from and not _is_adapter(cfg.init_from):
+        model_path = cfg.init_from
+    model = load_model(model_path, dtype=cfg.dtype)
+    if _is_adapter(cfg.init_from):
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, cfg.init_from, is_trainable=cfg.lora)
+        if not cfg.lora:
+            model = model.merge_and_unload()
+    elif cfg.lora:
+        from peft import LoraConfig, get_peft_model
+
+        lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+        model = get_peft_model(model, lora)
+    model.config.use_cache = False
+    model.train()
+    return model
+
+
+def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / (cfg.warmup_steps + 1)
+        frac = (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps)
+        if cfg.scheduler == "linear":
+            return max(0.0, 1.0 - frac)
+        if cfg.scheduler == "cosine":
+            return 0.5 * (1 + math.cos(math.pi * min(1.0, frac)))
+        return 1.0
+
+    return opt, torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+# ---------------------------------------------------------------- data order
+
+
+def epoch_batches(n: int, cfg: TrainConfig, info: DistInfo, epoch: int) -> list[list[int]]:
+    """This process's micro-batches of example indices for one epoch (incomplete ones dropped)."""
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=info.world, rank=info.rank, shuffle=True,
+                                 seed=cfg.seed, drop_last=True)
+    sampler.set_epoch(epoch)
+    idx = list(sampler)
+    return [idx[i : i + cfg.batch_size] for i in range(0, len(idx) - cfg.batch_size + 1, cfg.batch_size)]
+
+
+def steps_per_epoch(n: int, cfg: TrainConfig, world: int) -> int:
+    steps = (n // world) // cfg.batch_size // cfg.grad_accum
+    if steps < 1:
+        raise ConfigError(
+            f"{n} examples are too few for one step of batch_size={cfg.batch_size} x grad_accum="
+            f"{cfg.grad_accum} x {world} process(es)"
+        )
+    return steps
+
+
+# ---------------------------------------------------------------- the loop
+
+
+@dataclass
+class StepStats:
+    """Sums over this process's examples of one optimizer step; the loop all-reduces and divides."""
+
+    loss_sum: float
+    count: float  # examples (DPO) or answer tokens (SFT): what ``loss_sum`` is a sum over
+    tokens: int  # tokens run through the model (for tokens/s)
+    sums: dict[str, float]  # per-example sums of extra metrics (divided by ``examples``)
+    examples: int
+
+
+StepFn = Callable[[list[list[int]]], StepStats]
+
+
+def _progress(enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+        TextColumn("{task.fields[stats]}"), disable=not enabled, transient=False,
+    )
+
+
+def _restore_metrics(path: Path, step: int) -> None:
+    """After a resume, drop metric rows written after the checkpoint (they will be redone)."""
+    if not path.is_file():
+        return
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
+
+
+def train(
+    cfg: TrainConfig,
+    info: DistInfo,
+    out: Path,
+    model: torch.nn.Module,
+    tokenizer: Any,
+    n_examples: int,
+    step_fn: StepFn,
+    metric_names: Sequence[str] = (),
+) -> Path:
+    """Run the optimizer steps, log, checkpoint; write ``final/``. Returns the final directory."""
+    per_epoch = steps_per_epoch(n_examples, cfg, info.world)
+    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+    optimizer, scheduler = optimizer_and_schedule(model, cfg, total)
+    step, epoch, pos = 0, 0, 0
+    last = checkpoint.latest(out) if cfg.resume else None
+    if last is not None:
+        state = checkpoint.load(last, info, model, optimizer, scheduler, cfg.parallel)
+        step, epoch, pos = state["step"], state["epoch"], state["position"]
+
+    writer = None
+    metrics_path = out / "metrics.jsonl"
+    if info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        _restore_metrics(metrics_path, step)
+        writer = SummaryWriter(str(out / "tb"), purge_step=step if last is not None else None)
+
+    def save() -> None:
+        checkpoint.save(out, info, model, optimizer, scheduler, cfg.parallel,
+                        {"step": step, "epoch": epoch, "position": pos, "seed": cfg.seed, "world": info.world,
+                         "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                         "examples": n_examples})
+
+    with _progress(info.is_main and cfg.progress) as bar:
+        task = bar.add_task(cfg.stage.upper(), total=total, completed=step, stats="")
+        while step < total:
+            batches = epoch_batches(n_examples, cfg, info, epoch)
+            while pos < per_epoch and step < total:
+                t0 = time.perf_counter()
+                stats = step_fn(batches[pos * cfg.grad_accum : (pos + 1) * cfg.grad_accum])
+                if cfg.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                   cfg.max_grad_norm, foreach=False)
+                lr = scheduler.get_last_lr()[0]
+                optimizer.step()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step, pos = step + 1, pos + 1
+                names = list(metric_names)
+                vec = torch.tensor([stats.loss_sum, stats.count, stats.tokens, stats.examples]
+                                   + [stats.sums[k] for k in names], dtype=torch.float64)
+                vec = distributed.all_reduce_sum(vec)
+                dt = time.perf_counter() - t0
+                row = {"step": step, "epoch": epoch + pos / per_epoch, "loss": float(vec[0] / vec[1]), "lr": lr,
+                       "tokens_per_s": float(vec[2]) / max(dt, 1e-9)}
+                row.update({k: float(vec[4 + i] / vec[3]) for i, k in enumerate(names)})
+                if info.is_main and step % cfg.log_every == 0:
+                    with open(metrics_path, "a", encoding="utf-8") as f:
+                        f.write(json.dumps(row) + "\n")
+                    for k, v in row.items():
+                        if k != "step":
+                            writer.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
+                shown = {"loss": row["loss"], **{k: row[k] for k in names if k != "chosen_reward"
+                                                 and k != "rejected_reward"}}
+                bar.update(task, completed=step, stats="  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                           + f"  {row['tokens_per_s']:.0f} tok/s")
+                if cfg.save_every and step % cfg.save_every == 0 and step < total:
+                    save()
+            if pos == per_epoch:
+                epoch, pos = epoch + 1, 0
+    save()
+    if writer is not None:
+        writer.close()
+    return checkpoint.save_final(out, info, model, tokenizer, cfg.parallel)
+
+
+def prepare_out(cfg: TrainConfig, info: DistInfo, out: Path, notes: dict[str, Any]) -> None:
+    """Create the output folder and save the config actually used (rank 0), after inputs were checked."""
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "config.yaml", cfg.dump())
+        write_text_atomic(out / "data_summary.json", json.dumps(notes, indent=2) + "\n")
+    distributed.barrier()

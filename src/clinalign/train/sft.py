@@ -1,0 +1,66 @@
+"""SFT recipe: maximise the log-likelihood of the gold answer given the prompt (loss on answer tokens
+only). Reads top to bottom: check inputs, build the model, define one step, run the shared loop.
+
+The loss is the mean over every answer token of the *global* batch: each process sums its tokens'
+losses and divides by the global token count (all-reduced), times the number of processes because
+DDP/FSDP average gradients. So 2 processes x batch b give the same update as 1 process x batch 2b.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from clinalign.train import distributed, loop
+from clinalign.train.batching import collate_sft, sft_forward
+from clinalign.train.config import TrainConfig
+from clinalign.train.data import load_rows, tokenize_rows
+
+
+def run(cfg: TrainConfig) -> Path:
+    from clinalign.models.loading import load_tokenizer, resolve_model_path
+
+    # 1. inputs, all checked before anything is written
+    out = loop.check_out(cfg)
+    if not cfg.data:
+        raise_no_data()
+    model_path = resolve_model_path(cfg.model)
+    tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
+    rows = load_rows("sft", cfg.data, task=cfg.task, seed=cfg.seed)
+    data = tokenize_rows("sft", rows, tokenizer, cfg.max_length, cfg.truncation)
+    info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
+    try:
+        loop.seed_everything(cfg.seed)
+        loop.prepare_out(cfg, info, out, {"examples": len(data.examples), "truncated": data.truncated,
+                                          "dropped": data.dropped})
+
+        # 2. model
+        model = loop.load_policy(cfg, model_path).to(info.device)
+        model = distributed.wrap(model, cfg.parallel, info)
+        pad = tokenizer.pad_token_id
+
+        # 3. one optimizer step: grad_accum micro-batches, token-mean over the global batch
+        def step(micro: list[list[int]]) -> loop.StepStats:
+            batches = [collate_sft([data.examples[i] for i in idx], pad) for idx in micro]
+            counts = [int((b["labels"][:, 1:] != -100).sum()) for b in batches]
+            global_tokens = float(distributed.all_reduce_sum(torch.tensor(float(sum(counts)))))
+            loss_sum, tokens = 0.0, 0
+            for b in batches:
+                b = {k: v.to(info.device) for k, v in b.items()}
+                loss = sft_forward(model, b, reduction="sum")
+                (loss * info.world / global_tokens).backward()
+                loss_sum += float(loss.detach())
+                tokens += int(b["attention_mask"].sum())
+            return loop.StepStats(loss_sum, float(sum(counts)), tokens, {}, sum(len(i) for i in micro))
+
+        # 4. train
+        return loop.train(cfg, info, out, model, tokenizer, len(data.examples), step)
+    finally:
+        distributed.shutdown()
+
+
+def raise_no_data() -> None:
+    from clinalign.errors import ConfigError
+
+    raise ConfigError("no training data: give --data FILE (and --task ID for task records)")

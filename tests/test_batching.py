@@ -247,3 +247,24 @@ def test_fingerprints_change_with_weights_and_data(model, tok, tmp_path):
     assert fingerprint_model(tmp_path / "m") != fingerprint_model(model.name_or_path)
     pairs = _pairs(tok)
     assert fingerprint_pairs(pairs) != fingerprint_pairs(pairs[::-1])
+
+
+def test_bucket_batches_cover_everything_once_and_cut_padding():
+    import random
+
+    from clinalign.train.batching import bucket_batches
+
+    rng = random.Random(0)
+    lengths = [rng.randint(50, 1000) for _ in range(1000)]
+    batches = bucket_batches(lengths, 8, seed=3)
+    assert sorted(i for b in batches for i in b) == list(range(1000))
+    assert all(1 <= len(b) <= 8 for b in batches)
+    assert batches == bucket_batches(lengths, 8, seed=3) and batches != bucket_batches(lengths, 8, seed=4)
+
+    def padding(bs):
+        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
+
+    order = list(range(1000))
+    rng.shuffle(order)
+    naive = [order[i : i + 8] for i in range(0, 1000, 8)]
+    assert padding(batches) < 0.1 * padding(naive)

@@ -270,6 +270,34 @@ def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> PairBatch:
     )
 
 
+def bucket_batches(
+    lengths: Sequence[int], batch_size: int, *, seed: int, window: int = 50
+) -> list[list[int]]:
+    """Batches of example indices that waste little on padding, still shuffled.
+
+    Shuffle, cut into windows of ``window * batch_size`` examples, sort each window by length, split
+    it into batches, shuffle the batches (seeded, so a resumed run sees the same order). Examples of
+    similar length share a batch, so right-padding costs little, while each epoch's order stays random.
+    """
+    import random
+
+    rng = random.Random(seed)
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    span = window * batch_size
+    batches = []
+    for i in range(0, len(order), span):
+        chunk = sorted(order[i : i + span], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def pair_length(e: PairExample) -> int:
+    """Tokens in the packed sequence of a pair (what :func:`bucket_batches` should sort by)."""
+    return len(e.prompt_ids) + len(e.chosen_ids) + len(e.rejected_ids)
+
+
 # ---------------------------------------------------------------- log-probs
 
 

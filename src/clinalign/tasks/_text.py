@@ -61,9 +61,11 @@ def lowercase_casual(rng: random.Random, text: str, p: float = 0.15) -> str:
     return text.lower() if rng.random() < p else text
 
 
-def clean_answer(text: str) -> str:
+def clean_answer(text: str, keep_newlines: bool = False) -> str:
     """Lower-case model text and strip markdown emphasis, quotes and stray punctuation so parsers can
-    match words."""
+    match words; line breaks survive when asked, for answers laid out one field per line."""
     t = text.lower().replace("’", "'")
     t = re.sub(r"[*_`#>\"“”]", " ", t)
+    if keep_newlines:
+        return "\n".join(re.sub(r"[^\S\n]+", " ", line).strip() for line in t.splitlines()).strip()
     return re.sub(r"\s+", " ", t).strip()

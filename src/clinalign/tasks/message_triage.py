@@ -1,0 +1,504 @@
+"""Patient portal message triage: who should answer the message, and how soon.
+
+Gold labels follow one explicit rule, so a clinician can check any record:
+
+Personnel is decided by what the message *needs*:
+- ``front_desk``: administration only (appointments, billing, forms, records, portal access); no clinical
+  question.
+- ``pharmacist``: medication supply and use (refills, coverage, how to take, missed or extra doses,
+  interactions, an accidental overdose).
+- ``nurse``: care of a known condition or a recent procedure (wound and post-operative care, home
+  readings, devices, mild self-limited symptoms), including that procedure's warning signs.
+- ``physician``: a decision only a prescriber can make: interpreting results, new or changing symptoms
+  that need a diagnosis, treatment changes, mental-health crises.
+
+Urgency is decided by how soon harm could follow:
+- ``emergent``: needs care within the hour (chest pain, stroke signs, suicidal intent, airway swelling,
+  heavy bleeding, a large overdose). Administration is never emergent.
+- ``urgent``: within 24 hours (fever or spreading redness after surgery, out of a critical medicine,
+  markedly abnormal home readings, worsening symptoms, a procedure tomorrow that must be moved).
+- ``routine``: can wait days.
+
+Synonyms the parser accepts (documented decision): "doctor", "MD", "provider", "prescriber" mean
+physician; "RN", "triage nurse", "nursing" mean nurse; "pharmacy", "PharmD" mean pharmacist; "front
+desk", "reception(ist)", "scheduling", "office staff", "administrative" mean front_desk; "emergency",
+"immediate", "911" mean emergent; "same day", "same-day" mean urgent; "non-urgent", "not urgent",
+"low priority" mean routine.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Callable
+from typing import Literal
+
+from pydantic import Field
+
+from clinalign.eval.metrics import accuracy, macro_f1
+from clinalign.tasks._text import PATIENT_NAMES, clean_answer, lowercase_casual, maybe, pick, sentences, typo
+from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
+
+PERSONNEL = ("physician", "nurse", "pharmacist", "front_desk")
+URGENCY = ("emergent", "urgent", "routine")
+Personnel = Literal["physician", "nurse", "pharmacist", "front_desk"]
+Urgency = Literal["emergent", "urgent", "routine"]
+
+
+def format_answer(personnel: str, urgency: str) -> str:
+    return f"personnel: {personnel}\nurgency: {urgency}"
+
+
+CHOICES = tuple(format_answer(p, u) for p in PERSONNEL for u in URGENCY)
+
+
+class TriageRecord(Record):
+    message: str = Field(min_length=1, description="the patient portal message")
+    personnel: Personnel
+    urgency: Urgency
+
+
+# --------------------------------------------------------------------------------------------------
+# Vocabulary
+
+ROUTINE_MEDS = ("lisinopril 10 mg", "atorvastatin 40 mg", "metformin 500 mg", "levothyroxine 75 mcg",
+                "sertraline 50 mg", "amlodipine 5 mg", "omeprazole 20 mg", "losartan 50 mg", "montelukast 10 mg",
+                "gabapentin 300 mg", "rosuvastatin 10 mg", "escitalopram 10 mg", "tamsulosin 0.4 mg",
+                "hydrochlorothiazide 25 mg", "pantoprazole 40 mg", "bupropion XL 150 mg")
+CRITICAL_MEDS = ("insulin glargine", "my insulin (Humalog)", "levetiracetam 500 mg", "apixaban 5 mg",
+                 "tacrolimus 1 mg", "lamotrigine 100 mg", "Eliquis", "my seizure medicine (Keppra)")
+HIGH_RISK_MEDS = ("warfarin 5 mg", "metoprolol 50 mg", "glipizide 10 mg", "clonidine 0.1 mg", "lithium 300 mg",
+                  "oxycodone 5 mg", "amitriptyline 25 mg")
+PHARMACIES = ("the CVS on Main", "Walgreens", "my mail-order pharmacy", "the pharmacy downstairs", "Rite Aid",
+              "the Costco pharmacy", "the hospital outpatient pharmacy")
+PROCEDURES = ("knee replacement", "gallbladder surgery", "hernia repair", "C-section", "hip replacement",
+              "carpal tunnel release", "shoulder arthroscopy", "hysterectomy", "appendectomy", "thyroid surgery")
+RELATIVES = ("my husband", "my wife", "my mom", "my dad", "my son", "my daughter", "my partner")
+TIMES = ("this morning", "last night", "about an hour ago", "since lunch", "today", "this afternoon")
+WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday")
+OPENERS = ("Hi,", "Hello,", "Good morning,", "Hi there,", "Hi Dr. [CLINICIAN],", "Hello care team,", "",
+           "To whoever reads this,", "Hey,", "Good afternoon,")
+SIGNOFFS = ("Thanks,", "Thank you,", "-", "Thanks so much,", "Best,", "Regards,", "Thank you for your help,")
+
+
+def _temp(rng: random.Random, lo: float = 100.4, hi: float = 103.2) -> str:
+    return f"{rng.uniform(lo, hi):.1f}"
+
+
+def _day(rng: random.Random) -> str:
+    return pick(rng, (*WEEKDAYS, "tomorrow", "next week"))
+
+
+def _when(rng: random.Random) -> str:
+    return pick(rng, (f"on {pick(rng, WEEKDAYS)}", f"{rng.randint(2, 9)} days ago", "last week", "yesterday"))
+
+
+# --------------------------------------------------------------------------------------------------
+# Scenarios: each returns the core of a message; the labels come from the scenario's place in the table.
+
+Scenario = Callable[[random.Random], str]
+
+
+def _fd_routine(rng: random.Random) -> str:
+    return pick(rng, (
+        f"I need to schedule my {pick(rng, ('6-month', 'annual', '3-month', 'yearly'))} follow-up. "
+        f"{pick(rng, ('Mornings work best', 'I can only do afternoons', 'Any day but Wednesday is fine'))}.",
+        f"Can I move my appointment on {pick(rng, WEEKDAYS)} the {rng.randint(3, 28)}th to the following week? "
+        f"{pick(rng, ('I have a work conflict', 'my ride fell through', 'I will be out of town'))}.",
+        f"I got a bill for ${rng.randint(45, 900)}.{rng.randint(10, 99)} for my visit in "
+        f"{pick(rng, ('March', 'April', 'June', 'August', 'October'))} but I thought my insurance covered it.",
+        f"My employer needs the {pick(rng, ('FMLA', 'short-term disability', 'return to work'))} paperwork filled out "
+        f"by the {rng.randint(10, 30)}th. Where do I drop off the form?",
+        f"Could you send my records from the last {rng.randint(2, 5)} years to my new "
+        f"{pick(rng, ('cardiologist', 'primary care office', 'dentist', 'orthopedist'))}?",
+        f"I can't log into the portal on my phone, it keeps saying {pick(rng, ('password expired', 'account locked'))}.",
+        f"I have new insurance starting the 1st ({pick(rng, ('Aetna', 'Blue Cross', 'Cigna', 'United'))}). "
+        "How do I update it before my next visit?",
+        f"What's the status of my referral to {pick(rng, ('dermatology', 'physical therapy', 'GI', 'sleep medicine'))}? "
+        f"I haven't heard anything in {rng.randint(2, 5)} weeks.",
+        f"Is there parking at the {pick(rng, ('north', 'new', 'east'))} clinic building, and which entrance do I use?",
+    ))
+
+
+def _fd_urgent(rng: random.Random) -> str:
+    return pick(rng, (
+        f"My {pick(rng, ('colonoscopy', 'MRI', 'CT scan', 'endoscopy'))} is tomorrow at "
+        f"{rng.randint(7, 10)}:{pick(rng, ('00', '15', '30', '45'))} and I have to reschedule because "
+        f"{pick(rng, ('my driver cancelled', 'my child is sick', 'I got called into work'))}. Please call me today.",
+        f"I need a work note for the days I missed ({_when(rng)}) or my employer won't let me back tomorrow.",
+        "My insurance says they need a form from your office today or my surgery next "
+        f"{pick(rng, WEEKDAYS)} gets cancelled.",
+    ))
+
+
+def _rx_routine(rng: random.Random) -> str:
+    med = pick(rng, ROUTINE_MEDS)
+    return pick(rng, (
+        f"Can I get a refill of {med}? I have about {rng.randint(5, 12)} pills left. Please send it to "
+        f"{pick(rng, PHARMACIES)}.",
+        f"Please renew my {med}, {pick(rng, ('90 day supply', '30 day supply with refills', 'same as before'))}, "
+        f"to {pick(rng, PHARMACIES)}.",
+        f"Is it okay to take {pick(rng, ('ibuprofen', 'Sudafed', 'melatonin', 'Benadryl', 'turmeric'))} with my {med}?",
+        f"I forgot my {med} {pick(rng, ('yesterday', 'this morning', 'last night'))}. Should I double up or just "
+        "take the next one?",
+        f"Should I take {med} with food or on an empty stomach? The label at {pick(rng, PHARMACIES)} doesn't say.",
+        f"{pick(rng, PHARMACIES).capitalize()} switched my {med} to a different generic and the pills look different. "
+        "Is it the same medicine?",
+        f"My insurance wants me to use mail order for {med}. Can you send the prescription there instead?",
+    ))
+
+
+def _rx_urgent(rng: random.Random) -> str:
+    crit = pick(rng, CRITICAL_MEDS)
+    risky = pick(rng, HIGH_RISK_MEDS)
+    return pick(rng, (
+        f"I'm completely out of {crit} and the pharmacy says they need a new prescription. I need it today.",
+        f"{pick(rng, PHARMACIES).capitalize()} says {crit} needs a prior authorization and I have no doses left.",
+        f"I think I accidentally took two doses of {risky} {pick(rng, TIMES)}. I feel okay right now. "
+        "What should I watch for?",
+        f"I left my {crit} at my {pick(rng, ('sister', 'brother', 'friend'))}'s house {rng.randint(80, 300)} miles "
+        "away and won't have it for tonight's dose.",
+    ))
+
+
+def _rx_emergent(rng: random.Random) -> str:
+    risky = pick(rng, HIGH_RISK_MEDS)
+    n = rng.randint(6, 30)
+    return pick(rng, (
+        f"My {rng.randint(2, 5)} year old got into my pill bottle and may have swallowed some of my {risky}. "
+        f"There were about {n} pills and now some are missing.",
+        f"I mixed up my bottles and took {n} of my {risky} instead of my vitamins {pick(rng, TIMES)}. "
+        f"I feel {pick(rng, ('dizzy', 'very sleepy', 'shaky and sweaty', 'strange'))}.",
+    ))
+
+
+def _rn_routine(rng: random.Random) -> str:
+    proc = pick(rng, PROCEDURES)
+    return pick(rng, (
+        f"I had my {proc} {_when(rng)}. When can I shower and get the incision wet?",
+        f"The steri-strips from my {proc} are starting to peel off. Should I pull them or leave them?",
+        f"My home blood pressure readings have been around {rng.randint(132, 142)}/{rng.randint(82, 89)} this week. "
+        "Do you want me to keep logging them?",
+        f"How long after my {proc} can I {pick(rng, ('drive', 'lift my grandkids', 'go back to the gym', 'swim'))}?",
+        f"I've had a runny nose and mild sore throat for {rng.randint(2, 4)} days, no fever. What can I do at home?",
+        f"My glucose meter reads {rng.randint(105, 148)} in the mornings. How often should I be checking?",
+        f"Can I get my {pick(rng, ('flu shot', 'COVID booster', 'shingles vaccine', 'tetanus shot'))} "
+        "at the same visit as my labs?",
+        "The CPAP mask leaves marks on my face every morning. Is there a different size I should try?",
+    ))
+
+
+def _rn_urgent(rng: random.Random) -> str:
+    proc = pick(rng, PROCEDURES)
+    return pick(rng, (
+        f"I had my {proc} {_when(rng)} and the incision is now red, warm and spreading. My temp is {_temp(rng)}.",
+        f"I've been throwing up since {pick(rng, ('last night', 'yesterday morning', 'midnight'))} and can't keep "
+        "water down.",
+        f"My blood pressure at home is {rng.randint(178, 198)}/{rng.randint(102, 118)} this morning. "
+        "No headache or chest pain.",
+        f"My sugars have been over {rng.randint(310, 420)} for two days even with my insulin.",
+        f"There's yellow drainage coming from my {proc} incision and it smells bad.",
+        f"It burns when I pee and I'm going every {rng.randint(15, 40)} minutes since {pick(rng, WEEKDAYS)}.",
+    ))
+
+
+def _rn_emergent(rng: random.Random) -> str:
+    proc = pick(rng, PROCEDURES)
+    return pick(rng, (
+        f"I had my {proc} {_when(rng)} and the dressing is soaked through with blood, I've changed it "
+        f"{rng.randint(3, 5)} times in the last hour.",
+        f"Since my {proc} my calf is swollen and now I suddenly can't catch my breath.",
+        f"After my {proc} I'm bleeding a lot and feel like I'm going to pass out.",
+    ))
+
+
+def _md_routine(rng: random.Random) -> str:
+    return pick(rng, (
+        f"Can you explain my lab results? My A1c was {rng.randint(62, 78) / 10} and LDL {rng.randint(120, 190)}.",
+        f"The report from my {pick(rng, ('MRI', 'X-ray', 'ultrasound', 'CT'))} says "
+        f"\"{pick(rng, ('mild degenerative changes', 'small simple cyst', 'incidental nodule', 'mild fatty liver'))}\". "
+        "What does that mean for me?",
+        f"My {pick(rng, ('knee', 'shoulder', 'lower back', 'hip'))} has been aching for {rng.randint(3, 8)} weeks, "
+        "worse on stairs. Should I be seen?",
+        f"I've had a dry cough since starting {pick(rng, ('lisinopril', 'enalapril'))}. Could we switch to something else?",
+        f"I have a rash on my {pick(rng, ('arms', 'back', 'neck'))} for {rng.randint(2, 4)} weeks that itches. "
+        "It isn't spreading.",
+        f"My TSH came back {rng.randint(45, 79) / 10}. Does my levothyroxine dose need to change?",
+        f"I'd like to talk about stopping my {pick(rng, ROUTINE_MEDS)} now that I've lost {rng.randint(15, 40)} pounds.",
+    ))
+
+
+def _md_urgent(rng: random.Random) -> str:
+    return pick(rng, (
+        f"I've had a fever of {_temp(rng)} for {rng.randint(2, 4)} days and my cough is getting worse.",
+        f"My right calf has been swollen and tender since {pick(rng, WEEKDAYS)}. I flew back from "
+        f"{pick(rng, ('Denver', 'Phoenix', 'Chicago', 'Atlanta'))} last week.",
+        f"The portal says my potassium is {rng.randint(56, 60) / 10} and flagged high. Do I need to do anything?",
+        f"My left eye is red and painful and my vision is blurry since {pick(rng, ('this morning', 'last night'))}.",
+        "I've been feeling much more depressed for the past two weeks and can't get out of bed. "
+        "I'm not thinking of hurting myself.",
+        f"I have a new rash with fever of {_temp(rng)} and the spots are spreading.",
+    ))
+
+
+def _md_emergent(rng: random.Random) -> str:
+    who = pick(rng, ("I", *RELATIVES))
+    return pick(rng, (
+        f"I've had chest pressure going into my left arm for {rng.randint(20, 50)} minutes and I'm sweating.",
+        f"{who.capitalize()} suddenly can't lift {'my' if who == 'I' else 'their'} right arm and "
+        f"{'my' if who == 'I' else 'their'} speech is slurred, started {pick(rng, ('20 minutes ago', 'about an hour ago'))}.",
+        f"My face feels droopy on the {pick(rng, ('left', 'right'))} side and my words are coming out wrong.",
+        "I don't want to be alive anymore and I have a plan to end it tonight.",
+        f"My lips and throat are swelling after {pick(rng, ('a bee sting', 'eating shrimp', 'my first dose of amoxicillin'))} "
+        "and it's hard to breathe.",
+        "I can't catch my breath even sitting still and my lips look blue.",
+        f"I've been coughing up {pick(rng, ('a lot of', 'cups of', 'bright red'))} blood {pick(rng, TIMES)}.",
+    ))
+
+
+#: (personnel, urgency) -> scenario. Absent pairs do not occur (administration is never emergent).
+SCENARIOS: dict[tuple[str, str], Scenario] = {
+    ("front_desk", "routine"): _fd_routine, ("front_desk", "urgent"): _fd_urgent,
+    ("pharmacist", "routine"): _rx_routine, ("pharmacist", "urgent"): _rx_urgent,
+    ("pharmacist", "emergent"): _rx_emergent,
+    ("nurse", "routine"): _rn_routine, ("nurse", "urgent"): _rn_urgent, ("nurse", "emergent"): _rn_emergent,
+    ("physician", "routine"): _md_routine, ("physician", "urgent"): _md_urgent,
+    ("physician", "emergent"): _md_emergent,
+}
+#: urgency mix per personnel (each personnel is a quarter of the data)
+URGENCY_WEIGHTS: dict[str, tuple[float, float, float]] = {
+    "front_desk": (0.0, 0.2, 0.8), "pharmacist": (0.1, 0.3, 0.6), "nurse": (0.2, 0.35, 0.45),
+    "physician": (0.3, 0.3, 0.4),
+}
+
+
+def _context(rng: random.Random, personnel: str) -> str:
+    if personnel == "front_desk":
+        return maybe(rng, 0.3, pick(rng, ("I'm a patient of Dr. [CLINICIAN].", "This is [NAME], DOB on file.",
+                                          "I'm writing for my mother, who is your patient.")))
+    return maybe(rng, 0.6, pick(rng, (
+        f"I'm {rng.randint(19, 88)} and have {pick(rng, ('diabetes', 'high blood pressure', 'asthma', 'COPD', 'no big health problems', 'a heart condition'))}.",
+        f"I'm {rng.randint(19, 88)} years old.", "Sorry to bother you.", "Writing on behalf of my family member.",
+        "Not sure who to ask about this.")))
+
+
+def _detail(rng: random.Random, urgency: str) -> str:
+    """A sentence of the kind real messages carry: availability, what was tried, who is around."""
+    common = (
+        f"Best number is the one on file, I'm free after {rng.randint(1, 5)} pm.",
+        f"I tried calling but was on hold for {rng.randint(10, 45)} minutes.",
+        f"I'm at work until {rng.randint(3, 6)}:{pick(rng, ('00', '30'))}, you can leave a message.",
+        f"My last visit was {pick(rng, ('in the spring', 'a few months ago', 'last year', 'in January'))}.",
+        f"I'm sending this from my {pick(rng, ('phone', 'daughter', 'son', 'work computer'))}, sorry for typos.",
+        f"I've been your patient for about {rng.randint(2, 15)} years.",
+        f"I'm on {pick(rng, ROUTINE_MEDS)} and {pick(rng, ROUTINE_MEDS)}, nothing new.",
+        "I already checked the after-visit summary.",
+    )
+    urgent = (
+        f"{pick(rng, RELATIVES).capitalize()} is here with me.", "I'm home by myself right now.",
+        f"It started around {rng.randint(1, 11)}:{pick(rng, ('00', '15', '30', '45'))}.",
+        f"My temperature is {_temp(rng, 97.6, 99.4)}.",
+    )
+    return pick(rng, common if urgency == "routine" or rng.random() < 0.4 else urgent)
+
+
+def _specifics(rng: random.Random, personnel: str, urgency: str) -> str:
+    """Facts specific to the kind of message, with numbers, as patients add them."""
+    n = rng.randint(2, 12)
+    pools = {
+        "front_desk": (f"I'm available {pick(rng, WEEKDAYS)} or {pick(rng, WEEKDAYS)} after {n % 5 + 1} pm.",
+                       f"My appointment is with Dr. [CLINICIAN] on the {rng.randint(2, 28)}th.",
+                       f"I called {n % 4 + 2} times already.", f"The account number on the statement ends in "
+                       f"{rng.randint(1000, 9999)}."),
+        "pharmacist": (f"I take it {pick(rng, ('once', 'twice', 'three times'))} a day.",
+                       f"My last fill was {n * 3} days ago.", f"I've been on it for about {n} "
+                       f"{pick(rng, ('months', 'years'))}.", f"I weigh about {rng.randint(110, 260)} pounds."),
+        "nurse": (f"I'm {n} days out from the procedure." if urgency != "routine" else f"I check it {n % 3 + 1} times a day.",
+                  f"I'm {rng.randint(24, 86)} years old.", f"My pain is about {rng.randint(2, 9)}/10.",
+                  f"My temperature was {_temp(rng, 97.8, 103.0)} an hour ago."),
+        "physician": (f"This has been going on for {n} {pick(rng, ('days', 'weeks'))}." if urgency != "emergent"
+                      else f"It started about {n * 5} minutes ago.", f"I'm {rng.randint(24, 86)} years old.",
+                      f"I have a history of {pick(rng, ('diabetes', 'high blood pressure', 'asthma', 'a stroke', 'atrial fibrillation', 'depression'))}.",
+                      f"My blood pressure was {rng.randint(104, 168)}/{rng.randint(62, 98)} at the pharmacy {_when(rng)}."),
+    }
+    return pick(rng, pools[personnel])
+
+
+def _closing(rng: random.Random, urgency: str) -> str:
+    tail = {
+        "emergent": ("What should I do?", "Please help.", "Should I go to the ER?", "Is this serious?", ""),
+        "urgent": ("Please call me back today.", "What should I do?", "Should I come in?", "Can someone call me?", ""),
+        "routine": ("No rush.", "Thanks in advance.", "Whenever you get a chance.", "Let me know.", ""),
+    }[urgency]
+    return pick(rng, tail)
+
+
+def _message(rng: random.Random, personnel: str, urgency: str) -> str:
+    body = sentences(
+        pick(rng, OPENERS),
+        _context(rng, personnel),
+        SCENARIOS[(personnel, urgency)](rng),
+        maybe(rng, 0.8, _specifics(rng, personnel, urgency)),
+        maybe(rng, 0.6, _detail(rng, urgency)),
+        _closing(rng, urgency),
+        maybe(rng, 0.7, f"{pick(rng, SIGNOFFS)} {pick(rng, PATIENT_NAMES)}"),
+    )
+    return lowercase_casual(rng, typo(rng, body, 0.3), 0.08)
+
+
+# --------------------------------------------------------------------------------------------------
+# Parsing
+
+_SYNONYMS: dict[str, dict[str, tuple[str, ...]]] = {
+    "personnel": {
+        "physician": ("physician", "doctor", "md", "provider", "prescriber", "attending"),
+        "nurse": ("nurse", "rn", "nursing", "triage nurse"),
+        "pharmacist": ("pharmacist", "pharmacy", "pharmd"),
+        "front_desk": ("front desk", "front-desk", "frontdesk", "receptionist", "reception", "scheduling",
+                       "office staff", "administrative", "admin staff", "clerical"),
+    },
+    "urgency": {
+        "emergent": ("emergent", "emergency", "immediate", "immediately", "911"),
+        "urgent": ("urgent", "same day", "same-day"),
+        "routine": ("routine", "non-urgent", "non urgent", "nonurgent", "not urgent", "low priority"),
+    },
+}
+_FIELD_NAMES = {
+    "personnel": r"personnel|responder|respondent|route to|routed to|recipient|role",
+    "urgency": r"urgency|priority|acuity|triage level",
+}
+_PATTERNS = {
+    field: [(label, re.compile(r"(?<![\w-])(?:" + "|".join(re.escape(s) for s in syns) + r")s?(?![\w-])"))
+            for label, syns in by_label.items()]
+    for field, by_label in _SYNONYMS.items()
+}
+# "not urgent" must not also count as urgent: the longest match at a position wins
+_NEGATED_URGENT = re.compile(r"(?:non[- ]?|not )urgent")
+
+
+def _labels_in(field: str, text: str) -> list[tuple[int, str]]:
+    if field == "urgency":
+        text = _NEGATED_URGENT.sub(lambda m: "routine".ljust(len(m.group(0))), text)
+    return sorted((m.start(), label) for label, pat in _PATTERNS[field] for m in pat.finditer(text))
+
+
+def _extract(field: str, text: str) -> str | None:
+    """The label named right after a field name (``urgency: urgent``), else the one label the text names."""
+    other = "urgency" if field == "personnel" else "personnel"
+    for m in re.finditer(rf"\b(?:{_FIELD_NAMES[field]})\b\s*(?:is|level)?\s*[:=\-]?", text):
+        region = text[m.end(): m.end() + 40]
+        stop = re.search(rf"\b(?:{_FIELD_NAMES[other]})\b|[\n;.]", region)
+        found = {label for _, label in _labels_in(field, region[: stop.start()] if stop else region)}
+        if found:
+            return found.pop() if len(found) == 1 else None  # "urgent or emergent" is no answer
+    labels = {label for _, label in _labels_in(field, text)}
+    return labels.pop() if len(labels) == 1 else None
+
+
+def parse_triage(text: str) -> Prediction:
+    """The canonical ``personnel: X\\nurgency: Y`` answer from free text, or None if either is missing or
+    ambiguous."""
+    t = clean_answer(text, keep_newlines=True)
+    personnel, urgency = _extract("personnel", t), _extract("urgency", t)
+    if personnel is None or urgency is None:
+        return None
+    return format_answer(personnel, urgency)
+
+
+def split_answer(pred: Prediction) -> tuple[str | None, str | None]:
+    """(personnel, urgency) of a canonical answer; (None, None) for an unparseable one."""
+    if pred is None:
+        return None, None
+    m = re.fullmatch(r"personnel: (\w+)\nurgency: (\w+)", pred)
+    return (m.group(1), m.group(2)) if m else (None, None)
+
+
+# --------------------------------------------------------------------------------------------------
+
+
+def _field_f1(field: int, labels: tuple[str, ...]) -> Callable[[list[TriageRecord], list[Prediction]], float]:
+    def compute(records: list[TriageRecord], preds: list[Prediction]) -> float:
+        golds = [(r.personnel, r.urgency)[field] for r in records]
+        return macro_f1(golds, [split_answer(p)[field] for p in preds], labels)
+
+    return compute
+
+
+def _field_acc(field: int) -> Callable[[list[TriageRecord], list[Prediction]], float]:
+    def compute(records: list[TriageRecord], preds: list[Prediction]) -> float:
+        return accuracy([(r.personnel, r.urgency)[field] for r in records], [split_answer(p)[field] for p in preds])
+
+    return compute
+
+
+def _field_item(field: int) -> Callable[[TriageRecord, Prediction], float]:
+    return lambda r, p: float(split_answer(p)[field] == (r.personnel, r.urgency)[field])
+
+
+def _other(rng: random.Random, labels: tuple[str, ...], not_this: str) -> str:
+    return pick(rng, [lab for lab in labels if lab != not_this])
+
+
+class MessageTriage(Task):
+    id = "message_triage"
+    description = "Route a patient portal message: responding personnel and urgency"
+    record_type = TriageRecord
+    choices = CHOICES
+    max_new_tokens = 24
+
+    def prompt(self, record: TriageRecord) -> str:
+        return PROMPT.format(message=record.message)
+
+    def answer(self, record: TriageRecord) -> str:
+        return format_answer(record.personnel, record.urgency)
+
+    def parse(self, text: str) -> Prediction:
+        return parse_triage(text)
+
+    def stratum(self, record: TriageRecord) -> str:
+        return f"{record.personnel}/{record.urgency}"  # one line: it is shown in summaries
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        return (
+            Metric("f1_personnel", "paired_bootstrap", _field_f1(0, PERSONNEL)),
+            Metric("f1_urgency", "paired_bootstrap", _field_f1(1, URGENCY)),
+            Metric("accuracy_personnel", "mcnemar", _field_acc(0), per_item=_field_item(0)),
+            Metric("accuracy_urgency", "mcnemar", _field_acc(1), per_item=_field_item(1)),
+        )
+
+    @property
+    def rejected_builders(self) -> dict[str, RejectedBuilder]:
+        # wrong_both first (the default): each pair then teaches both halves of the answer
+        return {
+            "wrong_both": lambda r, rng: format_answer(_other(rng, PERSONNEL, r.personnel),
+                                                       _other(rng, URGENCY, r.urgency)),
+            "wrong_personnel": lambda r, rng: format_answer(_other(rng, PERSONNEL, r.personnel), r.urgency),
+            "wrong_urgency": lambda r, rng: format_answer(r.personnel, _other(rng, URGENCY, r.urgency)),
+        }
+
+    def generate(self, n: int, seed: int) -> list[TriageRecord]:
+        rng = random.Random(seed)
+        out: list[TriageRecord] = []
+        seen: set[str] = set()
+        while len(out) < n:
+            personnel = pick(rng, PERSONNEL)
+            urgency = rng.choices(URGENCY, weights=URGENCY_WEIGHTS[personnel])[0]
+            message = _message(rng, personnel, urgency)
+            if message in seen:
+                continue
+            seen.add(message)
+            out.append(TriageRecord(id=f"triage-{len(out) + 1:06d}", message=message, personnel=personnel,
+                                    urgency=urgency))
+        return out
+
+
+PROMPT = (
+    "Triage this patient portal message: who should respond (physician: results, diagnosis, treatment; nurse: "
+    "care of a known condition or recent procedure; pharmacist: medications; front_desk: administration) and "
+    "how soon (emergent: within the hour; urgent: within 24 hours; routine). Reply in exactly this format:\n"
+    "personnel: <physician|nurse|pharmacist|front_desk>\nurgency: <emergent|urgent|routine>\n\n"
+    "Message:\n{message}"
+)
+
+TASK = MessageTriage()

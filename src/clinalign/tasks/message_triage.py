@@ -275,10 +275,10 @@ URGENCY_WEIGHTS: dict[str, tuple[float, float, float]] = {
 def _context(rng: random.Random, personnel: str) -> str:
     if personnel == "front_desk":
         return maybe(rng, 0.3, pick(rng, ("I'm a patient of Dr. [CLINICIAN].", "This is [NAME], DOB on file.",
-                                          "I'm writing for my mother, who is your patient.")))
+                                          "Quick admin question.")))
     return maybe(rng, 0.6, pick(rng, (
         f"I'm {rng.randint(19, 88)} and have {pick(rng, ('diabetes', 'high blood pressure', 'asthma', 'COPD', 'no big health problems', 'a heart condition'))}.",
-        f"I'm {rng.randint(19, 88)} years old.", "Sorry to bother you.", "Writing on behalf of my family member.",
+        f"I'm {rng.randint(19, 88)} years old.", "Sorry to bother you.", "Hope this is the right place to ask.",
         "Not sure who to ask about this.")))
 
 
@@ -289,37 +289,39 @@ def _detail(rng: random.Random, urgency: str) -> str:
         f"I tried calling but was on hold for {rng.randint(10, 45)} minutes.",
         f"I'm at work until {rng.randint(3, 6)}:{pick(rng, ('00', '30'))}, you can leave a message.",
         f"My last visit was {pick(rng, ('in the spring', 'a few months ago', 'last year', 'in January'))}.",
-        f"I'm sending this from my {pick(rng, ('phone', 'daughter', 'son', 'work computer'))}, sorry for typos.",
+        "I'm sending this from my " + pick(rng, ("phone", "daughter's phone", "work computer")) + ", sorry for typos.",
         f"I've been your patient for about {rng.randint(2, 15)} years.",
         f"I'm on {pick(rng, ROUTINE_MEDS)} and {pick(rng, ROUTINE_MEDS)}, nothing new.",
         "I already checked the after-visit summary.",
     )
     urgent = (
         f"{pick(rng, RELATIVES).capitalize()} is here with me.", "I'm home by myself right now.",
-        f"It started around {rng.randint(1, 11)}:{pick(rng, ('00', '15', '30', '45'))}.",
-        f"My temperature is {_temp(rng, 97.6, 99.4)}.",
+        f"I can be reached at the number on file until {rng.randint(5, 9)} pm.",
     )
     return pick(rng, common if urgency == "routine" or rng.random() < 0.4 else urgent)
 
 
 def _specifics(rng: random.Random, personnel: str, urgency: str) -> str:
-    """Facts specific to the kind of message, with numbers, as patients add them."""
+    """Facts patients add, with numbers; chosen so they never contradict any message of that kind."""
     n = rng.randint(2, 12)
+    age = rng.randint(24, 86)
+    condition = pick(rng, ("diabetes", "high blood pressure", "asthma", "atrial fibrillation", "depression",
+                           "kidney disease", "hypothyroidism"))
+    pain = {"routine": (1, 4), "urgent": (4, 8), "emergent": (7, 10)}[urgency]
     pools = {
         "front_desk": (f"I'm available {pick(rng, WEEKDAYS)} or {pick(rng, WEEKDAYS)} after {n % 5 + 1} pm.",
-                       f"My appointment is with Dr. [CLINICIAN] on the {rng.randint(2, 28)}th.",
-                       f"I called {n % 4 + 2} times already.", f"The account number on the statement ends in "
-                       f"{rng.randint(1000, 9999)}."),
-        "pharmacist": (f"I take it {pick(rng, ('once', 'twice', 'three times'))} a day.",
-                       f"My last fill was {n * 3} days ago.", f"I've been on it for about {n} "
-                       f"{pick(rng, ('months', 'years'))}.", f"I weigh about {rng.randint(110, 260)} pounds."),
-        "nurse": (f"I'm {n} days out from the procedure." if urgency != "routine" else f"I check it {n % 3 + 1} times a day.",
-                  f"I'm {rng.randint(24, 86)} years old.", f"My pain is about {rng.randint(2, 9)}/10.",
-                  f"My temperature was {_temp(rng, 97.8, 103.0)} an hour ago."),
-        "physician": (f"This has been going on for {n} {pick(rng, ('days', 'weeks'))}." if urgency != "emergent"
-                      else f"It started about {n * 5} minutes ago.", f"I'm {rng.randint(24, 86)} years old.",
-                      f"I have a history of {pick(rng, ('diabetes', 'high blood pressure', 'asthma', 'a stroke', 'atrial fibrillation', 'depression'))}.",
-                      f"My blood pressure was {rng.randint(104, 168)}/{rng.randint(62, 98)} at the pharmacy {_when(rng)}."),
+                       f"My doctor is Dr. [CLINICIAN] at the {pick(rng, ('main', 'north', 'downtown'))} clinic.",
+                       f"I called {n % 4 + 2} times already.",
+                       f"I've been a patient at your office for {n} years."),
+        "pharmacist": (f"I take it every {pick(rng, ('morning', 'evening', 'night'))}.",
+                       f"My last fill was {n * 3 + 20} days ago.",
+                       f"I've been on it for about {n} {pick(rng, ('months', 'years'))}.",
+                       f"I weigh about {rng.randint(110, 260)} pounds."),
+        "nurse": (f"I'm {age} years old.", f"My pain is about {rng.randint(*pain)}/10.",
+                  f"I'm {age} and also have {condition}.", f"I live {pick(rng, ('alone', 'with my family'))}."),
+        "physician": (f"I'm {age} years old.", f"I have a history of {condition}.",
+                      f"I'm {age} and on {pick(rng, ROUTINE_MEDS)}.",
+                      f"I last saw Dr. [CLINICIAN] {pick(rng, ('in the spring', 'a few months ago', 'last year'))}."),
     }
     return pick(rng, pools[personnel])
 

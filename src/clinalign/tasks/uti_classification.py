@@ -51,6 +51,7 @@ class _Case:
     sbp: int = 0  # 0: normal, drawn when rendered
     spo2: int = 0
     reason: str = ""  # why the patient presented, when not the complaints themselves
+    history: str = ""  # one sentence of relevant history
     wbc: float | None = None
     ua: str = ""
     culture: str = ""
@@ -60,7 +61,6 @@ class _Case:
     lay_dx: str = ""  # what the patient was told
     plan: str = ""
     lay_plan: str = ""
-    foley_days: int | None = None
 
 
 ORGANISMS_COMMON = ("Escherichia coli", "E. coli", "Klebsiella pneumoniae", "Proteus mirabilis")
@@ -71,6 +71,7 @@ CYSTITIS_RX = (
     ("fosfomycin 3 g PO once", "a single packet of fosfomycin"),
     ("cephalexin 500 mg PO BID x 7 days", "cephalexin 500 mg twice daily for a week"),
 )
+FOLEY_WHY = ("urinary retention", "strict output monitoring", "sacral wound", "neurogenic bladder")
 WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 
 
@@ -120,7 +121,7 @@ def _cauti(rng: random.Random) -> _Case:
     fd = rng.randint(4, 21)
     org = pick(rng, ORGANISMS_CAUTI)
     drug = pick(rng, ("ceftriaxone 1 g IV q24h", "cefepime 1 g IV q12h", "piperacillin-tazobactam 4.5 g IV q6h"))
-    c = rng.sample(["fever", "new confusion", "cloudy foul-smelling urine in the Foley bag", "suprapubic tenderness",
+    c = rng.sample(["fever", "new confusion", "cloudy foul-smelling urine in the Foley bag", "suprapubic discomfort",
                     "rigors", "decreased urine output"], k=rng.randint(2, 4))
     return _Case("cauti", "yes", rng.randint(58, 94), pick(rng, ("F", "M")), "inpatient", rng.randint(1, 2), c,
                  ["she's been more confused", "the catheter bag looks cloudy", "she has a fever"],
@@ -131,7 +132,7 @@ def _cauti(rng: random.Random) -> _Case:
                  assessment=pick(rng, ("catheter-associated UTI (CAUTI)", "CAUTI", "catheter-associated urinary tract infection")),
                  lay_dx="a urinary infection from the catheter",
                  plan=f"Foley exchanged, {drug} started", lay_plan="they changed the catheter and started IV antibiotics",
-                 foley_days=fd)
+                 history=f"Indwelling Foley catheter for {fd} days ({pick(rng, FOLEY_WHY)}).")
 
 
 def _pyelo(rng: random.Random) -> _Case:
@@ -149,7 +150,7 @@ def _pyelo(rng: random.Random) -> _Case:
                  culture=f"urine culture grew {_cfu(rng)} {org}", other_tests=[o for o in other if o],
                  exam=f"{side} CVA tenderness",
                  assessment=pick(rng, ("acute pyelonephritis", f"{side} pyelonephritis", "upper urinary tract infection (pyelonephritis)")),
-                 lay_dx="a kidney infection", plan=f"ceftriaxone 1 g IV given, then {oral}",
+                 lay_dx="a kidney infection", plan=f"ceftriaxone 1 g IV, then {oral}",
                  lay_plan="I got IV antibiotics and went home on pills")
 
 
@@ -177,7 +178,7 @@ def _sti(rng: random.Random) -> _Case:
     bug = pick(rng, ("Chlamydia trachomatis", "Neisseria gonorrhoeae", "chlamydia"))
     discharge = "urethral discharge" if sex == "M" else "vaginal discharge"
     return _Case("sti", "no", rng.randint(17, 38), sex, pick(rng, ("outpatient", "ED")), rng.randint(2, 10),
-                 ["dysuria", discharge, "new sexual partner"],
+                 ["dysuria", discharge],
                  ["it burns when I pee", "I've noticed some discharge"],
                  hr=rng.randint(64, 92), ua=f"UA: leukocyte esterase trace, nitrite negative, WBC {rng.randint(5, 15)}/hpf",
                  culture="urine culture: no growth at 48 hours",
@@ -185,7 +186,8 @@ def _sti(rng: random.Random) -> _Case:
                  assessment=f"{'urethritis' if sex == 'M' else 'cervicitis'} due to {bug}; urine culture negative, not a UTI",
                  lay_dx="chlamydia, not a bladder infection" if "hlamydia" in bug else "gonorrhea, not a UTI",
                  plan="ceftriaxone 500 mg IM once and doxycycline 100 mg PO BID x 7 days; partner notification",
-                 lay_plan="I got a shot and doxycycline for a week and have to tell my partner")
+                 lay_plan="I got a shot and doxycycline for a week and have to tell my partner",
+                 history=f"Reports a new sexual partner {rng.randint(2, 8)} weeks ago.")
 
 
 def _vaginitis(rng: random.Random) -> _Case:
@@ -205,17 +207,23 @@ def _vaginitis(rng: random.Random) -> _Case:
 
 def _abu(rng: random.Random) -> _Case:
     org = pick(rng, ORGANISMS_COMMON)
-    why = pick(rng, ("sent as part of a routine pre-operative screen", "sent by protocol on admission",
-                     "collected at the nursing facility without an indication", "sent during a diabetes visit"))
+    reason, why, setting = pick(rng, (
+        ("pre-operative evaluation before elective hip surgery; no urinary symptoms",
+         "sent as part of a routine pre-operative screen", "outpatient"),
+        ("a fall without injury; no fever or urinary complaints", "sent as part of the fall workup", "outpatient"),
+        ("a routine diabetes visit; denies dysuria, frequency, fever or flank pain",
+         "sent with the routine diabetes labs", "outpatient"),
+        ("admission for a COPD exacerbation; no urinary symptoms", "sent by protocol on admission", "inpatient"),
+        ("long-term care resident at baseline; no fever, dysuria or change in mental status",
+         "collected at the nursing facility without an indication", "inpatient"),
+    ))
     return _Case("asymptomatic_bacteriuria", "no", rng.randint(66, 96), pick(rng, ("F", "F", "M")),
-                 pick(rng, ("outpatient", "inpatient")), 0, [],
+                 setting, 0, [],
                  ["I feel completely fine, no burning or anything"], hr=rng.randint(60, 88),
                  ua=f"UA: leukocyte esterase {pick(rng, ('1+', '2+', 'trace'))}, nitrite {pick(rng, ('positive', 'negative'))}",
                  culture=f"urine culture ({why}) grew {_cfu(rng)} {org}",
                  exam="no suprapubic or CVA tenderness; at baseline mental status",
-                 reason=pick(rng, ("a routine visit; denies dysuria, frequency, fever or flank pain",
-                                   "pre-operative evaluation; no urinary symptoms",
-                                   "a fall without injury; no fever or urinary complaints")),
+                 reason=reason,
                  assessment=pick(rng, ("asymptomatic bacteriuria; no treatment indicated",
                                        "asymptomatic bacteriuria, not a UTI - antibiotics not indicated per IDSA guidance")),
                  lay_dx="bacteria in the urine that doesn't need treatment since I have no symptoms",
@@ -287,7 +295,7 @@ def _vitals(rng: random.Random, c: _Case) -> str:
     t = _temp(rng, c.febrile)
     temp = f"T {t} C" if rng.random() < 0.6 else f"T {t * 9 / 5 + 32:.1f} F"
     sbp = c.sbp or rng.randint(106, 152)
-    dbp = max(40, sbp - rng.randint(38, 60))
+    dbp = round(sbp * rng.uniform(0.5, 0.66))
     return f"{temp}, HR {c.hr}, BP {sbp}/{dbp}, RR {rng.randint(14, 24)}, SpO2 {c.spo2 or rng.randint(94, 99)}% RA"
 
 
@@ -310,10 +318,12 @@ def _who(c: _Case, short: bool) -> str:
 
 def _nursing(rng: random.Random, c: _Case) -> str:
     shift = pick(rng, ("0700-1900", "1900-0700", "day shift", "night shift"))
-    foley = f" Foley catheter day {c.foley_days}." if c.foley_days else ""
+    header = "Clinic nursing note" if c.setting == "outpatient" else f"Nursing note ({shift})"
+    article = "an" if str(c.age).startswith("8") or c.age in (11, 18) else "a"
     return sentences(
-        f"Nursing note ({shift}): Pt is a {_who(c, True)}.{foley}",
+        f"{header}: Pt is {article} {_who(c, True)}.",
         f"Seen for {c.reason}." if c.reason else f"Pt c/o {_presents(c)}.",
+        c.history,
         f"VS: {_vitals(rng, c)}.",
         f"Assessment: {c.exam}.",
         pick(rng, (f"Results reviewed: {c.ua}.", f"{c.ua}.")),
@@ -331,14 +341,17 @@ def _ed(rng: random.Random, c: _Case) -> str:
         labs.insert(0, f"WBC {c.wbc} K/uL")
     if c.setting == "inpatient" or c.kind == "urosepsis":
         dispo = "admitted"
-    elif c.kind in ("pyelonephritis", "pneumonia", "cellulitis", "kidney_stone"):
+    elif c.kind in ("pyelonephritis", "pneumonia", "cellulitis"):
         dispo = pick(rng, ("discharged home", "admitted to medicine", "placed in observation"))
+    elif c.kind == "kidney_stone":
+        dispo = pick(rng, ("discharged home", "admitted for pain control"))
     else:
         dispo = pick(rng, ("discharged home", "discharged home with PCP follow-up"))
     dur = "today" if c.days == 0 else f"{c.days} day{'s' if c.days > 1 else ''}"
     return sentences(
         f"ED note. HPI: {_who(c, rng.random() < 0.5)} presents with {_presents(c)}"
         f"{'' if c.reason else f' ({dur})'}.",
+        c.history,
         f"Vitals: {_vitals(rng, c)}.",
         f"Exam: {c.exam}.",
         f"Labs: {'; '.join(labs)}.",
@@ -353,13 +366,14 @@ def _discharge(rng: random.Random, c: _Case) -> str:
     los = rng.randint(2, 9)
     pron = "She" if c.sex == "F" else "He"
     return sentences(
-        f"Discharge summary (excerpt). {_who(c, False)[0].upper() + _who(c, False)[1:]} admitted for {los} days with "
-        f"{_presents(c)}.",
+        f"Discharge summary (excerpt). {_cap(_who(c, False))} admitted for {los} days"
+        + (f" ({c.reason})." if c.reason else f" with {_presents(c)}."),
+        c.history,
         f"On arrival: {_vitals(rng, c)}." + (f" WBC {c.wbc}." if c.wbc is not None else ""),
         f"{c.ua}.",
         f"{_cap(c.culture)}." if c.culture else "",
         _cap("; ".join(c.other_tests)) + "." if c.other_tests else "",
-        f"Hospital course: {pron} was treated with {c.plan} and improved.",
+        f"Hospital course: {_cap(c.plan)}; {pron.lower()} improved.",
         f"Discharge diagnosis: {c.assessment}.",
         pick(rng, ("Follow up with PCP in 1 week.", f"PCP follow-up on {pick(rng, WEEKDAYS)}.",
                    "Return precautions reviewed.")),
@@ -385,7 +399,7 @@ def _message(rng: random.Random, c: _Case) -> str:
     body = sentences(
         pick(rng, ("Hi,", "Hello,", "Good morning,", "Hi there,", "Hi Dr. [CLINICIAN],", "To the care team:", "")),
         maybe(rng, 0.3, f"I'm {c.age} years old."),
-        f"{_cap('; '.join(rng.sample(c.lay, k=min(len(c.lay), rng.randint(1, 2)))))} {dur}." if c.lay else "",
+        f"{_cap('; '.join(rng.sample(c.lay, k=min(len(c.lay), rng.randint(1, 2)))))}{f' {dur}' if c.days else ''}.",
         f"{told}.",
         maybe(rng, 0.5, f"My temperature {pick(rng, ('was', 'has been', 'got up to'))} {temp:.1f} this morning."),
         maybe(rng, 0.4, f"The {pick(rng, ('lab', 'nurse', 'doctor', 'PA'))} said the urine test {urine}."),
@@ -402,12 +416,19 @@ def _message(rng: random.Random, c: _Case) -> str:
 RENDERERS = {"nursing note": _nursing, "ED note": _ed, "discharge excerpt": _discharge, "patient message": _message}
 
 
+ADMITTED_KINDS = ("pyelonephritis", "urosepsis", "cauti", "pneumonia", "cellulitis", "kidney_stone")
+
+
 def _note_type(rng: random.Random, c: _Case) -> str:
+    """Only notes that fit the case: no discharge summary for an office visit, no ED note for a pre-op screen."""
     if c.setting == "inpatient":
         return pick(rng, ("nursing note", "discharge excerpt", "discharge excerpt", "ED note"))
     if c.setting == "outpatient":
-        return pick(rng, ("patient message", "nursing note", "ED note"))
-    return pick(rng, NOTE_TYPES)
+        return pick(rng, ("patient message", "nursing note", *(("ED note",) * ("routine" not in c.reason
+                                                                              and "pre-op" not in c.reason))))
+    if c.kind in ADMITTED_KINDS:
+        return pick(rng, NOTE_TYPES)
+    return pick(rng, ("nursing note", "ED note", "patient message"))
 
 
 # --------------------------------------------------------------------------------------------------

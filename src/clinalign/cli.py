@@ -38,7 +38,7 @@ def run(argv: list[str] | None = None) -> int:
     import click
 
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here, not raises
     except ClinalignError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -50,7 +50,7 @@ def run(argv: list[str] | None = None) -> int:
     except click.exceptions.ClickException as e:
         e.show()
         return 2
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 def main() -> None:

@@ -268,3 +268,62 @@ def test_bucket_batches_cover_everything_once_and_cut_padding():
     rng.shuffle(order)
     naive = [order[i : i + 8] for i in range(0, 1000, 8)]
     assert padding(batches) < 0.1 * padding(naive)
+
+
+def test_pair_logps_through_ddp_and_fsdp2_wrappers(tiny_model_dir, tok, tmp_path):
+    """The hot path only calls ``model(...)``, so wrapped modules work unchanged (1-process group)."""
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.nn.parallel import DistributedDataParallel
+
+    if dist.is_initialized():
+        pytest.skip("a process group is already initialised in this session")
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'pg'}", rank=0, world_size=1)
+    try:
+        b = collate_pairs(_pairs(tok), tok.pad_token_id)
+        plain = load_model(tiny_model_dir)
+        want = pair_logps(plain, b)
+        ddp = DistributedDataParallel(load_model(tiny_model_dir))
+        c, r, _ = pair_logps(ddp, b)
+        (c.sum() - r.sum()).backward()
+        assert all(p.grad is not None for p in ddp.parameters())
+        sharded = load_model(tiny_model_dir)
+        for layer in sharded.model.layers:
+            fully_shard(layer)
+        fully_shard(sharded)
+        for got in (c, r), pair_logps(sharded, b)[:2]:
+            torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=0)
+            torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=0)
+        ref_c, _ = compute_reference_logps(sharded, list(b.examples), pad_id=tok.pad_token_id, batch_size=2)
+        torch.testing.assert_close(ref_c, want[0].detach(), atol=1e-5, rtol=0)
+    finally:
+        dist.destroy_process_group()
+
+
+def _ref_worker(rank: int, world: int, init: str, model_dir: str, pairs: list, pad: int, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        c, r = compute_reference_logps(load_model(model_dir), pairs, pad_id=pad, batch_size=2)
+        torch.save((c, r), f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_reference_logps_shard_parallel_over_two_processes(tiny_model_dir, tok, tmp_path):
+    import torch.multiprocessing as mp
+
+    pairs = _pairs(tok) * 3  # 9 pairs: uneven across 2 ranks
+    want = compute_reference_logps(load_model(tiny_model_dir), pairs, pad_id=tok.pad_token_id, batch_size=4)
+    out = str(tmp_path / "ref")
+    mp.spawn(
+        _ref_worker,
+        args=(2, f"file://{tmp_path / 'pg'}", str(tiny_model_dir), pairs, tok.pad_token_id, out),
+        nprocs=2,
+        join=True,
+    )
+    for rank in range(2):
+        got = torch.load(f"{out}.{rank}")
+        torch.testing.assert_close(got[0], want[0], atol=1e-5, rtol=0)
+        torch.testing.assert_close(got[1], want[1], atol=1e-5, rtol=0)

@@ -136,6 +136,9 @@ def load(path: Path, info: DistInfo, model: torch.nn.Module, optimizer: torch.op
 def save_final(out: Path, info: DistInfo, model: torch.nn.Module, tokenizer: Any, parallel: str) -> Path:
     """``OUT/final``: a peft adapter directory or a full HF model directory, plus the tokenizer."""
     state = full_state_dict(model, parallel)
+    if parallel == "fsdp2":  # gathered copies of tied weights no longer share storage: keep one name
+        own = {n for n, _ in unwrap(model).named_parameters()} | {n for n, _ in unwrap(model).named_buffers()}
+        state = {k: v for k, v in state.items() if k in own}
     final, tmp = out / "final", out / ".tmp-final"
     if info.is_main:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -1,0 +1,79 @@
+"""2 processes (torchrun, gloo, CPU) with batch b match 1 process with batch 2b: DDP and FSDP2.
+
+Tolerance: 1e-5 on every metric row's loss and on every final weight (absolute); the difference is
+only float summation order (gradients averaged across processes vs summed in one batch).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+
+from clinalign.cli import run
+
+TOL = 1e-5
+
+
+@pytest.fixture(scope="module")
+def pairs_file(tmp_path_factory):
+    from clinalign.data.pairs import preference_pairs
+    from clinalign.tasks import get_task
+
+    task = get_task("uti_classification")
+    path = tmp_path_factory.mktemp("dist") / "pairs.jsonl"
+    rows = preference_pairs(task, task.generate(16, seed=7), seed=0)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _args(model, data, out, batch, *extra):
+    # full fine-tuning (no dropout anywhere): the runs differ only in how the batch is split
+    return ["train", "dpo", "--model", str(model), "--data", str(data), "--out", str(out), "--no-lora",
+            "--batch-size", str(batch), "--max-steps", "4", "--epochs", "3", "--lr", "1e-4", "--beta", "0.5", "max_length=256",
+            "progress=false", "grad_accum=2", *extra]
+
+
+def _torchrun(args, tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "clinalign.cli", *args]
+    res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+
+
+def _rows(out):
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def _weights(out):
+    return load_file(str(next((out / "final").glob("*.safetensors"))))
+
+
+@pytest.fixture(scope="module")
+def single(tiny_model_dir, pairs_file, tmp_path_factory):
+    out = tmp_path_factory.mktemp("single") / "out"
+    assert run(_args(tiny_model_dir, pairs_file, out, 4)) == 0
+    return out
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp2"])
+def test_two_processes_match_one(tiny_model_dir, pairs_file, single, tmp_path, parallel):
+    out = tmp_path / parallel
+    _torchrun(_args(tiny_model_dir, pairs_file, out, 2, f"parallel={parallel}"), tmp_path)
+    one, two = _rows(single), _rows(out)
+    assert [r["step"] for r in two] == [1, 2, 3, 4]
+    for a, b in zip(one, two, strict=True):
+        for k in ("loss", "reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward"):
+            assert abs(a[k] - b[k]) <= TOL, (k, a[k], b[k])
+    assert one[-1]["loss"] != one[0]["loss"]  # the weights really moved
+    w1, w2 = _weights(single), _weights(out)
+    assert w1.keys() == w2.keys()
+    for k in w1:
+        assert (w1[k] - w2[k]).abs().max() <= TOL, k
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4"]

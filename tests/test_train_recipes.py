@@ -125,3 +125,13 @@ def test_refuses_to_overwrite_a_finished_run_without_resume(tiny_model_dir, tmp_
     assert run(args) == 2
     assert "already holds a training run" in capsys.readouterr().err
     assert run([*args, "--resume"]) == 0  # nothing left to do: the last checkpoint is the end
+
+
+@pytest.mark.parametrize("name", ["train_sft.yaml", "train_dpo.yaml"])
+def test_shipped_configs_are_valid(name):
+    from pathlib import Path
+
+    from clinalign.train.config import build_config
+
+    cfg = build_config(Path(__file__).parent.parent / "configs" / name, ["lr=0.5"])
+    assert cfg.lr == 0.5 and cfg.model == "default"

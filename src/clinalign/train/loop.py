@@ -180,6 +180,12 @@ def train(
     step, epoch, pos = 0, 0, 0
     last = checkpoint.latest(out) if cfg.resume else None
     if last is not None:
+        saved = json.loads((last / "state.json").read_text())
+        if (saved["world"], saved["batch_size"], saved["examples"]) != (info.world, cfg.batch_size, n_examples):
+            raise ConfigError(
+                f"cannot resume {last}: it was made with {saved['world']} process(es), batch_size "
+                f"{saved['batch_size']} and {saved['examples']} examples; resume with the same launch and data"
+            )
         state = checkpoint.load(last, info, model, optimizer, scheduler, cfg.parallel)
         step, epoch, pos = state["step"], state["epoch"], state["position"]
 

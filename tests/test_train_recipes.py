@@ -135,3 +135,19 @@ def test_shipped_configs_are_valid(name):
 
     cfg = build_config(Path(__file__).parent.parent / "configs" / name, ["lr=0.5"])
     assert cfg.lr == 0.5 and cfg.model == "default"
+
+
+@pytest.mark.parametrize("lora", ["--lora", "--no-lora"])
+def test_on_the_fly_reference_equals_the_precomputed_one(tiny_model_dir, uti_records, tmp_path, lora):
+    """Adapters disabled (LoRA) or a frozen copy (full) each step gives what the cache gave."""
+    common = ["train", "dpo", "--model", str(tiny_model_dir), "--data", str(uti_records), "--task",
+              "uti_classification", "--batch-size", "4", "--max-steps", "3", "--lr", "1e-3", lora,
+              "max_length=256", "progress=false", "lora_dropout=0", "lora_rank=4"]
+    assert run([*common, "--out", str(tmp_path / "cached")]) == 0
+    assert run([*common, "--out", str(tmp_path / "fly"), "precompute_ref=false"]) == 0
+    assert (tmp_path / "cached" / "ref_logps").is_dir() and not (tmp_path / "fly" / "ref_logps").exists()
+    a, b = _rows(tmp_path / "cached" / "metrics.jsonl"), _rows(tmp_path / "fly" / "metrics.jsonl")
+    assert abs(a[-1]["reward_margin"]) > 0
+    for ra, rb in zip(a, b, strict=True):
+        for k in ("loss", "chosen_reward", "rejected_reward"):
+            assert abs(ra[k] - rb[k]) < 1e-5, (k, ra[k], rb[k])

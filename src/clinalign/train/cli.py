@@ -6,6 +6,7 @@ processes (see docs/distributed.md); the command is the same.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -21,7 +22,8 @@ def _run(stage: str, config: Path | None, overrides: list[str] | None, **flags: 
 
     cfg = build_config(config, overrides, {"stage": stage, **flags})
     final = run(cfg)
-    typer.echo(f"{stage}: final weights in {final}")
+    if os.environ.get("RANK", "0") == "0":
+        typer.echo(f"{stage}: final weights in {final}")
 
 
 @app.command()

@@ -51,6 +51,9 @@ class TrainConfig(BaseModel):
     lora_rank: int = 16
     lora_alpha: int = 32
     lora_dropout: float = 0.05
+    #: adapt only the last N decoder layers: backpropagation then stops there, which makes CPU
+    #: training several times cheaper (None = every layer)
+    lora_layers: int | None = None
     #: module names to adapt; "all-linear" is peft's every linear layer but the output head
     lora_target_modules: list[str] | str = "all-linear"
 

@@ -80,8 +80,15 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
     elif cfg.lora:
         from peft import LoraConfig, get_peft_model
 
+        layers, targets = None, cfg.lora_target_modules
+        if cfg.lora_layers:
+            if targets == "all-linear":  # peft needs explicit names with layers_to_transform
+                targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+            n = model.config.num_hidden_layers
+            layers = list(range(max(0, n - cfg.lora_layers), n))
         lora = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                          target_modules=cfg.lora_target_modules, task_type="CAUSAL_LM")
+                          target_modules=targets, layers_to_transform=layers,
+                          task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
     model.config.use_cache = False
     model.train()

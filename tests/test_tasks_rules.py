@@ -1,0 +1,185 @@
+"""hyponatremia_urine, clinical_reasoning, discharge_summary and declared YAML tasks, with plain data."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from clinalign.data.io import read_records
+from clinalign.errors import DataError, InputError, TaskError
+from clinalign.tasks import get_task
+from clinalign.tasks.discharge_summary import score_summary
+from clinalign.tasks.hyponatremia_urine import CATEGORIES, classify
+from clinalign.tasks.knowledge import CONDITIONS
+
+HYPO = get_task("hyponatremia_urine")
+REASON = get_task("clinical_reasoning")
+DC = get_task("discharge_summary")
+
+
+@pytest.mark.parametrize("args, expected", [
+    ((120, 296, 500, 50, "euvolemic"), "hypertonic"),
+    ((120, 295.1, 500, 50, "euvolemic"), "hypertonic"),
+    ((120, 295, 500, 50, "euvolemic"), "pseudohyponatremia"),
+    ((120, 275, 500, 50, "euvolemic"), "pseudohyponatremia"),
+    ((120, 274, 99, 50, "euvolemic"), "low_solute_or_polydipsia"),
+    ((120, 260, 100, 29, "hypervolemic"), "edematous_state"),
+    ((120, 260, 100, 29, "euvolemic"), "extrarenal_sodium_loss"),
+    ((120, 260, 100, 29, "hypovolemic"), "extrarenal_sodium_loss"),
+    ((120, 260, 100, 30, "hypovolemic"), "renal_sodium_loss"),
+    ((120, 260, 400, 30, "euvolemic"), "siadh"),
+    ((120, 260, 400, 30, "hypervolemic"), "renal_failure"),
+])
+def test_classify_boundaries(args, expected):
+    assert classify(*args) == expected
+
+
+@pytest.mark.parametrize("args, message", [
+    ((135, 260, 400, 30, "euvolemic"), "not hyponatremia"),
+    ((120, -1, 400, 30, "euvolemic"), "negative"),
+    ((120, 260, 400, 30, "dry"), "unknown 'dry'"),
+    ((60, 260, 400, 30, "euvolemic"), "outside the plausible range"),
+])
+def test_classify_rejects_impossible(args, message):
+    with pytest.raises(InputError, match=message):
+        classify(*args)
+
+
+def test_hyponatremia_generator_and_schema(tmp_path: Path):
+    recs = HYPO.generate(400, seed=3)
+    assert all(r.label == classify(r.serum_sodium, r.serum_osmolality, r.urine_osmolality, r.urine_sodium,
+                                   r.volume_status) for r in recs)
+    assert set(Counter(r.label for r in recs)) == set(CATEGORIES)
+    assert [r.model_dump() for r in HYPO.generate(50, 3)] == [r.model_dump() for r in recs[:50]]
+    bad = recs[0].model_dump() | {"serum_sodium": 140}
+    path = tmp_path / "h.jsonl"
+    path.write_text(json.dumps(bad) + "\n")
+    with pytest.raises(DataError, match=r"h.jsonl:1: serum_sodium: .*not hyponatremia"):
+        read_records(path, HYPO.record_type)
+
+
+def test_hyponatremia_parser_metrics_pairs():
+    assert HYPO.parse("SIADH") == "siadh"
+    assert HYPO.parse("Likely primary polydipsia.") == "low_solute_or_polydipsia"
+    assert HYPO.parse("renal_sodium_loss") == "renal_sodium_loss"
+    assert HYPO.parse("siadh or renal failure") is None
+    assert HYPO.parse("I am not sure") is None
+    recs = HYPO.generate(8, seed=0)
+    preds = [r.label for r in recs[:6]] + [None, "hypertonic" if recs[7].label != "hypertonic" else "siadh"]
+    assert HYPO.evaluate(recs, preds)["accuracy"] == pytest.approx(6 / 8)
+    rng = random.Random(0)
+    for r in recs:
+        assert HYPO.rejected_builders["plausible_wrong_category"](r, rng) in CATEGORIES
+        assert HYPO.rejected_builders["plausible_wrong_category"](r, rng) != r.label
+
+
+def test_reasoning_generator():
+    assert len(CONDITIONS) >= 40
+    recs = REASON.generate(2000, seed=1)
+    assert len({r.vignette for r in recs}) == 2000
+    counts = Counter(r.answer for r in recs)
+    four = sum(1 for r in recs if len(r.options) == 4)
+    assert 0.35 < four / 2000 < 0.65
+    assert min(counts[x] for x in "ABCD") > 350  # answer position is spread over the letters
+    for r in recs[:200]:
+        assert r.answer in r.options and REASON.choices_for(r) == tuple(r.options)
+        d = REASON.rejected_builders["distractor"](r, random.Random(0))
+        assert d != r.answer and d in r.options
+
+
+def test_reasoning_parser_and_schema(tmp_path: Path):
+    for text, want in [("C", "C"), ("(B)", "B"), ("Answer: D", "D"), ("A. Pneumonia", "A"),
+                       ("The answer is E", "E"), ("pneumonia", None), ("", None)]:
+        assert REASON.parse(text) == want, text
+    row = REASON.generate(1, 0)[0].model_dump() | {"answer": "E", "options": {"A": "x", "B": "y", "C": "z", "D": "w"}}
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(DataError, match="r.jsonl:1: .*answer 'E' is not one of the options"):
+        read_records(path, REASON.record_type)
+
+
+def test_discharge_rubric_hand_cases():
+    rec = DC.generate(1, seed=2)[0]
+    assert score_summary(rec, rec.summary) == {"fact_recall": 1.0, "false_facts": 0.0, "wrong_doses": 0.0, "likert": 5.0}
+    assert score_summary(rec, None)["likert"] == 1.0
+    n = len(rec.facts)
+    med = next(f for f in rec.facts if f.kind == "medication")
+    without = rec.summary.replace(f"{med.name} {med.dose}", "")
+    s = score_summary(rec, without)
+    assert s["fact_recall"] == pytest.approx((n - 1) / n) and s["false_facts"] == 0
+    invented = rec.summary + " Also started warfarin 5 mg daily for sepsis."
+    s = score_summary(rec, invented)
+    assert s["false_facts"] >= 1 and s["likert"] <= 4
+
+
+def test_discharge_builders_score_lower():
+    recs = DC.generate(200, seed=4)
+    assert len({r.note for r in DC.generate(2000, seed=4)}) == 2000
+    rng = random.Random(0)
+    for r in recs:
+        for fact in r.facts:
+            assert fact.text.split(" ")[0].lower() in r.note.lower()
+        for name, build in DC.rejected_builders.items():
+            rejected = build(r, rng)
+            assert score_summary(r, rejected)["likert"] < 5, (name, rejected)
+
+
+CLS = """id: sepsis_note
+type: classification
+text_fields: [note]
+labels: [sepsis, no_sepsis]
+positive_label: sepsis
+prompt: "Sepsis? {note}"
+"""
+
+
+def test_declared_classification(tmp_path: Path):
+    path = tmp_path / "t.yaml"
+    path.write_text(CLS)
+    task = get_task(str(path))
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"id": "1", "note": "fever, lactate 4", "label": "sepsis"}) + "\n"
+                    + json.dumps({"id": "2", "note": "ankle sprain", "label": "no_sepsis"}) + "\n")
+    recs = read_records(data, task.record_type)
+    assert task.prompt(recs[0]) == "Sepsis? fever, lactate 4"
+    assert task.parse("Sepsis.") == "sepsis" and task.parse("sepsis or no_sepsis") is None
+    scores = task.evaluate(recs, ["sepsis", "sepsis"])
+    assert scores["f1_sepsis"] == pytest.approx(2 / 3) and scores["accuracy"] == 0.5
+    assert task.rejected_builders["wrong_label"](recs[0], random.Random(0)) == "no_sepsis"
+    data.write_text(json.dumps({"id": "1", "note": "", "label": "maybe"}) + "\n")
+    with pytest.raises(DataError) as e:
+        read_records(data, task.record_type)
+    assert any(":1: note:" in p for p in e.value.problems) and any(":1: label:" in p for p in e.value.problems)
+    with pytest.raises(TaskError, match="no synthetic generator"):
+        task.generate(3, 0)
+
+
+@pytest.mark.parametrize("text, message", [
+    (CLS.replace("labels:", "labelz:"), "labelz: Extra inputs"),
+    (CLS.replace("{note}", "{body}"), "placeholder {body}"),
+    ("type: regression\n", "type: must be"),
+    (CLS.replace("positive_label: sepsis", "positive_label: shock"), "positive_label"),
+])
+def test_declared_errors_name_file_and_key(tmp_path: Path, text: str, message: str):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(TaskError, match=message) as e:
+        get_task(str(path))
+    assert str(path) in str(e.value)
+
+
+def test_declared_generation_and_examples(tmp_path: Path):
+    gen = get_task("configs/tasks/example_generation.yaml")
+    cls = get_task("configs/tasks/example_classification.yaml")
+    assert cls.choices == ("sepsis", "no_sepsis")
+    rec = gen.record_type(id="1", findings="Right lower lobe opacity.", impression="Right lower lobe pneumonia.",
+                          key_findings=["pneumonia", "right lower lobe"])
+    m = gen.evaluate([rec], ["Pneumonia in the right lower lobe."])
+    assert m["fact_recall"] == 1.0
+    # LCS of [right lower lobe pneumonia.] vs [pneumonia in the right lower lobe.]: "right lower" (2)
+    assert m["rouge_l"] == pytest.approx(2 * (2 / 6) * (2 / 4) / (2 / 6 + 2 / 4))
+    assert gen.rejected_builders["truncate"](rec, random.Random(0)) == "Right lower"

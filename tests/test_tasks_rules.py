@@ -159,7 +159,7 @@ def test_declared_classification(tmp_path: Path):
 
 
 @pytest.mark.parametrize("text, message", [
-    (CLS.replace("labels:", "labelz:"), "labelz: Extra inputs"),
+    (CLS.replace("labels:", "labelz:"), "labels: Field required"),
     (CLS.replace("{note}", "{body}"), "placeholder {body}"),
     ("type: regression\n", "type: must be"),
     (CLS.replace("positive_label: sepsis", "positive_label: shock"), "positive_label"),

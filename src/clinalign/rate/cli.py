@@ -1,7 +1,114 @@
-"""`clinalign rate` sub-commands."""
+"""`clinalign rate` sub-commands: create campaigns, issue tokens, serve the app, export the results."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
+from clinalign.errors import ConfigError
+
 app = typer.Typer(no_args_is_help=True)
+
+_DB = typer.Option(Path("ratings.sqlite"), "--db", help="ratings database (SQLite)")
+
+
+def _load_items(items: Path | None, study: Path | None, kind: str | None, task: str, systems: str | None):
+    from clinalign.rate.items import items_from_study, read_items
+
+    if (items is None) == (study is None):
+        raise ConfigError("give exactly one of --items FILE or --study DIR")
+    if kind not in (None, "likert", "pairwise"):
+        raise ConfigError(f"--kind must be likert or pairwise, got {kind!r}")
+    if items is not None:
+        found, rows = read_items(items)
+        if kind and kind != found:
+            raise ConfigError(f"{items}: holds {found} items, but --kind {kind} was asked for")
+        return found, rows
+    names = [s.strip() for s in systems.split(",") if s.strip()] if systems else None
+    k = kind or "likert"
+    return k, items_from_study(study, k, task=task, systems=names)  # type: ignore[arg-type]
+
+
+@app.command("create-campaign")
+def create_campaign(
+    name: str = typer.Argument(..., help="campaign name shown to raters"),
+    items: Path | None = typer.Option(None, help="items JSONL/CSV (Likert or pairwise; see clinalign.rate.items)"),
+    study: Path | None = typer.Option(None, help="a study output folder to build items from"),
+    kind: str | None = typer.Option(None, help="likert | pairwise (with --study; default likert)"),
+    task: str = typer.Option("discharge_summary", help="task whose predictions to rate (with --study)"),
+    systems: str | None = typer.Option(None, help="comma-separated systems (with --study; pairwise needs two)"),
+    rubric: Path | None = typer.Option(None, help="text file with the Likert rubric shown to raters"),
+    db_path: Path = _DB,
+) -> None:
+    """Create a Likert or pairwise campaign from an items file or a study folder."""
+    from clinalign.rate import db
+
+    k, rows = _load_items(items, study, kind, task, systems)
+    rubric_text = rubric.read_text(encoding="utf-8") if rubric else None
+    con = db.init_db(db_path)
+    cid = db.create_campaign(con, name, k, rows, rubric_text)
+    typer.echo(f"campaign {cid} {name!r}: {len(rows)} {k} items in {db_path}")
+
+
+@app.command("add-rater")
+def add_rater(
+    name: str = typer.Argument(..., help="rater's name (shown on the admin page)"),
+    admin: bool = typer.Option(False, "--admin", help="an admin token (progress and agreement page)"),
+    db_path: Path = _DB,
+) -> None:
+    """Issue a personal sign-in token. It is printed once; only its hash is stored."""
+    from clinalign.rate import db
+
+    token = db.add_rater(db.init_db(db_path), name, admin=admin)
+    typer.echo(f"{'admin' if admin else 'rater'} {name!r} token (shown once, give it privately):", err=True)
+    typer.echo(token)
+
+
+@app.command()
+def serve(
+    db_path: Path = _DB,
+    items: Path | None = typer.Option(None, help="also create a campaign from this items file if new"),
+    study: Path | None = typer.Option(None, help="also create a campaign from this study folder if new"),
+    kind: str | None = typer.Option(None, help="likert | pairwise (with --study)"),
+    task: str = typer.Option("discharge_summary", help="task to rate (with --study)"),
+    systems: str | None = typer.Option(None, help="comma-separated systems (with --study)"),
+    host: str = typer.Option("127.0.0.1", help="interface; the default keeps the app on this machine"),
+    port: int = typer.Option(8000, help="port (0 picks a free one)"),
+) -> None:
+    """Run the rating app with uvicorn (loopback only unless --host says otherwise)."""
+    import uvicorn
+
+    from clinalign.rate import db
+    from clinalign.rate.app import create_app
+
+    if items is not None or study is not None:
+        k, rows = _load_items(items, study, kind, task, systems)
+        con = db.init_db(db_path)
+        name = (items.stem if items else f"{Path(study).name}-{task}-{k}")  # type: ignore[arg-type]
+        if not any(c["name"] == name for c in db.campaigns(con)):
+            db.create_campaign(con, name, k, rows)
+            typer.echo(f"created campaign {name!r} ({len(rows)} {k} items)", err=True)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        typer.echo(f"warning: serving on {host}: anyone who can reach it may try tokens; use TLS in front", err=True)
+    uvicorn.run(create_app(db_path), host=host, port=port, log_level="info", server_header=False,
+                h11_max_incomplete_event_size=64 * 1024)
+
+
+@app.command()
+def export(
+    db_path: Path = _DB,
+    likert: Path | None = typer.Option(None, help="write Likert ratings CSV (for the study report)"),
+    pairs: Path | None = typer.Option(None, help="write DPO pairs JSONL (prompt/chosen/rejected)"),
+) -> None:
+    """Export Likert ratings (one row per item and rater) and/or majority pairwise picks as DPO pairs."""
+    from clinalign.rate import db
+    from clinalign.rate.export import export_likert_csv, export_pairs
+
+    if likert is None and pairs is None:
+        raise ConfigError("nothing to export: give --likert FILE.csv and/or --pairs FILE.jsonl")
+    con = db.open_db(db_path)
+    if likert is not None:
+        typer.echo(f"{export_likert_csv(con, likert)} Likert ratings -> {likert}")
+    if pairs is not None:
+        typer.echo(f"{export_pairs(con, pairs)} DPO pairs -> {pairs}")

@@ -1,0 +1,102 @@
+"""Exports: clinician Likert scores as CSV for the study report, pairwise picks as DPO pairs.
+
+The pairs file is exactly what ``clinalign train dpo --data`` reads: one ``{"prompt", "chosen",
+"rejected"}`` row per item with a clear majority (plus ``id``, systems and vote counts for tracing, which
+the trainer ignores). An item yields a pair only when more raters picked one output than picked the other
+or "tie": individual ties carry no preference, and a split vote is not one either.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sqlite3
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+from clinalign.data.io import write_jsonl, write_text_atomic
+from clinalign.errors import DataError
+
+LIKERT_COLUMNS = ["item_id", "system", "rater", "score", "comment", "task", "campaign", "updated_at"]
+
+
+def likert_rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
+    from clinalign.rate.db import all_ratings
+
+    return [{"item_id": r["ext_id"], "system": r["system"], "rater": r["rater"], "score": r["score"],
+             "comment": r["comment"], "task": r["task"] or "", "campaign": r["campaign"],
+             "updated_at": f"{r['updated_at']:.3f}"}
+            for r in all_ratings(con) if r["kind"] == "likert" and r["score"] is not None]
+
+
+def export_likert_csv(con: sqlite3.Connection, path: str | Path) -> int:
+    """Write every current Likert rating, one row per (item, rater); returns the row count."""
+    rows = likert_rows(con)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=LIKERT_COLUMNS, lineterminator="\n")
+    w.writeheader()
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
+    return len(rows)
+
+
+def majority_pairs(con: sqlite3.Connection) -> list[dict[str, Any]]:
+    """One DPO pair per pairwise item whose raters' plurality is strictly output A or strictly output B."""
+    from clinalign.rate.db import all_ratings
+
+    votes: dict[int, Counter[str]] = defaultdict(Counter)
+    payloads: dict[int, dict[str, Any]] = {}
+    for r in all_ratings(con):
+        if r["kind"] == "pairwise" and r["choice"]:
+            votes[r["item_id"]][r["choice"]] += 1
+            payloads[r["item_id"]] = json.loads(r["payload"])
+    pairs = []
+    for item_id, v in votes.items():
+        a, b, tie = v["a"], v["b"], v["tie"]
+        if a > max(b, tie):
+            win, lose = "a", "b"
+        elif b > max(a, tie):
+            win, lose = "b", "a"
+        else:
+            continue
+        p = payloads[item_id]
+        pairs.append({"prompt": p["prompt"], "chosen": p[f"output_{win}"], "rejected": p[f"output_{lose}"],
+                      "id": p["id"], "system_chosen": p[f"system_{win}"], "system_rejected": p[f"system_{lose}"],
+                      "votes": {"a": a, "b": b, "tie": tie}})
+    return pairs
+
+
+def export_pairs(con: sqlite3.Connection, path: str | Path) -> int:
+    return write_jsonl(path, majority_pairs(con))
+
+
+def load_likert_csv(path: str | Path) -> dict[tuple[str, str], float]:
+    """(item_id, system) -> mean clinician score, from ``clinalign rate export --likert``.
+
+    The study report uses these in place of rubric scores; a bad file is a DataError naming FILE:LINE.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError([f"{path}: file not found"])
+    sums: dict[tuple[str, str], list[float]] = defaultdict(list)
+    problems = []
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = {"item_id", "system", "score"} - set(reader.fieldnames or [])
+        if missing:
+            raise DataError([f"{path}:1: header: missing column(s) {sorted(missing)}"])
+        for row in reader:
+            try:
+                score = float(row["score"])
+                if not 1 <= score <= 5:
+                    raise ValueError
+            except (TypeError, ValueError):
+                problems.append(f"{path}:{reader.line_num}: score: expected a number from 1 to 5, got "
+                                f"{row['score']!r}")
+                continue
+            sums[(row["item_id"], row["system"])].append(score)
+    if problems:
+        raise DataError(problems)
+    return {k: sum(v) / len(v) for k, v in sums.items()}

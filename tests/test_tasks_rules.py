@@ -183,3 +183,8 @@ def test_declared_generation_and_examples(tmp_path: Path):
     # LCS of [right lower lobe pneumonia.] vs [pneumonia in the right lower lobe.]: "right lower" (2)
     assert m["rouge_l"] == pytest.approx(2 * (2 / 6) * (2 / 4) / (2 / 6 + 2 / 4))
     assert gen.rejected_builders["truncate"](rec, random.Random(0)) == "Right lower"
+
+
+def test_hyponatremia_parser_whole_names():
+    assert HYPO.parse("extrarenal_sodium_loss") == "extrarenal_sodium_loss"  # not also renal_sodium_loss
+    assert HYPO.parse("Extrarenal sodium loss") == "extrarenal_sodium_loss"

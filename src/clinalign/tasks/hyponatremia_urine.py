@@ -174,10 +174,10 @@ class HyponatremiaUrineTask(Task):
     def parse(self, text: str) -> Prediction:
         t = text.lower().replace("-", " ")
         t_us = re.sub(r"\s+", "_", t)
-        hits = {c for c in CATEGORIES if c in t_us}
+        hits = {c for c in CATEGORIES if re.search(rf"(?<![a-z_]){c}(?![a-z_])", t_us)}
         if not hits:
             hits = {c for c, words in SYNONYMS.items() if any(w in t for w in words)}
-        if len(hits) > 1:  # "low_solute_or_polydipsia" contains no other name; several = ambiguous
+        if len(hits) > 1:  # several categories named: ambiguous
             return None
         return hits.pop() if hits else None
 

@@ -35,8 +35,18 @@ app.add_typer(rate_app, name="rate", help="Clinician web app: Likert ratings and
 
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors become one ``error:`` line and code 2."""
+    import warnings
+
     import click
 
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"(transformers|torch)\.")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()  # our own progress display says what is happening
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
     try:
         rc = app(args=argv, standalone_mode=False)  # click returns typer.Exit's code here, not raises
     except ClinalignError as e:

@@ -15,6 +15,7 @@ import json
 import random
 import secrets
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -70,11 +71,16 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
+# Writers in this process queue on a lock: SQLite's own busy handler retries with sleeps, which turns
+# contention into long tail latencies. Other processes (the CLI) still meet the 30 s busy timeout.
+_WRITE_LOCK = threading.Lock()
+
+
 def connect(path: str | Path) -> sqlite3.Connection:
-    """A connection in WAL mode that waits for writers instead of failing with 'database is locked'."""
+    """A connection that waits for writers instead of failing with 'database is locked' (WAL is set once,
+    by init_db, and persists in the file)."""
     con = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
     con.row_factory = sqlite3.Row
-    con.execute("PRAGMA journal_mode=WAL")
     con.execute("PRAGMA synchronous=FULL")
     con.execute("PRAGMA foreign_keys=ON")
     return con
@@ -83,18 +89,20 @@ def connect(path: str | Path) -> sqlite3.Connection:
 @contextmanager
 def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
     """BEGIN IMMEDIATE ... COMMIT: takes the write lock up front so concurrent writers queue, not deadlock."""
-    con.execute("BEGIN IMMEDIATE")
-    try:
-        yield con
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
-    con.execute("COMMIT")
+    with _WRITE_LOCK:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield con
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
 
 
 def init_db(path: str | Path) -> sqlite3.Connection:
     """Open (creating if needed) a ratings database; the CSRF secret is made once and kept."""
     con = connect(path)
+    con.execute("PRAGMA journal_mode=WAL")
     con.executescript(SCHEMA)
     with transaction(con):
         con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))

@@ -1,0 +1,166 @@
+"""Exports: majority DPO pairs that `train dpo` reads, and the Likert CSV the study report loads;
+items files and the study-folder adapter."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from clinalign.cli import app as cli_app
+from clinalign.cli import run
+from clinalign.errors import ConfigError, DataError
+from clinalign.rate import db
+from clinalign.rate.export import export_likert_csv, export_pairs, load_likert_csv, majority_pairs
+from clinalign.rate.items import LikertItem, PairwiseItem, items_from_study, read_items
+
+
+def _pairs(n):
+    return [PairwiseItem(id=f"p{i}", prompt=f"prompt {i}", output_a=f"A{i}", output_b=f"B{i}", system_a="sft",
+                         system_b="dpo") for i in range(n)]
+
+
+def _vote(con, raters, item_ext, choices):
+    """Store each rater's canonical choice ('a'/'b'/'tie') for one item directly."""
+    item_id = con.execute("SELECT id FROM items WHERE ext_id=?", (item_ext,)).fetchone()[0]
+    for r, ch in zip(raters, choices, strict=False):
+        db.save_rating(con, r, db.Slot(1, item_id, False), None, ch, "")
+
+
+@pytest.fixture
+def voted(tmp_path):
+    con = db.init_db(tmp_path / "r.sqlite")
+    db.create_campaign(con, "pairs", "pairwise", _pairs(6))
+    raters = [con.execute("SELECT id FROM raters WHERE name=?", (n,)).fetchone()[0]
+              for n in ("r1", "r2", "r3") if db.add_rater(con, n)]
+    _vote(con, raters, "p0", ["a", "a", "b"])  # majority A
+    _vote(con, raters, "p1", ["b", "tie", "b"])  # majority B
+    _vote(con, raters, "p2", ["a", "b"])  # split: dropped
+    _vote(con, raters, "p3", ["tie", "tie", "a"])  # tie wins: dropped
+    _vote(con, raters, "p4", ["b"])  # a single rater is a majority of one
+    return con, tmp_path  # p5: unrated, dropped
+
+
+def test_majority_pairs(voted):
+    con, _ = voted
+    got = {p["id"]: (p["chosen"], p["rejected"], p["system_chosen"]) for p in majority_pairs(con)}
+    assert got == {"p0": ("A0", "B0", "sft"), "p1": ("B1", "A1", "dpo"), "p4": ("B4", "A4", "dpo")}
+
+
+def test_pairs_file_is_what_train_dpo_reads(voted, tiny_model_dir):
+    con, tmp = voted
+    out = tmp / "pairs.jsonl"
+    assert export_pairs(con, out) == 3
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert all({"prompt", "chosen", "rejected"} <= set(r) for r in rows)
+    from clinalign.models.loading import load_tokenizer
+    from clinalign.train.data import load_rows, tokenize_rows
+
+    loaded = load_rows("dpo", out)  # the exact reader behind `clinalign train dpo --data`
+    assert [(r["prompt"], r["chosen"], r["rejected"]) for r in loaded] == \
+        [(r["prompt"], r["chosen"], r["rejected"]) for r in rows]
+    tok = tokenize_rows("dpo", loaded, load_tokenizer(tiny_model_dir), max_length=64, truncation="left")
+    assert len(tok.examples) == 3 and tok.dropped == 0
+
+
+def _likert_db(tmp_path):
+    con = db.init_db(tmp_path / "l.sqlite")
+    items = [LikertItem(id=f"rec{i}", task="discharge_summary", source="note", output=f"summary {s}", system=s)
+             for i in range(2) for s in ("base", "dpo")]
+    db.create_campaign(con, "likert", "likert", items)
+    ids = [con.execute("SELECT id FROM raters WHERE name=?", (n,)).fetchone()[0]
+           for n in ("r1", "r2") if db.add_rater(con, n)]
+    item = {(r["ext_id"], r["system"]): r["id"] for r in con.execute("SELECT * FROM items")}
+    scores = {("rec0", "base"): (2, 3), ("rec0", "dpo"): (5, 4), ("rec1", "dpo"): (4, None)}
+    for key, per_rater in scores.items():
+        for rid, s in zip(ids, per_rater, strict=True):
+            if s is not None:
+                db.save_rating(con, rid, db.Slot(1, item[key], False), s, None, "fine, \"quoted\"\nnew line")
+    return con
+
+
+def test_likert_csv_round_trips_to_mean_scores(tmp_path):
+    con = _likert_db(tmp_path)
+    out = tmp_path / "likert.csv"
+    assert export_likert_csv(con, out) == 5
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:5] == ["item_id", "system", "rater", "score", "comment"]
+    assert rows[0]["comment"] == "fine, \"quoted\"\nnew line"
+    assert load_likert_csv(out) == {("rec0", "base"): 2.5, ("rec0", "dpo"): 4.5, ("rec1", "dpo"): 4.0}
+
+
+def test_load_likert_csv_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("item_id,system,rater,score\nr1,dpo,a,4\nr2,dpo,a,7\n")
+    with pytest.raises(DataError, match=r"bad.csv:3: score: expected a number from 1 to 5, got '7'"):
+        load_likert_csv(bad)
+    bad.write_text("item,system,score\n")
+    with pytest.raises(DataError, match="missing column"):
+        load_likert_csv(bad)
+
+
+def test_export_cli(tmp_path, voted):
+    _, tmp = voted
+    r = CliRunner().invoke(cli_app, ["rate", "export", "--db", str(tmp / "r.sqlite"), "--pairs",
+                                     str(tmp / "p.jsonl"), "--likert", str(tmp / "l.csv")])
+    assert r.exit_code == 0, r.output
+    assert "3 DPO pairs" in r.output and "0 Likert ratings" in r.output
+    assert run(["rate", "export", "--db", str(tmp / "missing.sqlite"), "--pairs", str(tmp / "x.jsonl")]) == 2
+    assert not (tmp / "x.jsonl").exists()
+
+
+def test_items_file_kinds_and_errors(tmp_path):
+    f = tmp_path / "items.jsonl"
+    f.write_text('{"id":"r1","source":"n","output":"s","system":"dpo"}\n'
+                 '{"id":"r1","source":"n","output":"t","system":"sft"}\n')
+    kind, items = read_items(f)
+    assert kind == "likert" and [i.system for i in items] == ["dpo", "sft"]
+    f.write_text('{"id":"r1","source":"n","output":"s","system":"dpo"}\n\n'
+                 '{"id":"r1","source":"n","output":"t","system":"dpo"}\n')
+    with pytest.raises(DataError, match=r"items.jsonl:3: id: duplicate \(id, system\)"):
+        read_items(f)
+    f.write_text('{"id":"p1","prompt":"q","output_a":"x","output_b":"y","system_a":"sft","system_b":"dpo"}\n'
+                 '{"id":"p2","prompt":"q","output_a":"x","system_a":"sft","system_b":"dpo"}\n')
+    with pytest.raises(DataError, match=r"items.jsonl:2: output_b: missing field"):
+        read_items(f)
+    assert run(["rate", "create-campaign", "x", "--items", str(f), "--db", str(tmp_path / "d.sqlite")]) == 2
+
+
+def _study(tmp_path):
+    """A hand-made study folder in the runner's layout (predictions/<task>/<system>.jsonl, data/<task>/test)."""
+    root = tmp_path / "study"
+    (root / "data" / "discharge_summary").mkdir(parents=True)
+    (root / "predictions" / "discharge_summary").mkdir(parents=True)
+    recs = [{"id": f"d{i}", "note": f"Admitted for CHF #{i}.", "summary": "CHF", "facts": []} for i in range(3)]
+    (root / "data" / "discharge_summary" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    for system in ("base", "sft", "dpo"):
+        rows = [{"id": f"d{i}", "gold": "CHF", "pred": f"{system} summary {i}", "text": f"{system} summary {i}"}
+                for i in range(3) if not (system == "base" and i == 2)]  # base missed d2
+        (root / "predictions" / "discharge_summary" / f"{system}.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+    return root
+
+
+def test_items_from_study(tmp_path):
+    root = _study(tmp_path)
+    likert = items_from_study(root, "likert")
+    assert len(likert) == 6  # d0, d1 x 3 systems; d2 lacks a base output
+    assert {(i.id, i.system) for i in likert} == {(f"d{i}", s) for i in range(2) for s in ("base", "dpo", "sft")}
+    assert next(i for i in likert if i.id == "d1" and i.system == "dpo").source == "Admitted for CHF #1."
+    pairs = items_from_study(root, "pairwise")
+    assert [(p.id, p.system_a, p.system_b, p.output_a) for p in pairs] == \
+        [(f"d{i}", "sft", "dpo", f"sft summary {i}") for i in range(3)]
+    assert all("Admitted for CHF" in p.prompt for p in pairs)
+    with pytest.raises(ConfigError, match="exactly two systems"):
+        items_from_study(root, "pairwise", systems=["base", "sft", "dpo"])
+    with pytest.raises(ConfigError, match="no predictions"):
+        items_from_study(root, "likert", systems=["gpt"])
+    with pytest.raises(ConfigError, match="not a study folder"):
+        items_from_study(tmp_path, "likert")
+    db_path = tmp_path / "s.sqlite"
+    assert run(["rate", "create-campaign", "study pairs", "--study", str(root), "--kind", "pairwise",
+                "--systems", "base,dpo", "--db", str(db_path)]) == 0
+    assert db.connect(db_path).execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2

@@ -14,5 +14,6 @@ demo: setup
 	.venv/bin/clinalign study run configs/demo.yaml --out runs/demo
 
 test: setup
+	bash scripts/setup-browser.sh
 	.venv/bin/ruff check src tests benchmarks
 	.venv/bin/python -m pytest -q

@@ -127,6 +127,7 @@ def test_pairwise_choice_is_stored_as_the_underlying_output(app_db):
     ("/api/c/1/1", {"score": 0}, 422, "1 to 5"),
     ("/api/c/1/1", {}, 422, "score"),
     ("/api/c/1/1", {"score": "abc"}, 422, "score"),
+    ("/api/c/1/1", {"score": True}, 422, "score"),
     ("/api/c/1/99", {"score": 3}, 404, "unknown item 99"),
     ("/api/c/9/1", {"score": 3}, 404, "unknown campaign 9"),
     ("/api/c/x/1", {"score": 3}, 422, "cid"),

@@ -16,6 +16,7 @@ Bad input is a 4xx with one clear message; logs hold methods, paths and status c
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import secrets
 import sqlite3
@@ -27,7 +28,7 @@ from typing import Any
 from fastapi import Depends, FastAPI, Form, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -60,7 +61,10 @@ class GuardMiddleware:
         nonce = secrets.token_urlsafe(16)
         scope.setdefault("state", {})["nonce"] = nonce
         length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
+        if length is not None and not length.isdigit():
+            await _plain(send, 400, "bad Content-Length header")
+            return
+        if length is not None and int(length) > MAX_BODY:
             await _plain(send, 413, f"request body too large (limit {MAX_BODY // 1024} KiB)")
             return
         seen = 0
@@ -97,9 +101,9 @@ async def _plain(send: Send, status: int, text: str) -> None:
 
 class RatingIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    score: int | None = None
-    choice: str | None = None
-    comment: str = ""
+    score: StrictInt | None = None  # strict: true/false or "4" are not scores
+    choice: StrictStr | None = None
+    comment: StrictStr = ""
 
 
 def create_app(db_path: str | Path) -> FastAPI:
@@ -371,8 +375,6 @@ def admin_summary(con: sqlite3.Connection) -> list[dict[str, Any]]:
             entry["agreement"], entry["shared"] = pairwise_kappa([(r["rater"], r["item_id"], r["choice"]) for r in rows])
             entry["agreement_name"] = "Cohen's kappa (mean over rater pairs)"
             wins: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
-            import json
-
             for r in rows:
                 p = json.loads(r["payload"])
                 for side in ("a", "b"):

@@ -34,8 +34,18 @@ def run(
     t0 = time.perf_counter()
     results = run_study(cfg, out, log=console.print)
     minutes = (time.perf_counter() - t0) / 60
+    from clinalign.data.cli import print_summary
+    from clinalign.data.io import read_records
     from clinalign.report.tables import results_table_markdown
+    from clinalign.tasks import get_task
 
+    summary = []
+    for entry in cfg.tasks:
+        task = get_task(entry.id)
+        recs = [r for part in ("train", "val", "test")
+                for r in read_records(out / "data" / task.id / f"{part}.jsonl", task.record_type)]
+        summary.append((task, recs))
+    print_summary(summary)
     console.print(results_table_markdown(results))
     for tid, r in results["tasks"].items():
         console.print(f"[bold]{tid}[/bold]: {r.get('_verdict', '')}")

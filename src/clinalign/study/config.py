@@ -66,6 +66,9 @@ class StudyConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     #: stop before training when the audit finds train/test leakage, unless set
     allow_leakage: bool = False
+    #: evaluate the val split during SFT and DPO (loss; DPO reward accuracy) and keep the best weights;
+    #: add early_stopping_patience under sft:/dpo: to stop early
+    validate: bool = False
     tasks: list[TaskEntry]
 
     @model_validator(mode="after")

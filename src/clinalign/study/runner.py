@@ -89,10 +89,17 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     def train_sft(d: Path, resume: bool) -> None:
         if not (d / "sft.jsonl").exists():
             write_jsonl(d / "sft.jsonl", sft_examples(task, split["train"]))
-        _train("sft", base_model, d / "sft.jsonl", d / "run", sft_settings, cfg.seed, resume)
+        settings = dict(sft_settings)
+        if cfg.validate and split["val"]:
+            write_jsonl(d / "val.jsonl", sft_examples(task, split["val"]))
+            settings["val_data"] = str(d / "val.jsonl")
+        _train("sft", base_model, d / "sft.jsonl", d / "run", settings, cfg.seed, resume)
 
     sft_dir, sft_fp = stages.run(
-        f"{tid}/sft", {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed}, train_sft
+        f"{tid}/sft",
+        {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed,
+         **({"validate": True} if cfg.validate else {})},
+        train_sft,
     )
 
     # 3. DPO on (prompt, chosen, rejected), on top of SFT by default
@@ -102,13 +109,17 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     def train_dpo(d: Path, resume: bool) -> None:
         if not (d / "pairs.jsonl").exists():
             _write_pairs(task, entry, split["train"], cfg.seed, d / "pairs.jsonl")
-        _train("dpo", base_model, d / "pairs.jsonl", d / "run", dpo_settings, cfg.seed, resume, init_from=init)
+        settings = dict(dpo_settings)
+        if cfg.validate and split["val"]:
+            write_jsonl(d / "val_pairs.jsonl", preference_pairs(task, split["val"], strategy=entry.pairs, seed=cfg.seed))
+            settings["val_data"] = str(d / "val_pairs.jsonl")
+        _train("dpo", base_model, d / "pairs.jsonl", d / "run", settings, cfg.seed, resume, init_from=init)
 
     dpo_dir, dpo_fp = stages.run(
         f"{tid}/dpo",
         {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
          "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
-         "seed": cfg.seed},
+         "seed": cfg.seed, **({"validate": True} if cfg.validate else {})},
         train_dpo,
     )
 

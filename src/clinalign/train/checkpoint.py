@@ -133,13 +133,14 @@ def load(path: Path, info: DistInfo, model: torch.nn.Module, optimizer: torch.op
     return json.loads((path / "state.json").read_text())
 
 
-def save_final(out: Path, info: DistInfo, model: torch.nn.Module, tokenizer: Any, parallel: str) -> Path:
+def save_final(out: Path, info: DistInfo, model: torch.nn.Module, tokenizer: Any, parallel: str,
+               name: str = "final") -> Path:
     """``OUT/final``: a peft adapter directory or a full HF model directory, plus the tokenizer."""
     state = full_state_dict(model, parallel)
     if parallel == "fsdp2":  # gathered copies of tied weights no longer share storage: keep one name
         own = {n for n, _ in unwrap(model).named_parameters()} | {n for n, _ in unwrap(model).named_buffers()}
         state = {k: v for k, v in state.items() if k in own}
-    final, tmp = out / "final", out / ".tmp-final"
+    final, tmp = out / name, out / f".tmp-{name}"
     if info.is_main:
         shutil.rmtree(tmp, ignore_errors=True)
         unwrap(model).save_pretrained(str(tmp), state_dict=state, safe_serialization=True)

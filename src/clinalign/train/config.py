@@ -25,6 +25,16 @@ class TrainConfig(BaseModel):
     model: str = "default"
     #: JSONL/CSV: prompt/completion (SFT) or prompt/chosen/rejected (DPO); with ``task``, task records
     data: str | None = None
+    #: held-out examples in the same format as ``data``: evaluated every ``eval_every`` steps (default:
+    #: each epoch) for validation loss (and DPO reward accuracy/margin); guards against overfitting
+    val_data: str | None = None
+    eval_every: int | None = None
+    #: stop after this many evaluations without improvement of ``early_stopping_metric``
+    early_stopping_patience: int | None = None
+    #: val_loss (lower is better) or, for DPO, val_reward_accuracy / val_reward_margin (higher is better)
+    early_stopping_metric: str = "val_loss"
+    #: with validation: ``final/`` holds the best evaluated weights (also kept in ``best/``)
+    restore_best: bool = True
     #: task id or task YAML: ``data`` then holds that task's records and its prompt/answer/pair builders apply
     task: str | None = None
     #: rejected-answer strategy for task records (a builder name, a comma list, or "all")

@@ -25,7 +25,12 @@ from clinalign.train.batching import collate_pairs, pair_logps
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import load_rows, tokenize_rows
 from clinalign.train.losses import dpo_loss
-from clinalign.train.ref_cache import cached_reference_logps, fingerprint_model, reference_mode
+from clinalign.train.ref_cache import (
+    cached_reference_logps,
+    compute_reference_logps,
+    fingerprint_model,
+    reference_mode,
+)
 
 METRICS = ("reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
 
@@ -66,6 +71,15 @@ def run(cfg: TrainConfig) -> Path:
 
         # 2. policy, and the reference: cached log-probs of the initial policy, or a model per step
         policy = loop.load_policy(cfg, model_path).to(info.device)
+        val_pairs, val_ref_c, val_ref_r = [], None, None
+        if cfg.val_data:
+            val_rows = load_rows("dpo", cfg.val_data, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
+            val_pairs = tokenize_rows("dpo", val_rows, tokenizer, cfg.max_length, cfg.truncation).examples
+            with torch.no_grad():
+                policy.eval()
+                val_ref_c, val_ref_r = compute_reference_logps(_AsIs(policy), val_pairs, pad_id=pad,
+                                                               batch_size=cfg.batch_size, device=info.device)
+                policy.train()
         ref_model = None
         if cfg.precompute_ref:
             fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
@@ -112,7 +126,30 @@ def run(cfg: TrainConfig) -> Path:
             n = sum(len(i) for i in micro)
             return loop.StepStats(loss_sum, float(n), tokens, sums, n)
 
-        # 4. train
-        return loop.train(cfg, info, out, model, tokenizer, len(pairs), step, METRICS)
+        # 4. validation (optional): loss, reward accuracy and margin on held-out pairs, against the same
+        # reference (the initial policy), whose log-probs were computed before the first step
+        eval_fn = None
+        if val_pairs:
+
+            def eval_fn() -> dict[str, float]:
+                model.eval()
+                loss = acc = margin = 0.0
+                with torch.no_grad():
+                    for i in range(0, len(val_pairs), cfg.batch_size):
+                        idx = list(range(i, min(i + cfg.batch_size, len(val_pairs))))
+                        batch = collate_pairs([val_pairs[j] for j in idx], pad).to(info.device)
+                        c, r, nll = pair_logps(model, batch)
+                        o = dpo_loss(c, r, val_ref_c[idx].to(info.device), val_ref_r[idx].to(info.device),
+                                     beta=cfg.beta, loss_type=cfg.loss, label_smoothing=cfg.label_smoothing,
+                                     rpo_alpha=cfg.rpo_alpha, chosen_nll=nll, chosen_lengths=batch.chosen_lengths,
+                                     rejected_lengths=batch.rejected_lengths)
+                        m = o.chosen_rewards - o.rejected_rewards
+                        loss, acc, margin = loss + float(o.losses.sum()), acc + float((m > 0).sum()), margin + float(m.sum())
+                model.train()
+                n = len(val_pairs)
+                return {"val_loss": loss / n, "val_reward_accuracy": acc / n, "val_reward_margin": margin / n}
+
+        # 5. train
+        return loop.train(cfg, info, out, model, tokenizer, len(pairs), step, METRICS, eval_fn=eval_fn)
     finally:
         distributed.shutdown()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -179,8 +180,14 @@ def train(
     n_examples: int,
     step_fn: StepFn,
     metric_names: Sequence[str] = (),
+    eval_fn: Callable[[], dict[str, float]] | None = None,
 ) -> Path:
-    """Run the optimizer steps, log, checkpoint; write ``final/``. Returns the final directory."""
+    """Run the optimizer steps, log, checkpoint; write ``final/``. Returns the final directory.
+
+    With ``eval_fn`` (a validation set), it is evaluated every ``eval_every`` steps (default once per
+    epoch); the best evaluation's weights are kept in ``best/`` and, with ``restore_best``, become
+    ``final/``; ``early_stopping_patience`` evaluations without improvement end training early.
+    """
     per_epoch = steps_per_epoch(n_examples, cfg, info.world)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
     optimizer, scheduler = optimizer_and_schedule(model, cfg, total)
@@ -195,6 +202,7 @@ def train(
             )
         state = checkpoint.load(last, info, model, optimizer, scheduler, cfg.parallel)
         step, epoch, pos = state["step"], state["epoch"], state["position"]
+    guard = _Guard.from_state(cfg, last)
 
     writer = None
     metrics_path = out / "metrics.jsonl"
@@ -208,7 +216,22 @@ def train(
         checkpoint.save(out, info, model, optimizer, scheduler, cfg.parallel,
                         {"step": step, "epoch": epoch, "position": pos, "seed": cfg.seed, "world": info.world,
                          "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                         "examples": n_examples})
+                         "examples": n_examples, "guard": guard.state()})
+
+    every = cfg.eval_every or per_epoch
+
+    def evaluate() -> bool:
+        """Validation at this step; True when training should stop early."""
+        scores = eval_fn()  # type: ignore[misc]
+        improved = guard.update(scores)
+        if info.is_main:
+            with open(out / "val_metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps({"step": step, **scores, "best": improved}) + "\n")
+            for k, v in scores.items():
+                writer.add_scalar(f"val/{k}", v, step)  # type: ignore[union-attr]
+        if improved:
+            checkpoint.save_final(out, info, model, tokenizer, cfg.parallel, name="best")
+        return guard.should_stop()
 
     with _progress(info.is_main and cfg.progress) as bar:
         task = bar.add_task(cfg.stage.upper(), total=total, completed=step, stats="")
@@ -243,14 +266,58 @@ def train(
                                                  and k != "rejected_reward"}}
                 bar.update(task, completed=step, stats="  ".join(f"{k} {v:.4f}" for k, v in shown.items())
                            + f"  {row['tokens_per_s']:.0f} tok/s")
+                stop = eval_fn is not None and (step % every == 0 or step == total) and evaluate()
                 if cfg.save_every and step % cfg.save_every == 0 and step < total:
                     save()
+                if stop:
+                    total = step  # early stopping: this is the last step
+                    bar.update(task, total=total)
             if pos == per_epoch:
                 epoch, pos = epoch + 1, 0
     save()
     if writer is not None:
         writer.close()
-    return checkpoint.save_final(out, info, model, tokenizer, cfg.parallel)
+    final = checkpoint.save_final(out, info, model, tokenizer, cfg.parallel)
+    if eval_fn is not None and cfg.restore_best and (out / "best").is_dir() and info.is_main:
+        shutil.rmtree(final)
+        shutil.copytree(out / "best", final)
+    distributed.barrier()
+    return final
+
+
+@dataclass
+class _Guard:
+    """Best validation score so far and evaluations since it improved (kept in checkpoints)."""
+
+    metric: str
+    patience: int | None
+    best: float | None = None
+    bad: int = 0
+
+    @classmethod
+    def from_state(cls, cfg: TrainConfig, last: Path | None) -> _Guard:
+        g = cls(cfg.early_stopping_metric, cfg.early_stopping_patience)
+        if last is not None:
+            saved = json.loads((last / "state.json").read_text()).get("guard") or {}
+            g.best, g.bad = saved.get("best"), saved.get("bad", 0)
+        return g
+
+    def state(self) -> dict[str, Any]:
+        return {"best": self.best, "bad": self.bad}
+
+    def update(self, scores: dict[str, float]) -> bool:
+        if self.metric not in scores:
+            raise ConfigError(f"early_stopping_metric {self.metric!r} is not one of {', '.join(scores)}")
+        v = scores[self.metric]
+        lower = self.metric.endswith("loss")
+        if self.best is None or (v < self.best if lower else v > self.best):
+            self.best, self.bad = v, 0
+            return True
+        self.bad += 1
+        return False
+
+    def should_stop(self) -> bool:
+        return self.patience is not None and self.bad >= self.patience
 
 
 def prepare_out(cfg: TrainConfig, info: DistInfo, out: Path, notes: dict[str, Any]) -> None:

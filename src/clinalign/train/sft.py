@@ -54,8 +54,25 @@ def run(cfg: TrainConfig) -> Path:
                 tokens += int(b["attention_mask"].sum())
             return loop.StepStats(loss_sum, float(sum(counts)), tokens, {}, sum(len(i) for i in micro))
 
-        # 4. train
-        return loop.train(cfg, info, out, model, tokenizer, len(data.examples), step)
+        # 4. validation (optional): token-mean loss on held-out examples
+        eval_fn = None
+        if cfg.val_data:
+            val = tokenize_rows("sft", load_rows("sft", cfg.val_data, task=cfg.task, seed=cfg.seed), tokenizer,
+                                cfg.max_length, cfg.truncation).examples
+
+            def eval_fn() -> dict[str, float]:
+                model.eval()
+                loss, count = 0.0, 0
+                with torch.no_grad():
+                    for i in range(0, len(val), cfg.batch_size):
+                        b = collate_sft(val[i : i + cfg.batch_size], pad)
+                        count += int((b["labels"][:, 1:] != -100).sum())
+                        loss += float(sft_forward(model, {k: v.to(info.device) for k, v in b.items()}, reduction="sum"))
+                model.train()
+                return {"val_loss": loss / max(count, 1)}
+
+        # 5. train
+        return loop.train(cfg, info, out, model, tokenizer, len(data.examples), step, eval_fn=eval_fn)
     finally:
         distributed.shutdown()
 

@@ -128,3 +128,36 @@ def test_bad_study_file(tmp_path: Path, tiny_model_dir: Path):
         load_study(write_study(tmp_path, tiny_model_dir), ["tasks=[{id: a}, {id: a}]"])
     cfg = load_study(write_study(tmp_path, tiny_model_dir), ["sft.epochs=3", "eval.n_boot=10"])
     assert cfg.sft["epochs"] == 3 and cfg.eval.n_boot == 10
+
+
+def test_kfold_split_partitions_and_stratifies():
+    from clinalign.data.splits import kfold_split
+    from clinalign.tasks import get_task
+
+    task = get_task("uti_classification")
+    recs = task.generate(100, seed=1)
+    tests = []
+    for fold in range(5):
+        parts = kfold_split(task, recs, k=5, fold=fold, val=0.1, seed=0)
+        assert not {r.id for r in parts["test"]} & {r.id for r in parts["train"] + parts["val"]}
+        assert len(parts["train"]) + len(parts["val"]) + len(parts["test"]) == 100
+        tests += [r.id for r in parts["test"]]
+    assert sorted(tests) == sorted(r.id for r in recs)  # every record tested exactly once
+
+
+def test_kfold_study_reports_fold_spread(tiny_model_dir: Path, tmp_path: Path):
+    from clinalign.study.runner import run_study
+
+    path = write_study(tmp_path, tiny_model_dir, folds=2, validate=True)
+    raw = yaml.safe_load(path.read_text())
+    raw["tasks"] = [{"id": "uti_classification", "n": 24}]
+    raw["sft"]["max_steps"] = raw["dpo"]["max_steps"] = 2
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    results = run_study(load_study(path), out, log=lambda _m: None)
+    uti = results["tasks"]["uti_classification"]
+    assert uti["_n_items"] == 24  # pooled: every record tested once
+    spread = uti["_folds"]["accuracy"]["sft"]
+    assert len(spread["values"]) == 2 and spread["mean"] == pytest.approx(sum(spread["values"]) / 2)
+    assert "accuracy over 2 folds" in (out / "report.md").read_text()
+    assert (out / "stages" / "uti_classification" / "fold1" / "sft" / "run" / "val_metrics.jsonl").is_file()

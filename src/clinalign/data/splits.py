@@ -34,3 +34,28 @@ def split_records(
     for part in out.values():  # interleave strata so a file's head is not one label
         rng.shuffle(part)
     return out
+
+
+def kfold_split(task: Task, records: Sequence[Any], k: int, fold: int, val: float = 0.1,
+                seed: int = 0) -> dict[str, list[Any]]:
+    """Fold ``fold`` of a stratified k-fold split: every record is in exactly one fold's test set;
+    a ``val`` share of the rest is held out for validation."""
+    if not 0 <= fold < k:
+        raise ConfigError(f"fold {fold} out of range for {k} folds")
+    rng = random.Random(seed)
+    strata: dict[str | None, list[Any]] = defaultdict(list)
+    for rec in records:
+        strata[task.stratum(rec)].append(rec)
+    out: dict[str, list[Any]] = {"train": [], "val": [], "test": []}
+    for key in sorted(strata, key=lambda x: (x is None, x or "")):
+        group = list(strata[key])
+        rng.shuffle(group)
+        test = group[fold::k]
+        rest = [r for i, r in enumerate(group) if i % k != fold]
+        n_val = round(len(rest) * val)
+        out["test"].extend(test)
+        out["val"].extend(rest[:n_val])
+        out["train"].extend(rest[n_val:])
+    for part in out.values():
+        rng.shuffle(part)
+    return out

@@ -67,4 +67,10 @@ def task_meta_line(task_results: Mapping[str, Any]) -> str:
         eces = [f"{s} {v['ece']:.3f}" for s, v in cal.items() if v.get("ece") is not None]
         if eces:
             bits.append("ECE: " + ", ".join(eces))
+    folds = task_results.get("_folds")
+    if folds:  # k-fold: mean and spread of each metric over folds
+        for metric, per_system in folds.items():
+            k = len(next(iter(per_system.values()))["values"])
+            bits.append(f"{metric} over {k} folds: " + ", ".join(
+                f"{s} {v['mean']:.3f} ± {v['std']:.3f}" for s, v in per_system.items()))
     return "; ".join(bits)

@@ -42,8 +42,10 @@ def run(
     summary = []
     for entry in cfg.tasks:
         task = get_task(entry.id)
+        folder = out / "data" / task.id
+        folder = folder if (folder / "train.jsonl").is_file() else folder / "fold0"  # k-fold studies
         recs = [r for part in ("train", "val", "test")
-                for r in read_records(out / "data" / task.id / f"{part}.jsonl", task.record_type)]
+                for r in read_records(folder / f"{part}.jsonl", task.record_type)]
         summary.append((task, recs))
     print_summary(summary)
     console.print(results_table_markdown(results))

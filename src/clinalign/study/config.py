@@ -69,6 +69,8 @@ class StudyConfig(_Strict):
     #: evaluate the val split during SFT and DPO (loss; DPO reward accuracy) and keep the best weights;
     #: add early_stopping_patience under sft:/dpo: to stop early
     validate: bool = False
+    #: k-fold cross-validation for small datasets: every record is tested once; None = one split
+    folds: int | None = Field(default=None, ge=2)
     tasks: list[TaskEntry]
 
     @model_validator(mode="after")

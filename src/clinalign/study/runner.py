@@ -17,7 +17,7 @@ from typing import Any
 
 from clinalign.data.io import read_records, write_jsonl
 from clinalign.data.pairs import preference_pairs, sft_examples
-from clinalign.data.splits import split_records
+from clinalign.data.splits import kfold_split, split_records
 from clinalign.study.config import StudyConfig, TaskEntry
 from clinalign.study.stages import StageRunner, file_fingerprint, fingerprint
 from clinalign.tasks import Task, get_task
@@ -63,21 +63,71 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
 
 def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, stages: StageRunner,
              out: Path, extras: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One task of the study: data -> SFT -> DPO -> evaluate three systems -> paired statistics."""
+    """One task of the study: data -> SFT -> DPO -> evaluate three systems -> paired statistics.
+
+    With ``folds: k`` the pipeline runs once per fold (each record is tested exactly once); the
+    paired tests use the pooled cross-validated predictions and ``_folds`` reports each metric's mean
+    and spread over the folds.
+    """
     from clinalign.eval.compare import compare_systems
 
+    if not cfg.folds:
+        test, preds, dpo_dir = _task_predictions(cfg, entry, task, base_model, stages, out, None)
+        task_results = compare_systems(task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()},
+                                       n_boot=cfg.eval_settings(entry).n_boot, seed=cfg.eval_settings(entry).seed)
+    else:
+        test, preds, per_fold = [], {s: [] for s in SYSTEMS}, []
+        for fold in range(cfg.folds):
+            t, p, dpo_dir = _task_predictions(cfg, entry, task, base_model, stages, out, fold)
+            test += t
+            for s in SYSTEMS:
+                preds[s] += p[s]
+            per_fold.append({s: task.evaluate(t, [r["pred"] for r in p[s]]) for s in SYSTEMS})
+        ev = cfg.eval_settings(entry)
+        task_results = compare_systems(task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()},
+                                       n_boot=ev.n_boot, seed=ev.seed)
+        task_results["_folds"] = fold_summary(per_fold)
+    _add_clinician_likert(entry, preds, task_results, cfg.eval_settings(entry))
     tid = task.id
+    extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
+    if task.is_closed_set:
+        extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
+        extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
+                                    for s, rows in preds.items()}
+    return task_results
+
+
+def fold_summary(per_fold: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, Any]]]:
+    """{metric: {system: {"mean", "std", "values"}}} over folds."""
+    import statistics
+
+    out: dict[str, dict[str, dict[str, Any]]] = {}
+    for system in per_fold[0]:
+        for metric in per_fold[0][system]:
+            vals = [f[system][metric] for f in per_fold]
+            out.setdefault(metric, {})[system] = {
+                "mean": statistics.fmean(vals), "std": statistics.stdev(vals) if len(vals) > 1 else 0.0,
+                "values": vals}
+    return out
+
+
+def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, stages: StageRunner,
+                      out: Path, fold: int | None) -> tuple[list[Any], dict[str, list[dict[str, Any]]], Path]:
+    """Data, SFT, DPO and the three systems' per-item predictions on this (fold's) test split."""
+    tid = task.id
+    sp = tid if fold is None else f"{tid}/fold{fold}"
     base_fp = model_fingerprint(base_model)
 
     # 1. data: load or generate, then a seeded stratified split; audit for leakage before training
     data_dir, data_fp = stages.run(
-        f"{tid}/data",
+        f"{sp}/data",
         {"task": tid, "data": entry.data and file_fingerprint(entry.data), "n": entry.n, "seed": entry.seed,
-         "split": cfg.split.model_dump(), "max_train": entry.max_train},
-        lambda d, _resume: _prepare_data(task, entry, cfg, d),
+         "split": cfg.split.model_dump(), "max_train": entry.max_train,
+         **({"fold": fold, "folds": cfg.folds} if fold is not None else {})},
+        lambda d, _resume: _prepare_data(task, entry, cfg, d, fold),
     )
     split = {k: read_records(data_dir / f"{k}.jsonl", task.record_type) for k in ("train", "val", "test")}
-    public = out / "data" / tid
+    public = out / "data" / sp
     public.mkdir(parents=True, exist_ok=True)
     for k in split:
         shutil.copyfile(data_dir / f"{k}.jsonl", public / f"{k}.jsonl")
@@ -96,7 +146,7 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
         _train("sft", base_model, d / "sft.jsonl", d / "run", settings, cfg.seed, resume)
 
     sft_dir, sft_fp = stages.run(
-        f"{tid}/sft",
+        f"{sp}/sft",
         {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed,
          **({"validate": True} if cfg.validate else {})},
         train_sft,
@@ -116,7 +166,7 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
         _train("dpo", base_model, d / "pairs.jsonl", d / "run", settings, cfg.seed, resume, init_from=init)
 
     dpo_dir, dpo_fp = stages.run(
-        f"{tid}/dpo",
+        f"{sp}/dpo",
         {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
          "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
          "seed": cfg.seed, **({"validate": True} if cfg.validate else {})},
@@ -131,32 +181,25 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     preds: dict[str, list[dict[str, Any]]] = {}
     for system, (path, fp) in models.items():
         pred_dir, _ = stages.run(
-            f"{tid}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
+            f"{sp}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
             lambda d, _resume, path=path: _predict(task, path, test, ev, d / "predictions.jsonl"),
         )
         preds[system] = _read_jsonl(pred_dir / "predictions.jsonl")
-        (out / "predictions" / tid).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(pred_dir / "predictions.jsonl", out / "predictions" / tid / f"{system}.jsonl")
+        (out / "predictions" / sp).mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(pred_dir / "predictions.jsonl", out / "predictions" / sp / f"{system}.jsonl")
 
-    # 5. statistics on paired items
-    task_results = compare_systems(
-        task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()}, n_boot=ev.n_boot, seed=ev.seed
-    )
-    _add_clinician_likert(entry, preds, task_results, ev)
-    extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
-    if task.is_closed_set:
-        extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
-        extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
-                                    for s, rows in preds.items()}
-    return task_results
+    return test, preds, dpo_dir
 
 
-def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path) -> None:
+def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path, fold: int | None = None) -> None:
     if entry.data:
         records = read_records(entry.data, task.record_type)
     else:
         records = task.generate(entry.n, seed=entry.seed)
-    parts = split_records(task, records, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed)
+    if fold is None:
+        parts = split_records(task, records, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed)
+    else:
+        parts = kfold_split(task, records, k=cfg.folds, fold=fold, val=cfg.split.val, seed=cfg.split.seed)
     if entry.max_train:
         parts["train"] = parts["train"][: entry.max_train]
     for name, recs in parts.items():

@@ -1,6 +1,12 @@
 """Clinical reasoning: a case vignette with 4-5 lettered options -> the letter of the best diagnosis
-or next treatment. Distractors come from the same organ system (see knowledge.py), so the model
-must reason from the findings, not from the topic."""
+or next treatment.
+
+Vignettes are built from the knowledge table (knowledge.py): age and sex that fit the condition,
+a presentation, background, vital signs drawn from the condition's profile, and key findings.
+Distractors are the conditions a clinician would weigh against it (its "confusable" list, then its
+organ system), so the model must reason from the findings, not from the topic. The correct letter
+is uniform over the positions, so a model cannot win by always answering "A".
+"""
 
 from __future__ import annotations
 
@@ -8,20 +14,21 @@ import random
 import re
 from typing import Literal
 
-from pydantic import field_validator, model_validator
+from pydantic import ValidationInfo, field_validator
 
 from clinalign.eval.metrics import accuracy
 from clinalign.tasks.base import Metric, Prediction, Record, Task
-from clinalign.tasks.knowledge import CONDITIONS, Condition, by_system
+from clinalign.tasks.knowledge import BY_NAME, CONDITIONS, VITALS, Condition, by_system
 
-LETTERS = ("A", "B", "C", "D", "E")
+LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
+QuestionType = Literal["diagnosis", "treatment"]
 
 
 class ReasoningRecord(Record):
     vignette: str
     options: dict[str, str]
     answer: str
-    question_type: Literal["diagnosis", "treatment"] = "diagnosis"
+    question_type: QuestionType = "diagnosis"
 
     @field_validator("vignette")
     @classmethod
@@ -33,25 +40,45 @@ class ReasoningRecord(Record):
     @field_validator("options")
     @classmethod
     def _letters(cls, v: dict[str, str]) -> dict[str, str]:
-        if not 2 <= len(v) <= 5 or any(k not in LETTERS for k in v):
-            raise ValueError("expected 2-5 options keyed by letters A-E")
+        keys = tuple(v)
+        if keys not in (LETTERS[:4], LETTERS):
+            raise ValueError(f"expected 4 or 5 options keyed A, B, C, D(, E) in order, got {', '.join(keys) or 'none'}")
+        empty = [k for k, text in v.items() if not text.strip()]
+        if empty:
+            raise ValueError(f"option {empty[0]} is empty")
+        if len({text.strip().casefold() for text in v.values()}) != len(v):
+            raise ValueError("two options have the same text")
         return v
 
-    @model_validator(mode="after")
-    def _answer_is_option(self) -> ReasoningRecord:
-        if self.answer not in self.options:
-            raise ValueError(f"answer {self.answer!r} is not one of the options {', '.join(self.options)}")
-        return self
+    @field_validator("answer")
+    @classmethod
+    def _answer_is_option(cls, v: str, info: ValidationInfo) -> str:
+        options = info.data.get("options")
+        if options is not None and v not in options:
+            raise ValueError(f"answer {v!r} is not one of the options {', '.join(options)}")
+        return v
 
 
 QUESTIONS = {
-    "diagnosis": "Which is the most likely diagnosis?",
-    "treatment": "What is the most appropriate next step in management?",
+    "diagnosis": ("Which is the most likely diagnosis?", "What is the most likely diagnosis?"),
+    "treatment": ("What is the most appropriate next step in management?",
+                  "Which is the most appropriate initial treatment?"),
 }
-PROMPT = "{vignette}\n\n{question}\n{options}\n\nAnswer with the letter of the best option."
-SEXES = ("man", "woman")
-SETTINGS = ("presents to the emergency department", "is seen in clinic", "calls the on-call physician and is sent in",
-            "is evaluated on the ward", "arrives by ambulance")
+PROMPT = "{vignette}\n\n{question}\n\n{options}\n\nAnswer with the letter of the best option."
+
+ARRIVAL = {
+    "emergency": ("presents to the emergency department", "is brought to the emergency department by ambulance",
+                  "is brought to the emergency department by family", "comes to the emergency department"),
+    "clinic": ("presents to clinic", "is seen in the primary care clinic", "comes to urgent care"),
+}
+VIGNETTES = (
+    "A {age}-year-old {sex} {arrival} with {presentation}. History: {history}. Vital signs: {vitals}. "
+    "Examination and work-up show {findings}.",
+    "A {age}-year-old {sex} {arrival} with {presentation}. Background includes {history}. {vitals_sentence} "
+    "Evaluation shows {findings}.",
+    "{age}-year-old {sex_adj}. Chief complaint: {presentation}. Past history: {history}.\n"
+    "Vitals: {vitals}.\nFindings: {findings}.",
+)
 
 
 class ClinicalReasoningTask(Task):
@@ -66,15 +93,26 @@ class ClinicalReasoningTask(Task):
 
     def prompt(self, record: ReasoningRecord) -> str:
         options = "\n".join(f"{k}. {v}" for k, v in record.options.items())
-        return PROMPT.format(vignette=record.vignette, question=QUESTIONS[record.question_type], options=options)
+        question = QUESTIONS[record.question_type][sum(map(ord, record.id)) % 2]  # stable per record
+        return PROMPT.format(vignette=record.vignette, question=question, options=options)
 
     def answer(self, record: ReasoningRecord) -> str:
         return record.answer
 
     def parse(self, text: str) -> Prediction:
-        t = text.strip()
-        m = re.match(r"^\(?([A-E])\)?(?:[.):\s]|$)", t) or re.search(r"\b(?:answer|option)\s*(?:is)?\s*:?\s*\(?([A-E])\b", t, re.I)
-        return m.group(1).upper() if m else None
+        """The letter from "C", "(C)", "C)", "C. Pneumonia", "**C**", "Answer: C", "The answer is (C)".
+        Option text without its letter is not guessed at: None."""
+        t = re.sub(r"[*_`\"']", "", text).strip()
+        m = (re.match(r"^\(?([A-E])\)?[.):]?$", t)
+             or re.match(r"^(?:\(([A-E])\)|([A-E])[.):])(?=\s|$)", t)
+             or re.search(r"\b(?:answer|option|choice)(?:\s+(?:is|would be))?\s*[:\-]?\s*\(?([A-Ea-e])\b(?![-.]\w)",
+                          t, re.IGNORECASE))
+        if not m:
+            return None
+        letter = next(g for g in m.groups() if g)
+        if letter.islower() and re.match(r"\s+[a-z]", t[m.end():]):
+            return None  # "the answer is a pulmonary embolism": an article, not option A
+        return letter.upper()
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -83,56 +121,108 @@ class ClinicalReasoningTask(Task):
 
     @property
     def rejected_builders(self):
-        return {"distractor": _distractor, "wrong_label": _wrong_label}
+        return {"distractor": distractor, "wrong_label": wrong_label}
 
     def generate(self, n: int, seed: int) -> list[ReasoningRecord]:
         rng = random.Random(seed)
-        systems = by_system()
         out: list[ReasoningRecord] = []
         seen: set[str] = set()
         while len(out) < n:
             cond = rng.choice(CONDITIONS)
-            qtype = rng.choice(("diagnosis", "treatment"))
-            vignette = _vignette(cond, rng)
+            vignette = make_vignette(cond, rng)
+            qtype: QuestionType = rng.choice(("diagnosis", "treatment"))
+            k = rng.choice((4, 5))
+            wrong = pick_distractors(cond, qtype, k - 1, rng)
+            rng.shuffle(wrong)  # the most plausible distractor must not sit at a fixed letter
+            position = rng.randrange(k)  # uniform over the letters this record has
+            conds = [*wrong[:position], cond, *wrong[position:]]
             if vignette in seen:
                 continue
             seen.add(vignette)
-            same = [c for c in systems[cond.system] if c is not cond]
-            others = [c for c in CONDITIONS if c.system != cond.system]
-            k = rng.choice((4, 5))
-            pool = rng.sample(same, min(len(same), k - 1))
-            pool += rng.sample(others, k - 1 - len(pool))
-            options_conds = [cond, *pool]
-            rng.shuffle(options_conds)
             field = "name" if qtype == "diagnosis" else "treatment"
-            options = {LETTERS[i]: getattr(c, field) for i, c in enumerate(options_conds)}
-            answer = LETTERS[options_conds.index(cond)]
-            out.append(ReasoningRecord(id=f"reason-{len(out) + 1:06d}", vignette=vignette, options=options,
-                                       answer=answer, question_type=qtype))
+            out.append(ReasoningRecord(id=f"reason-{len(out) + 1:06d}", vignette=vignette,
+                                       options={LETTERS[i]: getattr(c, field) for i, c in enumerate(conds)},
+                                       answer=LETTERS[position], question_type=qtype))
         return out
 
 
-def _vignette(cond: Condition, rng: random.Random) -> str:
-    age = rng.randint(19, 88)
-    vitals = (f"Temperature {rng.uniform(36.4, 39.6):.1f} C, heart rate {rng.randint(62, 128)}, "
-              f"blood pressure {rng.randint(92, 168)}/{rng.randint(52, 98)}, SpO2 {rng.randint(89, 99)}%.")
-    findings = rng.sample(cond.findings, len(cond.findings))
-    return (f"A {age}-year-old {rng.choice(SEXES)} {rng.choice(SETTINGS)} with {rng.choice(cond.presentation)}. "
-            f"{vitals} Evaluation shows {findings[0]}" + (f"; {findings[1]}." if len(findings) > 1 else "."))
+def pick_distractors(cond: Condition, qtype: str, k: int, rng: random.Random) -> list[Condition]:
+    """``k`` wrong options, most plausible first: the condition's confusable list (its first entry
+    always), then its organ system, then conditions that are confused with it, then any. A treatment
+    question never offers another condition's treatment that would also be right."""
+    systems = by_system()
+    confusable = [BY_NAME[x] for x in cond.confusable]
+    rest_conf = confusable[1:]
+    rng.shuffle(rest_conf)
+    confused_with_it = [c for c in CONDITIONS if cond.name in c.confusable]
+    tiers = [confusable[:1] + rest_conf,
+             rng.sample(systems[cond.system], len(systems[cond.system])),
+             rng.sample(confused_with_it, len(confused_with_it)),
+             rng.sample(CONDITIONS, len(CONDITIONS))]
+    out: list[Condition] = []
+    for tier in tiers:
+        for c in tier:
+            if c is cond or c in out or (qtype == "treatment" and c.group == cond.group):
+                continue
+            out.append(c)
+    return out[:k]
 
 
-_SYSTEM_OF = {text: c.system for c in CONDITIONS for text in (c.name, c.treatment)}
+def _vitals(profile: str, rng: random.Random, long: bool) -> str:
+    v = VITALS[profile]
+    temp = rng.uniform(*v.temp)
+    hr, sbp, rr, spo2 = rng.randint(*v.hr), rng.randint(*v.sbp), rng.randint(*v.rr), rng.randint(*v.spo2)
+    dbp = min(rng.randint(*v.dbp), sbp - 25)
+    rhythm = f" ({v.rhythm})" if v.rhythm else ""
+    if long:
+        return (f"temperature {temp:.1f} °C, pulse {hr}{rhythm}, blood pressure {sbp}/{dbp} mm Hg, "
+                f"respiratory rate {rr}, oxygen saturation {spo2}% on room air")
+    return f"T {temp:.1f} °C, HR {hr}{rhythm}, BP {sbp}/{dbp}, RR {rr}, SpO2 {spo2}% on room air"
 
 
-def _distractor(record: ReasoningRecord, rng: random.Random) -> str:
-    """The most plausible wrong option: one from the correct answer's organ system when there is one."""
+def _join(items: list[str]) -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def make_vignette(cond: Condition, rng: random.Random) -> str:
+    """A coherent case: demographics within the condition's range, its vital-sign profile, its
+    telling history item and key finding (so the case is answerable) plus others, in varied order."""
+    age = rng.randint(*cond.ages)
+    sex = cond.sex if cond.sex != "any" else rng.choice(("male", "female"))
+    template = rng.randrange(len(VIGNETTES))
+    history = [cond.history[0], *rng.sample(cond.history[1:], rng.choice((0, 1)))]
+    findings = [cond.findings[0], *rng.sample(cond.findings[1:], rng.choice((1, 2)))]
+    rng.shuffle(findings)
+    vitals = _vitals(cond.vitals, rng, long=rng.random() < 0.5)
+    return VIGNETTES[template].format(
+        age=age, sex="man" if sex == "male" else "woman", sex_adj=sex,
+        arrival=rng.choice(ARRIVAL[cond.setting]), presentation=rng.choice(cond.presentation),
+        history=_join(history) if template != 2 else "; ".join(history),
+        vitals=vitals, vitals_sentence=f"Vital signs are {vitals}.",
+        findings=_join(findings) if template != 2 else "; ".join(findings))
+
+
+_BY_TEXT: dict[str, Condition] = {t.casefold(): c for c in CONDITIONS for t in (c.name, c.treatment)}
+
+
+def distractor(record: ReasoningRecord, rng: random.Random) -> str:
+    """The letter of the most plausible wrong option: the first of the correct condition's
+    confusable conditions among the options, else one from its organ system, else any wrong one
+    (a user's own options that are not in the knowledge table)."""
     wrong = [k for k in record.options if k != record.answer]
-    system = _SYSTEM_OF.get(record.options[record.answer])
-    same = [k for k in wrong if system is not None and _SYSTEM_OF.get(record.options[k]) == system]
-    return rng.choice(same or wrong)
+    truth = _BY_TEXT.get(record.options[record.answer].strip().casefold())
+    if truth is not None:
+        found = {c.name: k for k in wrong if (c := _BY_TEXT.get(record.options[k].strip().casefold()))}
+        for name in truth.confusable:
+            if name in found:
+                return found[name]
+        same = [found[c.name] for c in by_system()[truth.system] if c.name in found]
+        if same:
+            return rng.choice(same)
+    return rng.choice(wrong)
 
 
-def _wrong_label(record: ReasoningRecord, rng: random.Random) -> str:
+def wrong_label(record: ReasoningRecord, rng: random.Random) -> str:
     return rng.choice([k for k in record.options if k != record.answer])
 
 

@@ -72,9 +72,9 @@ ARRIVAL = {
     "clinic": ("presents to clinic", "is seen in the primary care clinic", "comes to urgent care"),
 }
 VIGNETTES = (
-    "A {age}-year-old {sex} {arrival} with {presentation}. History: {history}. Vital signs: {vitals}. "
+    "{article} {age}-year-old {sex} {arrival} with {presentation}. History: {history}. Vital signs: {vitals}. "
     "Examination and work-up show {findings}.",
-    "A {age}-year-old {sex} {arrival} with {presentation}. Background includes {history}. {vitals_sentence} "
+    "{article} {age}-year-old {sex} {arrival} with {presentation}. Background includes {history}. {vitals_sentence} "
     "Evaluation shows {findings}.",
     "{age}-year-old {sex_adj}. Chief complaint: {presentation}. Past history: {history}.\n"
     "Vitals: {vitals}.\nFindings: {findings}.",
@@ -181,7 +181,8 @@ def _vitals(profile: str, rng: random.Random, long: bool) -> str:
 
 
 def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+    """Items may contain "and" themselves, so a list of two is joined with ", and"."""
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", and " + items[-1]
 
 
 def make_vignette(cond: Condition, rng: random.Random) -> str:
@@ -195,11 +196,12 @@ def make_vignette(cond: Condition, rng: random.Random) -> str:
     rng.shuffle(findings)
     vitals = _vitals(cond.vitals, rng, long=rng.random() < 0.5)
     return VIGNETTES[template].format(
+        article="An" if str(age).startswith("8") or age in (11, 18) else "A",
         age=age, sex="man" if sex == "male" else "woman", sex_adj=sex,
         arrival=rng.choice(ARRIVAL[cond.setting]), presentation=rng.choice(cond.presentation),
         history=_join(history) if template != 2 else "; ".join(history),
         vitals=vitals, vitals_sentence=f"Vital signs are {vitals}.",
-        findings=_join(findings) if template != 2 else "; ".join(findings))
+        findings="; ".join(findings))
 
 
 _BY_TEXT: dict[str, Condition] = {t.casefold(): c for c in CONDITIONS for t in (c.name, c.treatment)}

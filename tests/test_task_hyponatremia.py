@@ -211,3 +211,16 @@ def test_plausible_wrong_category_is_one_rule_step_away(label, plausible):
     # a serum osmolality band slip is the least plausible tier for a hypotonic category
     if label in ("siadh", "renal_failure", "edematous_state"):
         assert "pseudohyponatremia" in near_miss_categories(recs[0])[2]
+
+
+def test_small_balanced_set_still_gets_every_split():
+    """8 labels x 5 records: per-label rounding of a 10% val share would give 0 val records."""
+    from clinalign.data.splits import kfold_split, split_records
+
+    recs = TASK.generate(40, seed=0)
+    parts = split_records(TASK, recs, val=0.1, test=0.3, seed=0)
+    assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (24, 4, 12)
+    assert sorted(r.id for p in parts.values() for r in p) == sorted(r.id for r in recs)
+    assert max(Counter(r.label for r in parts["test"]).values()) <= 2  # still stratified
+    folds = kfold_split(TASK, recs, k=5, fold=0, val=0.1, seed=0)
+    assert (len(folds["test"]), len(folds["val"])) == (8, 3)

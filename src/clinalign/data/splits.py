@@ -11,6 +11,18 @@ from clinalign.errors import ConfigError
 from clinalign.tasks.base import Task
 
 
+def _quotas(sizes: list[int], frac: float) -> list[int]:
+    """Per-stratum counts adding up to round(total * frac): each stratum's share rounded down, the
+    rest to the largest fractional parts (largest-remainder method), so many small strata cannot
+    round a whole split away (8 labels x 5 records with val=0.1 must still give 4 val records)."""
+    exact = [n * frac for n in sizes]
+    out = [int(x) for x in exact]
+    order = sorted(range(len(sizes)), key=lambda i: (out[i] - exact[i], i))
+    for i in order[: max(0, round(sum(sizes) * frac) - sum(out))]:
+        out[i] += 1
+    return out
+
+
 def split_records(
     task: Task, records: Sequence[Any], val: float = 0.1, test: float = 0.2, seed: int = 0
 ) -> dict[str, list[Any]]:
@@ -23,11 +35,12 @@ def split_records(
     for rec in records:
         strata[task.stratum(rec)].append(rec)
     out: dict[str, list[Any]] = {"train": [], "val": [], "test": []}
-    for key in sorted(strata, key=lambda k: (k is None, k or "")):
+    keys = sorted(strata, key=lambda k: (k is None, k or ""))
+    sizes = [len(strata[k]) for k in keys]
+    for key, n_test, n_val in zip(keys, _quotas(sizes, test), _quotas(sizes, val), strict=True):
         group = list(strata[key])
         rng.shuffle(group)
-        n_test = round(len(group) * test)
-        n_val = round(len(group) * val)
+        n_val = min(n_val, len(group) - n_test)
         out["test"].extend(group[:n_test])
         out["val"].extend(group[n_test : n_test + n_val])
         out["train"].extend(group[n_test + n_val :])
@@ -47,12 +60,12 @@ def kfold_split(task: Task, records: Sequence[Any], k: int, fold: int, val: floa
     for rec in records:
         strata[task.stratum(rec)].append(rec)
     out: dict[str, list[Any]] = {"train": [], "val": [], "test": []}
+    folded = []
     for key in sorted(strata, key=lambda x: (x is None, x or "")):
         group = list(strata[key])
         rng.shuffle(group)
-        test = group[fold::k]
-        rest = [r for i, r in enumerate(group) if i % k != fold]
-        n_val = round(len(rest) * val)
+        folded.append((group[fold::k], [r for i, r in enumerate(group) if i % k != fold]))
+    for (test, rest), n_val in zip(folded, _quotas([len(r) for _, r in folded], val), strict=True):
         out["test"].extend(test)
         out["val"].extend(rest[:n_val])
         out["train"].extend(rest[n_val:])

@@ -1,0 +1,228 @@
+"""discharge_summary: the fact matcher, the rubric, the rejected-summary builders and the generator, on
+plain data (no model)."""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from pathlib import Path
+
+import pytest
+
+from clinalign.data.io import read_records
+from clinalign.errors import DataError
+from clinalign.tasks import get_task
+from clinalign.tasks.discharge_summary import (
+    MAX_WORDS,
+    RUBRIC,
+    DischargeRecord,
+    assess,
+    likert_score,
+    normalize,
+    parse_dose,
+    score_summary,
+)
+
+TASK = get_task("discharge_summary")
+
+NOTE = """DISCHARGE SUMMARY
+Discharge diagnosis: community-acquired pneumonia.
+HPI: 70-year-old man with hypertension who presented with 4 days of cough and fever.
+Hospital course: Treated with IV ceftriaxone and furosemide 40 mg twice daily for volume overload.
+Procedures:
+- chest radiograph: right lower lobe consolidation
+Discharge medications:
+- amoxicillin-clavulanate 875 mg twice daily
+- amlodipine 5 mg daily
+- furosemide 20 mg daily
+Follow-up:
+- primary care in 1 week
+"""
+
+
+def _record() -> DischargeRecord:
+    return DischargeRecord.model_validate({
+        "id": "hand-1", "note": NOTE, "summary": "reference",
+        "facts": [
+            {"kind": "diagnosis", "text": "community-acquired pneumonia", "aliases": ["pneumonia"]},
+            {"kind": "finding", "text": "right lower lobe consolidation"},
+            {"kind": "procedure", "text": "chest radiograph"},
+            {"kind": "medication", "text": "amoxicillin-clavulanate 875 mg twice daily",
+             "name": "amoxicillin-clavulanate", "dose": "875 mg twice daily", "aliases": ["augmentin"]},
+            {"kind": "medication", "text": "amlodipine 5 mg daily", "name": "amlodipine", "dose": "5 mg daily"},
+            {"kind": "medication", "text": "furosemide 20 mg daily", "name": "furosemide", "dose": "20 mg daily"},
+            {"kind": "follow_up", "text": "primary care in 1 week"},
+        ],
+    })
+
+
+FULL = ("Admitted with pneumonia (RLL consolidation on CXR). Discharged on Augmentin 875 mg BID, amlodipine "
+        "5mg once a day and furosemide 20 mg qd. See PCP in one week.")
+
+
+def test_paraphrase_with_abbreviations_recalls_every_fact():
+    a = assess(_record(), FULL)
+    assert a.missing == [] and a.wrong_doses == [] and a.invented == []
+    assert score_summary(_record(), FULL) == {"fact_recall": 1.0, "false_facts": 0.0, "wrong_doses": 0.0,
+                                              "invented_facts": 0.0, "likert": 5.0}
+
+
+@pytest.mark.parametrize("summary, recall, wrong, invented, likert", [
+    # one omission (the follow-up): 6/7 recalled, 5 - 1
+    (FULL.replace(" See PCP in one week.", ""), 6 / 7, 0, 0, 4),
+    # wrong amount: amlodipine not recalled and one false fact, 5 - 1 - 1
+    (FULL.replace("5mg", "10 mg"), 6 / 7, 1, 0, 3),
+    # wrong frequency for the same amount is a wrong dose too
+    (FULL.replace("875 mg BID", "875 mg daily"), 6 / 7, 1, 0, 3),
+    # a dose the note gives for the drug (in the course) is not false, but it is not the discharge dose
+    (FULL.replace("furosemide 20 mg qd", "furosemide 40 mg twice daily"), 6 / 7, 0, 0, 4),
+    # a medication and a diagnosis the note does not contain: two false facts
+    (FULL + " Started warfarin 5 mg daily. Course complicated by acute kidney injury.", 1.0, 0, 2, 3),
+    # negated or preventive mentions are not assertions
+    (FULL + " No evidence of sepsis or deep vein thrombosis. Heparin for DVT prophylaxis was stopped.",
+     1.0, 0, 1, 4),
+    # almost nothing: 1/7 recalled (half or more missing: -3)
+    ("Admitted with pneumonia.", 1 / 7, 0, 0, 2),
+    # a name without a dose is an omission, not a false fact
+    (FULL.replace(" 5mg once a day", ""), 6 / 7, 0, 0, 4),
+])
+def test_hand_made_summaries(summary: str, recall: float, wrong: int, invented: int, likert: int):
+    a = assess(_record(), summary)
+    assert a.fact_recall == pytest.approx(recall)
+    assert len(a.wrong_doses) == wrong and len(a.invented) == invented
+    assert a.likert == likert
+    s = score_summary(_record(), summary)
+    assert s["false_facts"] == wrong + invented and s["likert"] == likert
+
+
+def test_invented_names_are_reported():
+    a = assess(_record(), FULL + " Started warfarin 5 mg daily. Course complicated by acute kidney injury.")
+    assert a.invented == ["acute kidney injury", "warfarin"]
+    assert assess(_record(), FULL + " Heparin for DVT prophylaxis.").invented == ["heparin"]
+
+
+def test_empty_and_long_summaries():
+    for empty in (None, "", "   "):
+        s = score_summary(_record(), empty)
+        assert s == {"fact_recall": 0.0, "false_facts": 0.0, "wrong_doses": 0.0, "invented_facts": 0.0,
+                     "likert": 1.0}
+    padded = FULL + " The patient did well." * 40
+    assert len(padded.split()) > MAX_WORDS
+    assert score_summary(_record(), padded)["likert"] == 4.0
+
+
+def test_likert_arithmetic_follows_the_rubric():
+    assert likert_score(1.0, 0, 50) == 5
+    assert likert_score(0.8, 0, 50) == 4 and likert_score(0.75, 0, 50) == 3 and likert_score(0.5, 0, 50) == 2
+    assert likert_score(1.0, 2, 50) == 3 and likert_score(0.1, 3, 50) == 1
+    assert likert_score(1.0, 0, MAX_WORDS + 1) == 4 and likert_score(1.0, 0, 0) == 1
+    assert "5 = every key fact and nothing false" in RUBRIC and str(MAX_WORDS) in RUBRIC
+
+
+def test_normalisation_and_doses():
+    assert normalize("See PCP in two weeks; Lasix 40mg BID") == "see primary care in 2 week lasix 40 mg twice daily"
+    assert normalize("EF 30 %, q6h PRN") == "ejection fraction 30% every 6 hour as needed"
+    assert parse_dose("1 g four times daily").matches(parse_dose("1000 mg QID"))
+    assert parse_dose("25 mcg daily").matches(parse_dose("0.025 mg daily"))
+    assert not parse_dose("25 mg daily").matches(parse_dose("25 mcg daily"))
+    assert parse_dose("50 mg").matches(parse_dose("50 mg daily"))  # an unstated frequency is not a contradiction
+    assert not parse_dose("50 mg nightly").matches(parse_dose("50 mg daily"))
+    assert parse_dose("as directed").amount is None
+
+
+def test_metrics_are_per_item_means():
+    rec = _record()
+    scores = TASK.evaluate([rec, rec], [FULL, None])
+    assert scores == {"likert": 3.0, "fact_recall": 0.5, "false_facts": 0.0}
+    by_name = {m.name: m for m in TASK.metrics}
+    assert [m.name for m in TASK.metrics][0] == "likert"
+    assert all(m.test == "wilcoxon" and m.per_item is not None for m in TASK.metrics)
+    assert by_name["false_facts"].higher_is_better is False and by_name["likert"].higher_is_better
+    assert by_name["false_facts"].per_item(rec, FULL + " Started warfarin 5 mg daily.") == 1.0
+
+
+@pytest.mark.parametrize("raw, parsed", [
+    ("<|im_start|>assistant\nSummary: Admitted with pneumonia.<|im_end|>", "Admitted with pneumonia."),
+    ("**Summary:** Admitted with pneumonia.</s>", "Admitted with pneumonia."),
+    ("  Admitted with pneumonia.  ", "Admitted with pneumonia."),
+    ("<|im_end|>", None),
+    ("   \n ", None),
+])
+def test_parse(raw: str, parsed: str | None):
+    assert TASK.parse(raw) == parsed
+
+
+def test_task_shape():
+    rec = TASK.generate(1, seed=0)[0]
+    assert TASK.choices is None and not TASK.is_closed_set and 120 <= TASK.max_new_tokens <= 200
+    assert TASK.answer(rec) == rec.summary and rec.note in TASK.prompt(rec)
+    assert TASK.stratum(rec) is None
+
+
+def test_reference_summaries_score_5_and_every_builder_scores_lower():
+    recs = TASK.generate(200, seed=4)
+    rng = random.Random(0)
+    kinds = {"omit_fact": 0, "wrong_dose": 0, "invented_fact": 0}
+    for r in recs:
+        assert score_summary(r, r.summary)["likert"] == 5.0, r.summary
+        n_sentences = len(re.findall(r"\.(?:\s|$)", r.summary))
+        assert 2 <= n_sentences <= 5 and len(r.summary.split()) <= MAX_WORDS
+        for name, build in TASK.rejected_builders.items():
+            rejected = build(r, rng)
+            a = assess(r, rejected)
+            assert rejected != r.summary and a.likert < 5, (name, rejected)
+            if name == "omit_fact":
+                assert len(a.missing) == 1 and a.false_facts == 0
+            elif name == "wrong_dose":
+                assert len(a.wrong_doses) == 1 and not a.invented
+            else:
+                assert len(a.invented) == 1 and not a.missing and not a.wrong_doses
+            kinds[name] += 1
+    assert kinds == {"omit_fact": 200, "wrong_dose": 200, "invented_fact": 200}
+
+
+def test_generator_deterministic_varied_and_faithful():
+    a, b = TASK.generate(40, seed=11), TASK.generate(40, seed=11)
+    assert [r.model_dump() for r in a] == [r.model_dump() for r in b]
+    assert [r.note for r in TASK.generate(40, seed=12)] != [r.note for r in a]
+    recs = TASK.generate(2000, seed=3)
+    assert len({r.note for r in recs}) == 2000 and len({r.id for r in recs}) == 2000
+    diagnoses = {next(f.text for f in r.facts if f.kind == "diagnosis").split()[-1] for r in recs}
+    assert len(diagnoses) >= 10
+    for r in recs[:300]:
+        words = len(r.note.split())
+        assert 120 <= words <= 320, words
+        note = r.note.lower()
+        meds = [f for f in r.facts if f.kind == "medication"]
+        assert 3 <= len(meds) <= 7
+        assert len({f.name for f in meds}) == len(meds)
+        for section in ("hpi:", "hospital course:", "procedures:", "discharge medications:", "follow-up:"):
+            assert section in note
+        for f in r.facts:
+            assert f.text.lower() in note, f.text
+            if f.kind == "medication":
+                assert f"- {f.name} {f.dose}".lower() in note
+        a = assess(r, r.note)  # the note itself states every fact and nothing false
+        assert a.fact_recall == 1.0 and a.false_facts == 0
+
+
+def test_records_validate_with_file_line_errors(tmp_path: Path):
+    recs = TASK.generate(3, seed=5)
+    path = tmp_path / "dc.jsonl"
+    rows = [r.model_dump() for r in recs]
+    rows[1]["facts"][0]["kind"] = "symptom"
+    rows[2]["summary"] = " "
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    with pytest.raises(DataError) as e:
+        read_records(path, TASK.record_type)
+    problems = e.value.problems
+    assert any(p.startswith(f"{path}:2: facts.0.kind:") for p in problems)
+    assert any(p.startswith(f"{path}:3: summary: ") and "empty" in p for p in problems)
+    rows = [recs[0].model_dump()]
+    rows[0]["facts"] = [{"kind": "medication", "text": "aspirin 81 mg daily"}]
+    path.write_text(json.dumps(rows[0]) + "\n")
+    with pytest.raises(DataError, match=r"dc.jsonl:1: facts.0: .*needs a name"):
+        read_records(path, TASK.record_type)
+    path.write_text("".join(json.dumps(r.model_dump()) + "\n" for r in recs))
+    assert read_records(path, TASK.record_type) == recs

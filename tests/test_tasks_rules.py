@@ -1,4 +1,4 @@
-"""hyponatremia_urine, clinical_reasoning, discharge_summary and declared YAML tasks, with plain data."""
+"""hyponatremia_urine and clinical_reasoning rules, with plain data (other tasks: tests/test_task_*.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clinalign.data.io import read_records
-from clinalign.errors import DataError, InputError, TaskError
+from clinalign.errors import DataError, InputError
 from clinalign.tasks import get_task
 from clinalign.tasks.hyponatremia_urine import CATEGORIES, classify
 from clinalign.tasks.knowledge import CONDITIONS
@@ -98,63 +98,6 @@ def test_reasoning_parser_and_schema(tmp_path: Path):
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(DataError, match="r.jsonl:1: .*answer 'E' is not one of the options"):
         read_records(path, REASON.record_type)
-
-
-CLS = """id: sepsis_note
-type: classification
-text_fields: [note]
-labels: [sepsis, no_sepsis]
-positive_label: sepsis
-prompt: "Sepsis? {note}"
-"""
-
-
-def test_declared_classification(tmp_path: Path):
-    path = tmp_path / "t.yaml"
-    path.write_text(CLS)
-    task = get_task(str(path))
-    data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"id": "1", "note": "fever, lactate 4", "label": "sepsis"}) + "\n"
-                    + json.dumps({"id": "2", "note": "ankle sprain", "label": "no_sepsis"}) + "\n")
-    recs = read_records(data, task.record_type)
-    assert task.prompt(recs[0]) == "Sepsis? fever, lactate 4"
-    assert task.parse("Sepsis.") == "sepsis" and task.parse("sepsis or no_sepsis") is None
-    scores = task.evaluate(recs, ["sepsis", "sepsis"])
-    assert scores["f1_sepsis"] == pytest.approx(2 / 3) and scores["accuracy"] == 0.5
-    assert task.rejected_builders["wrong_label"](recs[0], random.Random(0)) == "no_sepsis"
-    data.write_text(json.dumps({"id": "1", "note": "", "label": "maybe"}) + "\n")
-    with pytest.raises(DataError) as e:
-        read_records(data, task.record_type)
-    assert any(":1: note:" in p for p in e.value.problems) and any(":1: label:" in p for p in e.value.problems)
-    with pytest.raises(TaskError, match="no synthetic generator"):
-        task.generate(3, 0)
-
-
-@pytest.mark.parametrize("text, message", [
-    (CLS.replace("labels:", "labelz:"), "labels: Field required"),
-    (CLS.replace("{note}", "{body}"), "placeholder {body}"),
-    ("type: regression\n", "type: must be"),
-    (CLS.replace("positive_label: sepsis", "positive_label: shock"), "positive_label"),
-])
-def test_declared_errors_name_file_and_key(tmp_path: Path, text: str, message: str):
-    path = tmp_path / "bad.yaml"
-    path.write_text(text)
-    with pytest.raises(TaskError, match=message) as e:
-        get_task(str(path))
-    assert str(path) in str(e.value)
-
-
-def test_declared_generation_and_examples(tmp_path: Path):
-    gen = get_task("configs/tasks/example_generation.yaml")
-    cls = get_task("configs/tasks/example_classification.yaml")
-    assert cls.choices == ("sepsis", "no_sepsis")
-    rec = gen.record_type(id="1", findings="Right lower lobe opacity.", impression="Right lower lobe pneumonia.",
-                          key_findings=["pneumonia", "right lower lobe"])
-    m = gen.evaluate([rec], ["Pneumonia in the right lower lobe."])
-    assert m["fact_recall"] == 1.0
-    # LCS of [right lower lobe pneumonia.] vs [pneumonia in the right lower lobe.]: "right lower" (2)
-    assert m["rouge_l"] == pytest.approx(2 * (2 / 6) * (2 / 4) / (2 / 6 + 2 / 4))
-    assert gen.rejected_builders["truncate"](rec, random.Random(0)) == "Right lower"
 
 
 def test_hyponatremia_parser_whole_names():

@@ -1,60 +1,100 @@
 """Tasks declared in YAML, without code: a hospital's own classification or generation task.
 
+A declared task is used wherever a task id goes (``clinalign data validate --task-file t.yaml FILE``,
+``task: t.yaml`` in a study). Examples to copy: ``configs/tasks/example_classification.yaml`` and
+``configs/tasks/example_generation.yaml``.
+
 ```yaml
-id: sepsis_note            # classification
+id: sepsis_note                 # classification
 type: classification
-text_fields: [note]
-label_field: label
+text_fields: [note]             # one or more record fields holding text
+label_field: label              # default: label
 labels: [sepsis, no_sepsis]
-prompt: "Does this note describe sepsis? Answer sepsis or no_sepsis.\\n\\n{note}"
-positive_label: sepsis     # optional: also report F1 of this class
+positive_label: sepsis          # optional: also report F1 of this class (listed first: the primary metric)
+metrics: [f1, f1_macro, accuracy]   # optional; default: all that apply, in this order
+prompt: |
+  Does this note describe sepsis? Answer sepsis or no_sepsis.
+
+  {note}
 ```
 ```yaml
-id: radiology_impression   # generation
+id: radiology_impression        # generation
 type: generation
 text_field: findings
 reference_field: impression
-facts_field: key_findings  # optional list of strings: exact-fact recall
+facts_field: key_findings       # optional: a list of strings each answer should contain
+metrics: [rouge_l, fact_recall] # optional
+max_new_tokens: 96              # optional, default 128
 prompt: "Write the impression for these findings:\\n{findings}"
 ```
-Prompts are Python format strings over the record's fields.
+
+Prompts are Python format strings (``str.format_map``) over the record's text fields: ``{note}`` is
+replaced by the field, ``{{`` and ``}}`` write literal braces. Jinja was not chosen because a prompt
+needs substitution only, and a format string fails loudly at load time when it names a field the
+record lacks.
+
+Metrics. Classification: ``f1`` (F1 of ``positive_label``; paired bootstrap), ``f1_macro`` (paired
+bootstrap), ``accuracy`` (McNemar). Generation: ``rouge_l`` (ROUGE-L F-measure from Google's
+``rouge-score`` package, Porter stemming on; its tokenizer keeps only ASCII letters and digits) and
+``fact_recall`` (share of the record's facts found verbatim in the answer, ignoring case and runs
+of whitespace); both per item, Wilcoxon signed-rank.
 """
 
 from __future__ import annotations
 
+import difflib
+import random
 import re
+import string
+from collections.abc import Callable, Sequence
+from functools import cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, create_model, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    create_model,
+)
 
 from clinalign.errors import TaskError
 from clinalign.eval.metrics import accuracy, f1_for, macro_f1
-from clinalign.tasks.base import Metric, Prediction, Record, Task
+from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
+
+NO_GENERATOR = "declared tasks have no synthetic generator; bring your data"
+CLASSIFICATION_METRICS = ("f1", "f1_macro", "accuracy")
+GENERATION_METRICS = ("rouge_l", "fact_recall")
+
+FieldName = Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]*$")]
 
 
 class _Decl(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    id: str
+    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
     description: str = ""
-    prompt: str
+    prompt: Annotated[str, Field(min_length=1)]
+    metrics: list[str] | None = None
 
 
 class ClassificationDecl(_Decl):
     type: Literal["classification"]
-    text_fields: list[str]
-    label_field: str = "label"
-    labels: list[str]
+    text_fields: Annotated[list[FieldName], Field(min_length=1)]
+    label_field: FieldName = "label"
+    labels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=2)]
     positive_label: str | None = None
 
 
 class GenerationDecl(_Decl):
     type: Literal["generation"]
-    text_field: str
-    reference_field: str
-    facts_field: str | None = None
-    max_new_tokens: int = 128
+    text_field: FieldName
+    reference_field: FieldName
+    facts_field: FieldName | None = None
+    max_new_tokens: Annotated[int, Field(ge=1, le=4096)] = 128
 
 
 def _nonempty(v: str) -> str:
@@ -63,140 +103,322 @@ def _nonempty(v: str) -> str:
     return v
 
 
-def _record_model(name: str, text_fields: list[str], extra: dict[str, Any]) -> type[Record]:
-    fields: dict[str, Any] = {f: (str, ...) for f in text_fields}
-    fields.update(extra)
-    validators = {"_nonempty": field_validator(*text_fields)(classmethod(lambda cls, v: _nonempty(v)))}
-    return create_model(name, __base__=Record, __validators__=validators, **fields)
+def _label_text(v: Any) -> Any:
+    """Numeric labels (0/1) in a JSONL file mean the same as their text."""
+    return str(v) if isinstance(v, int | float) and not isinstance(v, bool) else v
+
+
+Text = Annotated[str, AfterValidator(_nonempty)]
+
+
+def _record_model(name: str, fields: dict[str, Any]) -> type[Record]:
+    return create_model(name, __base__=Record, **fields)
+
+
+def _render(template: str, record: Any) -> str:
+    return template.format_map(record.model_dump())
+
+
+def _mean(fn: Callable[[Any, Prediction], float]) -> Callable[[Sequence[Any], Sequence[Prediction]], float]:
+    def compute(recs: Sequence[Any], preds: Sequence[Prediction]) -> float:
+        vals = [fn(r, p) for r, p in zip(recs, preds, strict=True)]
+        return sum(vals) / len(vals) if vals else float("nan")
+
+    return compute
 
 
 class DeclaredClassification(Task):
+    """A closed-set task: answers are scored by log-likelihood over ``labels``."""
+
     def __init__(self, d: ClassificationDecl):
-        self.decl, self.id, self.description = d, d.id, d.description or d.id
+        self.decl = d
+        self.id = d.id
+        self.description = d.description or d.id
         self.choices = tuple(d.labels)
-        self.record_type = _record_model(f"{d.id}_record", d.text_fields, {d.label_field: (Literal[tuple(d.labels)], ...)})
+        fields: dict[str, Any] = {f: (Text, ...) for f in d.text_fields}
+        fields[d.label_field] = (Annotated[Literal[tuple(d.labels)], BeforeValidator(_label_text)], ...)
+        self.record_type = _record_model(f"{d.id}_record", fields)
+        # longest label first, so "no sepsis" is not also read as "sepsis"
+        forms = sorted(((_label_words(lab), lab) for lab in d.labels), key=lambda x: -len(x[0]))
+        self._label_of = dict(forms)
+        self._label_re = re.compile(r"(?<!\w)(" + "|".join(re.escape(f) for f, _ in forms) + r")(?!\w)")
 
     def prompt(self, record: Any) -> str:
-        return self.decl.prompt.format_map(record.model_dump())
+        return _render(self.decl.prompt, record)
 
     def answer(self, record: Any) -> str:
         return getattr(record, self.decl.label_field)
 
     def parse(self, text: str) -> Prediction:
-        t = text.lower()
-        hits = [lab for lab in self.decl.labels if re.search(rf"(?<!\w){re.escape(lab.lower())}(?!\w)", t)]
-        return hits[0] if len(hits) == 1 else None
+        """The one label the text names (case, underscores and hyphens ignored); None for none or several."""
+        found = {self._label_of[m.group(1)] for m in self._label_re.finditer(_label_words(text))}
+        return found.pop() if len(found) == 1 else None
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
         gold = self.answer
-        out = [Metric("f1_macro", "paired_bootstrap", lambda rs, ps: macro_f1([gold(r) for r in rs], ps, self.choices)),
-               Metric("accuracy", "mcnemar", lambda rs, ps: accuracy([gold(r) for r in rs], ps),
-                      per_item=lambda r, p: float(gold(r) == p))]
-        if self.decl.positive_label:
-            pos = self.decl.positive_label
-            out.insert(0, Metric(f"f1_{pos}", "paired_bootstrap", lambda rs, ps: f1_for([gold(r) for r in rs], ps, pos)))
-        return tuple(out)
+        labels = self.choices
+        assert labels is not None
+
+        def golds(rs: Sequence[Any]) -> list[str]:
+            return [gold(r) for r in rs]
+
+        pos = self.decl.positive_label
+        built = {
+            "f1": lambda: Metric(f"f1_{pos}", "paired_bootstrap", lambda rs, ps: f1_for(golds(rs), ps, pos or "")),
+            "f1_macro": lambda: Metric("f1_macro", "paired_bootstrap", lambda rs, ps: macro_f1(golds(rs), ps, labels)),
+            "accuracy": lambda: Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(golds(rs), ps),
+                                       per_item=lambda r, p: float(gold(r) == p)),
+        }
+        return tuple(built[name]() for name in _metric_names(self.decl))
 
     @property
-    def rejected_builders(self):
-        return {"wrong_label": lambda r, rng: rng.choice([x for x in self.choices if x != self.answer(r)])}
+    def rejected_builders(self) -> dict[str, RejectedBuilder]:
+        def wrong_label(r: Any, rng: random.Random) -> str:
+            return rng.choice([x for x in self.decl.labels if x != self.answer(r)])
+
+        return {"wrong_label": wrong_label}
 
     def generate(self, n: int, seed: int) -> list[Any]:
-        raise TaskError(f"declared task {self.id!r} has no synthetic generator; bring your data (data: FILE)")
+        raise TaskError(f"{NO_GENERATOR} (task {self.id!r})")
+
+
+def _label_words(text: str) -> str:
+    return re.sub(r"[\s_\-*`\"']+", " ", text.lower()).strip()
+
+
+@cache
+def _rouge_scorer() -> Any:
+    from rouge_score import rouge_scorer  # imported on first use: it pulls in nltk
+
+    return rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
 
 
 def rouge_l(reference: str, candidate: str) -> float:
-    """ROUGE-L F1 on lower-cased word tokens (longest common subsequence)."""
-    a, b = reference.lower().split(), candidate.lower().split()
-    if not a or not b:
-        return 0.0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    lcs = prev[-1]
-    if lcs == 0:
-        return 0.0
-    p, r = lcs / len(b), lcs / len(a)
-    return 2 * p * r / (p + r)
+    """ROUGE-L F-measure (longest common subsequence of stemmed tokens), as the rouge-score package
+    computes it for the summarisation literature."""
+    return float(_rouge_scorer().score(reference, candidate)["rougeL"].fmeasure) if candidate.strip() else 0.0
+
+
+def _squash(text: str) -> str:
+    return " ".join(text.lower().split())
+
+
+def fact_recall(facts: Sequence[str], answer: str | None) -> float:
+    """Share of ``facts`` found verbatim in ``answer`` (case and whitespace runs ignored); 1.0 when a
+    record lists no facts, as there is nothing to miss."""
+    if not facts:
+        return 1.0
+    text = _squash(answer or "")
+    return sum(_squash(f) in text for f in facts) / len(facts)
 
 
 class DeclaredGeneration(Task):
+    """A free-text task: answers are generated, then scored against a reference (and facts)."""
+
     choices = None
 
     def __init__(self, d: GenerationDecl):
-        self.decl, self.id, self.description = d, d.id, d.description or d.id
+        self.decl = d
+        self.id = d.id
+        self.description = d.description or d.id
         self.max_new_tokens = d.max_new_tokens
-        extra: dict[str, Any] = {d.reference_field: (str, ...)}
+        fields: dict[str, Any] = {d.text_field: (Text, ...), d.reference_field: (Text, ...)}
         if d.facts_field:
-            extra[d.facts_field] = (list[str], ...)
-        self.record_type = _record_model(f"{d.id}_record", [d.text_field], extra)
+            fields[d.facts_field] = (list[Text], ...)
+        self.record_type = _record_model(f"{d.id}_record", fields)
 
     def prompt(self, record: Any) -> str:
-        return self.decl.prompt.format_map(record.model_dump())
+        return _render(self.decl.prompt, record)
 
     def answer(self, record: Any) -> str:
         return getattr(record, self.decl.reference_field)
 
-    def parse(self, text: str) -> Prediction:
-        return text.strip() or None
+    def facts(self, record: Any) -> list[str]:
+        return list(getattr(record, self.decl.facts_field)) if self.decl.facts_field else []
 
-    def fact_recall(self, record: Any, pred: Prediction) -> float:
-        facts = getattr(record, self.decl.facts_field or "", None) or []
-        text = (pred or "").lower()
-        return sum(f.lower() in text for f in facts) / len(facts) if facts else 1.0
+    def parse(self, text: str) -> Prediction:
+        """The answer without chat-template tokens or a leading role line; None if nothing is left."""
+        t = re.sub(r"<\|[^|>]*\|>|</?s>|\[/?INST\]", " ", text).strip()
+        t = re.sub(r"^assistant\s*\n", "", t).strip()
+        return t or None
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
         def rl(r: Any, p: Prediction) -> float:
             return rouge_l(self.answer(r), p or "")
 
-        def mean(fn):
-            return lambda rs, ps: sum(fn(r, p) for r, p in zip(rs, ps, strict=True)) / max(len(rs), 1)
+        def fr(r: Any, p: Prediction) -> float:
+            return fact_recall(self.facts(r), p)
 
-        out = [Metric("rouge_l", "wilcoxon", mean(rl), per_item=rl)]
-        if self.decl.facts_field:
-            out.append(Metric("fact_recall", "wilcoxon", mean(self.fact_recall), per_item=self.fact_recall))
-        return tuple(out)
+        per_item = {"rouge_l": rl, "fact_recall": fr}
+        return tuple(Metric(name, "wilcoxon", _mean(per_item[name]), per_item=per_item[name])
+                     for name in _metric_names(self.decl))
 
     @property
-    def rejected_builders(self):
-        return {"truncate": lambda r, rng: truncate_half(self.answer(r))}
+    def rejected_builders(self) -> dict[str, RejectedBuilder]:
+        out: dict[str, RejectedBuilder] = {}
+        if self.decl.facts_field:
+            out["omit_fact"] = lambda r, rng: omit_fact(self.answer(r), self.facts(r), rng)
+        out["truncate"] = lambda r, rng: truncate_half(self.answer(r))
+        return out
 
     def generate(self, n: int, seed: int) -> list[Any]:
-        raise TaskError(f"declared task {self.id!r} has no synthetic generator; bring your data (data: FILE)")
+        raise TaskError(f"{NO_GENERATOR} (task {self.id!r})")
 
 
 def truncate_half(reference: str) -> str:
-    """The reference cut to its first half: fluent but incomplete, the commonest summary failure."""
+    """The reference cut to its first half of words: fluent but incomplete, a common failure."""
     words = reference.split()
-    return " ".join(words[: max(1, len(words) // 2)]) if len(words) > 1 else ""
+    return " ".join(words[: len(words) // 2]) if len(words) > 1 else reference
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+")
+
+
+def omit_fact(reference: str, facts: Sequence[str], rng: random.Random) -> str:
+    """The reference without one of its facts: the sentence holding it is dropped, or, in a single
+    sentence, the phrase itself. Falls back to truncation when the reference states no fact verbatim."""
+    present = [f for f in facts if _squash(f) and _squash(f) in _squash(reference)]
+    if not present:
+        return truncate_half(reference)
+    fact = rng.choice(present)
+    sentences = _SENTENCE.split(reference.strip())
+    kept = [s for s in sentences if _squash(fact) not in _squash(s)]
+    if kept and len(kept) < len(sentences):
+        return " ".join(kept)
+    out = re.sub(re.escape(fact), "", reference, flags=re.I)
+    out = re.sub(r"\s+([,.;:])", r"\1", re.sub(r"\s{2,}", " ", out)).strip(" ,;")
+    return out if out.strip(" .") else truncate_half(reference)
+
+
+def _metric_names(d: ClassificationDecl | GenerationDecl) -> list[str]:
+    if isinstance(d, ClassificationDecl):
+        default = (["f1"] if d.positive_label else []) + ["f1_macro", "accuracy"]
+    else:
+        default = ["rouge_l"] + (["fact_recall"] if d.facts_field else [])
+    return list(d.metrics) if d.metrics else default
+
+
+# ---------------------------------------------------------------------------------------------------
+# Loading, with errors that name the file, the line and the key.
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """Top-level key -> line number in the YAML text, for error messages."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return {}
+    if not isinstance(node, yaml.MappingNode):
+        return {}
+    return {k.value: k.start_mark.line + 1 for k, _ in node.value if isinstance(k, yaml.ScalarNode)}
+
+
+def _where(path: Path, lines: dict[str, int], key: str) -> str:
+    top = key.split(".")[0]
+    return f"{path}:{lines[top]}: {key}" if top in lines else f"{path}: {key}"
+
+
+def _pydantic_problem(err: dict[str, Any], allowed: Sequence[str]) -> str:
+    kind = err.get("type", "")
+    if kind == "missing":
+        return "missing key"
+    if kind == "extra_forbidden":
+        guess = difflib.get_close_matches(str(err["loc"][0]), allowed, n=1)
+        hint = f"did you mean {guess[0]!r}? " if guess else ""
+        return f"unknown key ({hint}allowed: {', '.join(allowed)})"
+    if kind == "string_pattern_mismatch" and err["loc"][0] == "id":
+        return f"{err.get('input')!r} is not a valid task id (letters, digits, '_', '.' and '-')"
+    if kind == "string_pattern_mismatch":
+        return f"{err.get('input')!r} is not a valid name (letters, digits and underscores, starting with a letter)"
+    return str(err.get("msg", "invalid"))
+
+
+def _check(path: Path, lines: dict[str, int], decl: ClassificationDecl | GenerationDecl) -> None:
+    def fail(key: str, msg: str) -> None:
+        raise TaskError(f"{_where(path, lines, key)}: {msg}")
+
+    if isinstance(decl, ClassificationDecl):
+        names = [*decl.text_fields, decl.label_field]
+        prompt_fields = decl.text_fields
+        if len(set(decl.labels)) != len(decl.labels):
+            fail("labels", "labels must be distinct")
+        if len({_label_words(x) for x in decl.labels}) != len(decl.labels):
+            fail("labels", "two labels differ only in case, spaces or underscores; the parser could not tell them apart")
+        if decl.positive_label is not None and decl.positive_label not in decl.labels:
+            fail("positive_label", f"{decl.positive_label!r} is not one of labels ({', '.join(decl.labels)})")
+        allowed_metrics = CLASSIFICATION_METRICS
+    else:
+        names = [decl.text_field, decl.reference_field] + ([decl.facts_field] if decl.facts_field else [])
+        prompt_fields = [decl.text_field]
+        allowed_metrics = GENERATION_METRICS
+    if "id" in names:
+        fail("text_fields" if isinstance(decl, ClassificationDecl) else "text_field", "'id' is the record id, not a field")
+    if len(set(names)) != len(names):
+        fail("text_fields" if isinstance(decl, ClassificationDecl) else "reference_field",
+             f"field names must be distinct ({', '.join(names)})")
+    for m in decl.metrics or ():
+        if m not in allowed_metrics:
+            fail("metrics", f"unknown metric {m!r} (choose from {', '.join(allowed_metrics)})")
+    if decl.metrics is not None and (not decl.metrics or len(set(decl.metrics)) != len(decl.metrics)):
+        fail("metrics", "list each metric once, at least one")
+    if isinstance(decl, ClassificationDecl) and "f1" in (decl.metrics or ()) and not decl.positive_label:
+        fail("metrics", "metric 'f1' needs positive_label")
+    if isinstance(decl, GenerationDecl) and "fact_recall" in (decl.metrics or ()) and not decl.facts_field:
+        fail("metrics", "metric 'fact_recall' needs facts_field")
+    try:
+        placeholders = [f for _, f, _, _ in string.Formatter().parse(decl.prompt) if f is not None]
+    except ValueError as e:
+        fail("prompt", f"not a valid template ({e}); write literal braces as {{{{ and }}}}")
+    for name in placeholders:
+        if name not in prompt_fields:
+            fail("prompt", f"placeholder {{{name}}} is not a text field (use {', '.join('{' + f + '}' for f in prompt_fields)})")
+    if not placeholders:
+        fail("prompt", f"the prompt never includes the record's text (add {{{prompt_fields[0]}}})")
 
 
 def load_task_file(path: Path) -> Task:
+    """A Task from a YAML declaration; any problem is a TaskError naming the file, line and key."""
+    path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise TaskError(f"task file {path} not found") from None
+        raise TaskError(f"{path}: task file not found") from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TaskError(f"{path}: cannot read task file ({e})") from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as e:
-        raise TaskError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
-    if not isinstance(raw, dict) or raw.get("type") not in ("classification", "generation"):
-        raise TaskError(f"{path}: type: must be 'classification' or 'generation'")
-    model = ClassificationDecl if raw["type"] == "classification" else GenerationDecl
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(e, "problem", None) or str(e)
+        raise TaskError(f"{where}: not valid YAML ({problem})".replace("\n", " ")) from None
+    lines = _key_lines(text)
+    if not isinstance(raw, dict):
+        raise TaskError(f"{path}: expected a mapping of keys (id, type, prompt, ...), got {type(raw).__name__}")
+    kind = raw.get("type")
+    if kind not in ("classification", "generation"):
+        msg = "missing key" if kind is None else f"{kind!r} is not a task type"
+        raise TaskError(f"{_where(path, lines, 'type')}: {msg}; use 'classification' or 'generation'")
+    model: type[ClassificationDecl] | type[GenerationDecl] = (
+        ClassificationDecl if kind == "classification" else GenerationDecl)
+    for key in ("labels", "positive_label"):
+        values = raw.get(key) if isinstance(raw.get(key), list) else [raw.get(key)]
+        if any(isinstance(v, bool) for v in values):
+            raise TaskError(f"{_where(path, lines, key)}: YAML reads unquoted yes/no/true/false as booleans; "
+                            "quote labels: ['yes', 'no']")
+        if isinstance(raw.get(key), list):
+            raw[key] = [_label_text(v) for v in raw[key]]
+        elif raw.get(key) is not None:
+            raw[key] = _label_text(raw[key])
     try:
         decl = model.model_validate(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        raise TaskError(f"{path}: {'.'.join(map(str, err['loc'])) or 'task'}: {err['msg']}") from None
-    fields = set(decl.text_fields) if isinstance(decl, ClassificationDecl) else {decl.text_field}
-    for name in re.findall(r"{(\w+)}", decl.prompt):
-        if name not in fields:
-            raise TaskError(f"{path}: prompt: placeholder {{{name}}} is not a text field ({', '.join(sorted(fields))})")
-    if isinstance(decl, ClassificationDecl):
-        if decl.positive_label and decl.positive_label not in decl.labels:
-            raise TaskError(f"{path}: positive_label: {decl.positive_label!r} is not one of labels")
-        return DeclaredClassification(decl)
-    return DeclaredGeneration(decl)
+        errs = sorted(e.errors(), key=lambda x: x.get("type") != "extra_forbidden")  # a typo explains a missing key
+        err = errs[0]
+        key = ".".join(str(p) for p in err["loc"]) or "task"
+        more = f" (and {len(errs) - 1} more)" if len(errs) > 1 else ""
+        raise TaskError(f"{_where(path, lines, key)}: {_pydantic_problem(err, list(model.model_fields))}{more}") from None
+    _check(path, lines, decl)
+    return DeclaredClassification(decl) if isinstance(decl, ClassificationDecl) else DeclaredGeneration(decl)

@@ -556,13 +556,23 @@ class _Admission:
     follow_up: list[str]
     avoid: frozenset[str] = frozenset()  # drug classes unsafe here (no NSAIDs after a bleed, ...)
     comorbid: tuple[str, ...] = ()       # comorbidities this admission always has
+    hr: int | None = None                # admission heart rate when the HPI states it
+    doses: dict[str, tuple[str, ...]] = field(default_factory=dict)  # doses for this indication
+    dose_notes: dict[str, str] = field(default_factory=dict)         # e.g. the step-down after a loading dose
+
+
+@dataclass
+class _Patient:
+    age: int
+    sex: str
+    comorbid: list[str]
 
 
 def _side(rng: random.Random) -> str:
     return pick(rng, ("right", "left"))
 
 
-def _chf(rng: random.Random) -> _Admission:
+def _chf(rng: random.Random, pt: _Patient) -> _Admission:
     ef = pick(rng, (20, 25, 30, 35, 40, 45))
     gain = rng.randint(4, 12)
     net = rng.choice((2.5, 3.1, 3.8, 4.2, 5.0, 5.6, 6.3))
@@ -585,7 +595,7 @@ def _chf(rng: random.Random) -> _Admission:
     )
 
 
-def _pneumonia(rng: random.Random) -> _Admission:
+def _pneumonia(rng: random.Random, pt: _Patient) -> _Admission:
     lobe = pick(rng, ("right lower lobe", "left lower lobe", "right middle lobe", "right upper lobe"))
     abx = pick(rng, ("amoxicillin-clavulanate", "cefpodoxime", "levofloxacin", "doxycycline"))
     meds = [abx] + (["azithromycin"] if abx in ("amoxicillin-clavulanate", "cefpodoxime") else []) + ["benzonatate"]
@@ -602,7 +612,7 @@ def _pneumonia(rng: random.Random) -> _Admission:
     )
 
 
-def _copd(rng: random.Random) -> _Admission:
+def _copd(rng: random.Random, pt: _Patient) -> _Admission:
     pco2 = rng.randint(50, 68)
     bipap = rng.random() < 0.4
     meds = ["prednisone", "tiotropium", "albuterol inhaler", "budesonide-formoterol",
@@ -614,14 +624,14 @@ def _copd(rng: random.Random) -> _Admission:
          ("Required noninvasive ventilation for the first night. " if bipap else "")
          + f"Discharged on prednisone to complete {rng.randint(3, 5)} more days."],
         [(f"hypercapnia with pCO2 {pco2}", (f"pCO2 {pco2}",))],
-        [("arterial blood gas", f"pH 7.{rng.randint(28, 34)}, pCO2 {pco2}, hypercapnia with pCO2 {pco2}")]
+        [("arterial blood gas", f"pH 7.{rng.randint(28, 34)}, hypercapnia with pCO2 {pco2}")]
         + ([("noninvasive ventilation", "BiPAP overnight on hospital day 1")] if bipap else []),
         meds, 3, [f"pulmonology clinic in {pick(rng, ('2 weeks', '3 weeks'))}", "pulmonary rehabilitation referral"],
         comorbid=("former tobacco use",),
     )
 
 
-def _dka(rng: random.Random) -> _Admission:
+def _dka(rng: random.Random, pt: _Patient) -> _Admission:
     gap, glucose = rng.randint(22, 34), rng.randint(420, 760)
     a1c = rng.choice((9.8, 10.4, 11.2, 12.1, 13.5))
     trigger = pick(rng, ("missed insulin doses", "a viral gastroenteritis", "an insulin pump failure"))
@@ -639,25 +649,25 @@ def _dka(rng: random.Random) -> _Admission:
     )
 
 
-def _gi_bleed(rng: random.Random) -> _Admission:
+def _gi_bleed(rng: random.Random, pt: _Patient) -> _Admission:
     ulcer = pick(rng, ("duodenal ulcer", "gastric ulcer"))
     units = rng.randint(1, 4)
     hgb = rng.choice((6.4, 6.9, 7.1, 7.4, 7.8))
     return _Admission(
         "upper gastrointestinal bleed", ("upper gi bleed", "ugib", "upper gastrointestinal bleeding"),
         f"melena for {rng.randint(1, 4)} days and lightheadedness; hemoglobin {hgb} on arrival",
-        [f"Received IV pantoprazole and {units} units of packed red blood cells.",
+        [f"Received IV pantoprazole and {units} unit{'s' if units > 1 else ''} of packed red blood cells.",
          f"Hemoglobin stable at {rng.choice((8.4, 8.9, 9.3, 9.6))} for 48 hours before discharge."],
         [(ulcer, ())],
         [("esophagogastroduodenoscopy", f"{ulcer} with visible vessel, treated with clips and epinephrine"),
-         ("blood transfusion", f"{units} units of packed red blood cells")],
+         ("blood transfusion", f"{units} unit{'s' if units > 1 else ''} of packed red blood cells")],
         ["pantoprazole", "sucralfate", "ferrous sulfate"], 1,
         [f"gastroenterology clinic in {pick(rng, ('4 weeks', '6 weeks'))}", "repeat complete blood count in 1 week"],
         frozenset({"antiplatelet", "anticoag", "p2y12", "ppi"}),
     )
 
 
-def _stroke(rng: random.Random) -> _Admission:
+def _stroke(rng: random.Random, pt: _Patient) -> _Admission:
     side = _side(rng)
     deficit = "right-sided weakness and aphasia" if side == "left" else "left-sided weakness and facial droop"
     nihss = rng.randint(2, 9)
@@ -675,7 +685,7 @@ def _stroke(rng: random.Random) -> _Admission:
     )
 
 
-def _urosepsis(rng: random.Random) -> _Admission:
+def _urosepsis(rng: random.Random, pt: _Patient) -> _Admission:
     org = pick(rng, ("Escherichia coli", "Klebsiella pneumoniae", "Proteus mirabilis"))
     lactate = rng.choice((2.4, 2.9, 3.3, 3.8, 4.1))
     abx = pick(rng, ("ciprofloxacin", "cephalexin", "cefpodoxime"))
@@ -692,24 +702,29 @@ def _urosepsis(rng: random.Random) -> _Admission:
     )
 
 
-def _afib(rng: random.Random) -> _Admission:
-    hr, chads = rng.randint(138, 176), rng.randint(2, 5)
+def _afib(rng: random.Random, pt: _Patient) -> _Admission:
+    hr = rng.randint(138, 176)
+    chads = ((pt.age >= 75) * 2 + (65 <= pt.age < 75) + (pt.sex == "woman") + ("hypertension" in pt.comorbid)
+             + ("type 2 diabetes" in pt.comorbid))
     rate = pick(rng, ("diltiazem", "metoprolol tartrate"))
     cv = rng.random() < 0.3
+    reduced = pt.age >= 80 and "chronic kidney disease stage 3" in pt.comorbid
     return _Admission(
         "atrial fibrillation with rapid ventricular response", ("afib with rvr", "rapid atrial fibrillation"),
         f"palpitations and dyspnea; heart rate {hr} in atrial fibrillation",
-        [f"Rate controlled with IV diltiazem then oral {rate}. CHA2DS2-VASc score {chads}; started apixaban."]
+        [f"Rate controlled with IV diltiazem then oral {rate}. CHA2DS2-VASc score {chads}; started apixaban"
+         + (" at a reduced dose for age and renal function." if reduced else ".")]
         + (["Converted to sinus rhythm after cardioversion."] if cv else ["Remained in rate-controlled atrial fibrillation."]),
         [(f"CHA2DS2-VASc score {chads}", (f"CHADS-VASc {chads}",))],
         [("transthoracic echocardiogram", f"ejection fraction {pick(rng, (50, 55, 60))}%, mildly dilated left atrium")]
         + ([("cardioversion", "synchronized, 200 J, successful")] if cv else []),
         ["apixaban", rate], 2, [f"cardiology clinic in {pick(rng, ('1 week', '2 weeks'))}"],
-        frozenset({"anticoag", "beta" if rate == "diltiazem" else "ccb_rate"}),
+        frozenset({"anticoag", "beta" if rate == "diltiazem" else "ccb_rate"}), hr=hr,
+        doses={"apixaban": ("2.5 mg twice daily",) if reduced else ("5 mg twice daily",)},
     )
 
 
-def _cellulitis(rng: random.Random) -> _Admission:
+def _cellulitis(rng: random.Random, pt: _Patient) -> _Admission:
     side = _side(rng)
     wbc = rng.choice((12.8, 13.6, 14.2, 15.9, 17.3))
     abscess = rng.random() < 0.35
@@ -726,12 +741,14 @@ def _cellulitis(rng: random.Random) -> _Admission:
     )
 
 
-def _pe(rng: random.Random) -> _Admission:
+def _pe(rng: random.Random, pt: _Patient) -> _Admission:
     side = pick(rng, ("bilateral", "right", "left"))
     anticoag = pick(rng, ("apixaban", "rivaroxaban"))
+    hr = rng.randint(104, 128)
     return _Admission(
         "pulmonary embolism", ("pe",),
-        f"pleuritic chest pain and dyspnea {rng.randint(1, 5)} days after a long flight; heart rate {rng.randint(104, 128)}",
+        f"pleuritic chest pain and dyspnea {rng.randint(1, 5)} days after "
+        f"{pick(rng, _PE_RISK[:2] if pt.age >= 50 else _PE_RISK[::2])}; heart rate {hr}",
         [f"Started on heparin infusion, then oral {anticoag}. Troponin was "
          + pick(rng, ("normal.", "mildly elevated without right ventricular strain.")),
          "Ambulating on room air at discharge."],
@@ -740,11 +757,16 @@ def _pe(rng: random.Random) -> _Admission:
          ("venous duplex ultrasound", pick(rng, ("no deep vein thrombosis", "left popliteal deep vein thrombosis")))],
         [anticoag, "acetaminophen"], 1,
         [f"primary care in {pick(rng, ('1 week', '2 weeks'))}", "hematology clinic in 3 months"],
-        frozenset({"antiplatelet"}),
+        frozenset({"antiplatelet"}), hr=hr,
+        doses={"apixaban": ("10 mg twice daily",), "rivaroxaban": ("15 mg twice daily",)},
+        dose_notes={"apixaban": " for 7 days, then 5 mg twice daily", "rivaroxaban": " for 21 days, then 20 mg daily"},
     )
 
 
-def _nstemi(rng: random.Random) -> _Admission:
+_PE_RISK = ("a long flight", "knee replacement surgery", "a week of bed rest with influenza")
+
+
+def _nstemi(rng: random.Random, pt: _Patient) -> _Admission:
     vessel = pick(rng, ("left anterior descending artery", "right coronary artery", "left circumflex artery"))
     trop = rng.choice((1.8, 3.4, 5.6, 8.2, 12.5))
     p2y12 = pick(rng, ("ticagrelor", "clopidogrel"))
@@ -762,7 +784,7 @@ def _nstemi(rng: random.Random) -> _Admission:
     )
 
 
-def _pancreatitis(rng: random.Random) -> _Admission:
+def _pancreatitis(rng: random.Random, pt: _Patient) -> _Admission:
     lipase = rng.randint(900, 4800)
     gallstone = rng.random() < 0.6
     return _Admission(
@@ -782,7 +804,7 @@ def _pancreatitis(rng: random.Random) -> _Admission:
     )
 
 
-ADMISSIONS: dict[str, Callable[[random.Random], _Admission]] = {
+ADMISSIONS: dict[str, Callable[[random.Random, _Patient], _Admission]] = {
     "heart failure": _chf, "pneumonia": _pneumonia, "copd": _copd, "dka": _dka, "gi bleed": _gi_bleed,
     "stroke": _stroke, "urosepsis": _urosepsis, "afib": _afib, "cellulitis": _cellulitis, "pe": _pe,
     "nstemi": _nstemi, "pancreatitis": _pancreatitis,
@@ -817,25 +839,39 @@ RETURN_SIGNS = {
 }
 
 
-def _vitals(rng: random.Random, key: str) -> str:
+#: age range per admission type (no COPD at 38, no DKA at 90)
+AGES = {"copd": (52, 90), "heart failure": (48, 93), "stroke": (45, 93), "nstemi": (40, 88), "afib": (55, 93),
+        "dka": (18, 58), "pancreatitis": (28, 80), "cellulitis": (25, 90), "pe": (25, 85)}
+_RESPIRATORY = _HYPOXIC | {"afib"}
+
+
+def _vitals(rng: random.Random, key: str, adm: _Admission) -> str:
     temp = rng.choice((38.3, 38.6, 38.9, 39.2)) if key in _FEBRILE else rng.choice((36.5, 36.8, 37.0, 37.2))
     spo2 = rng.randint(84, 90) if key in _HYPOXIC else rng.randint(94, 99)
-    hr = rng.randint(96, 124) if key in _FEBRILE | {"pe", "gi bleed"} else rng.randint(64, 98)
-    sbp = rng.randint(84, 98) if key in {"urosepsis", "gi bleed"} else rng.randint(108, 168)
-    return (f"Admission vitals: T {temp} C, HR {hr}, BP {sbp}/{rng.randint(48, 92)}, RR {rng.randint(14, 28)}, "
-            f"SpO2 {spo2}% on room air.")
+    hr = adm.hr or (rng.randint(96, 124) if key in _FEBRILE | {"gi bleed", "dka"} else rng.randint(62, 96))
+    sbp = rng.randint(84, 98) if key in {"urosepsis", "gi bleed"} else rng.randint(112, 172)
+    rr = rng.randint(22, 30) if key in _RESPIRATORY else rng.randint(14, 20)
+    o2 = "room air" if spo2 >= 92 else pick(rng, ("room air", "2 L nasal cannula"))
+    return f"Admission vitals: T {temp} C, HR {hr}, BP {sbp}/{rng.randint(52, 94)}, RR {rr}, SpO2 {spo2}% on {o2}."
 
 
-def _labs(rng: random.Random, key: str) -> str:
+def _labs(rng: random.Random, key: str, comorbid: Sequence[str]) -> str:
     k = rng.choice((5.4, 5.8, 6.1)) if key == "dka" else rng.choice((3.6, 3.9, 4.1, 4.4, 4.7))
-    cr = rng.choice((1.4, 1.7, 2.1)) if key in {"urosepsis", "dka"} else rng.choice((0.7, 0.9, 1.0, 1.2, 1.3))
+    if "chronic kidney disease stage 3" in comorbid:
+        cr = rng.choice((1.5, 1.7, 1.9, 2.2))
+    elif key in {"urosepsis", "dka"}:
+        cr = rng.choice((1.4, 1.7, 2.1))
+    else:
+        cr = rng.choice((0.7, 0.8, 0.9, 1.0, 1.1))
     hgb = "" if key == "gi bleed" else f", hemoglobin {rng.choice((10.9, 11.8, 12.6, 13.4, 14.1))}"
-    return f"sodium {rng.randint(131, 144)}, potassium {k}, creatinine {cr}{hgb}."
+    return f"Admission labs: sodium {rng.randint(131, 144)}, potassium {k}, creatinine {cr}{hgb}."
+
+
 _DISPOSITION = ("home", "home with home health services", "home with family", "a skilled nursing facility")
 
 
-def _dose(med: str, rng: random.Random) -> str:
-    return pick(rng, MEDS[med][0])
+def _dose(med: str, rng: random.Random, adm: _Admission | None = None) -> str:
+    return pick(rng, (adm.doses.get(med) if adm else None) or MEDS[med][0])
 
 
 _FILLERS = ("acetaminophen", "polyethylene glycol", "senna")  # common discharge additions, so every list has 3
@@ -858,25 +894,26 @@ def _choose_meds(rng: random.Random, adm: _Admission, comorbid: list[str]) -> li
             continue
         chosen.append(m)
         classes.add(cls)
-    return [(m, _dose(m, rng)) for m in chosen]
+    return [(m, _dose(m, rng, adm)) for m in chosen]
 
 
 _MALE_ONLY = {"benign prostatic hyperplasia"}
+_MIN_AGE = {"benign prostatic hyperplasia": 50, "osteoarthritis": 45, "gout": 35, "chronic kidney disease stage 3": 40}
 
 
 def make_record(rng: random.Random, rid: str) -> DischargeRecord:
     """One note with its key facts and a reference summary rendered from them."""
     key = pick(rng, sorted(ADMISSIONS))
-    adm = ADMISSIONS[key](rng)
     sex = pick(rng, ("man", "woman"))
-    age = rng.randint(24, 62) if adm.dx == "diabetic ketoacidosis" else rng.randint(38, 92)
-    pool = [c for c in COMORBIDITIES if not (c in _MALE_ONLY and sex == "woman")]
-    if adm.dx == "diabetic ketoacidosis":
-        pool = [c for c in pool if c != "type 2 diabetes"]
-    comorbid = list(adm.comorbid) + rng.sample(pool, rng.randint(1, 3))
+    age = rng.randint(*AGES.get(key, (30, 92)))
+    pool = [c for c in COMORBIDITIES if not (c in _MALE_ONLY and sex == "woman") and age >= _MIN_AGE.get(c, 0)]
+    if key == "dka":
+        pool = [c for c in pool if c not in ("type 2 diabetes", "benign prostatic hyperplasia")]
+    pt = _Patient(age, sex, rng.sample(pool, rng.randint(1, 3)))
+    adm = ADMISSIONS[key](rng, pt)
+    comorbid = list(adm.comorbid) + [c for c in pt.comorbid if c not in adm.comorbid]
     meds = _choose_meds(rng, adm, comorbid)
-    n_fu = rng.randint(1, len(adm.follow_up))
-    follow = adm.follow_up[:n_fu]
+    follow = adm.follow_up[: rng.randint(1, len(adm.follow_up))]
     los = rng.randint(2, 8)
 
     facts = [Fact(kind="diagnosis", text=adm.dx, aliases=list(adm.dx_aliases))]
@@ -886,25 +923,27 @@ def make_record(rng: random.Random, rid: str) -> DischargeRecord:
     facts += [Fact(kind="follow_up", text=f) for f in follow]
 
     hpi_open = pick(rng, ("presented with", "was admitted with", "came to the emergency department with"))
-    new = {m for m in adm.meds}
-    med_lines = [f"- {m} {d}" + (pick(rng, (" (new)", " (NEW)", "")) if m in new else "") for m, d in meds]
-    procs = [f"- {p}: {r}" for p, r in adm.procedures] or ["- none"]
+    med_lines = [f"- {m} {d}{adm.dose_notes.get(m, '')}" + (pick(rng, (" (new)", " (NEW)", "")) if m in adm.meds else "")
+                 for m, d in meds]
+    activity = pick(rng, ("activity as tolerated", "walk daily, no heavy lifting for 1 week")
+                    + (("activity as tolerated with a walker",) if age >= 75 else ()))
+    code = pick(rng, (" Code status: full code.", "") + ((" Code status: DNR/DNI.",) if age >= 70 else ()))
     note = "\n".join([
         pick(rng, ("DISCHARGE SUMMARY", "Discharge Summary", "HOSPITAL DISCHARGE NOTE")),
         f"Length of stay: {los} days. Disposition: {pick(rng, _DISPOSITION)}.",
         f"Discharge diagnosis: {adm.dx}.",
-        f"HPI: {age}-year-old {sex} with {_join(comorbid)} who {hpi_open} {adm.presentation}.",
-        _vitals(rng, key),
-        "Admission labs: " + _labs(rng, key),
+        f"HPI: {age}-year-old {sex} with {pick(rng, ('a history of ', ''))}{_join(comorbid)} who {hpi_open} "
+        f"{adm.presentation}.",
+        _vitals(rng, key, adm),
+        _labs(rng, key, comorbid),
         "Hospital course: " + " ".join(adm.course),
-        "Procedures:", *procs,
+        "Procedures:", *([f"- {p}: {r}" for p, r in adm.procedures] or ["- none"]),
         "Discharge medications:", *med_lines,
         "Follow-up:", *[f"- {f}" for f in follow],
-        f"Instructions: {DIETS.get(key, 'regular diet')}; "
-        f"{pick(rng, ('activity as tolerated', 'walk daily, no heavy lifting for 1 week', 'activity as tolerated with a walker'))}. "
+        f"Instructions: {DIETS.get(key, 'regular diet')}; {activity}. "
         f"Return to the emergency department for {RETURN_SIGNS[key]}.",
         pick(rng, ("Condition at discharge: stable.", "Condition at discharge: improved, ambulatory.",
-                   "Discharged in stable condition.")) + pick(rng, (" Code status: full code.", " Code status: DNR/DNI.", "")),
+                   "Discharged in stable condition.")) + code,
     ])
     summary = render_summary(rng, age, sex, facts)
     return DischargeRecord(id=rid, note=note, summary=summary, facts=facts)
@@ -923,16 +962,16 @@ def render_summary(rng: random.Random, age: int, sex: str, facts: Sequence[Fact]
     meds = [f.text for f in facts if f.kind == "medication"]
     fu = [f.text for f in facts if f.kind == "follow_up"]
     lead = f"{age}-year-old {sex} admitted for {_join(dx)}" if dx else f"{age}-year-old {sex} hospitalized"
-    first = lead + (f" with {_join(findings)}." if findings and rng.random() < 0.5 else ".")
-    out = [first]
-    if findings and not first.endswith(f"{_join(findings)}."):
+    inline = findings and not any(" with " in f for f in findings) and rng.random() < 0.5
+    out = [lead + (f" with {_join(findings)}." if inline else ".")]
+    if findings and not inline:
         out.append(pick(rng, ("Notable for {}.", "Key finding: {}.")).format(_join(findings)))
     if procs:
-        out.append(pick(rng, ("Underwent {}.", "Work-up included {}.", "Procedures: {}.")).format(_join(procs)))
+        out.append(pick(rng, ("Underwent {}.", "Procedures: {}.")).format(_join(procs)))
     if meds:
         out.append(pick(rng, ("Discharged on {}.", "Discharge medications: {}.")).format(", ".join(meds)))
     if fu:
-        out.append(pick(rng, ("Follow-up: {}.", "Follow up with {}.")).format(_join(fu)))
+        out.append(pick(rng, ("Follow-up: {}.", "Follow-up plan: {}.")).format(_join(fu)))
     return " ".join(out)
 
 
@@ -954,10 +993,10 @@ def omit_fact(r: DischargeRecord, rng: random.Random) -> str:
     return render_summary(rng, *_age_sex(r), [f for i, f in enumerate(r.facts) if i != drop])
 
 
-def _wrong_amount(med: str, dose: str, rng: random.Random) -> str:
-    """Another dose of the same drug with a different amount, or a 2x / 10x slip."""
-    gold = parse_dose(dose)
-    others = [d for d in MEDS.get(med, ((),))[0] if parse_dose(d).amount != gold.amount] if med in MEDS else []
+def _wrong_amount(med: str, dose: str, stated: Sequence[Dose], rng: random.Random) -> str:
+    """Another usual dose of the same drug with an amount the note never gives it, else a 2x / 10x slip."""
+    taken = {d.amount for d in stated} | {parse_dose(dose).amount}
+    others = [d for d in MEDS[med][0] if parse_dose(d).amount not in taken] if med in MEDS else []
     if others:
         return pick(rng, others)
     m = re.match(r"(\d+(?:\.\d+)?)(.*)", dose)
@@ -974,7 +1013,9 @@ def wrong_dose(r: DischargeRecord, rng: random.Random) -> str:
     i = pick(rng, meds)
     f = r.facts[i]
     assert f.name and f.dose
-    bad = _wrong_amount(f.name, f.dose, rng)
+    name = _canonical(f.name, _record_vocab(r))
+    stated = [m.dose for m in _mentions(clauses(r.note), _record_vocab(r)) if m.canonical == name and m.dose]
+    bad = _wrong_amount(f.name, f.dose, stated, rng)
     facts = list(r.facts)
     facts[i] = f.model_copy(update={"text": f"{f.name} {bad}", "dose": bad})
     return render_summary(rng, *_age_sex(r), facts)

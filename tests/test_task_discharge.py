@@ -102,6 +102,16 @@ def test_invented_names_are_reported():
     assert assess(_record(), FULL + " Heparin for DVT prophylaxis.").invented == ["heparin"]
 
 
+def test_abbreviations_and_brand_names_on_a_generated_note():
+    rec = next(r for r in TASK.generate(80, seed=1) if r.facts[0].text == "acute decompensated heart failure")
+    med = next(f for f in rec.facts if f.kind == "medication" and f.aliases)
+    text = rec.summary.replace("acute decompensated heart failure", "CHF exacerbation (known CHF)")
+    text = text.replace(f"{med.name} {med.dose}", f"{med.aliases[0].title()} {med.dose}")
+    assert text != rec.summary
+    a = assess(rec, text)
+    assert a.fact_recall == 1.0 and a.false_facts == 0 and a.likert == 5
+
+
 def test_empty_and_long_summaries():
     for empty in (None, "", "   "):
         s = score_summary(_record(), empty)

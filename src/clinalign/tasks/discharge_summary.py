@@ -464,7 +464,7 @@ def assess(record: DischargeRecord, summary: str | None) -> Assessment:
         elif not any(keywords(alt) <= s_words for alt in (f.text, *f.aliases)):
             missing.append(f.text)
     invented = sorted({m.canonical for m in s_mentions if m.asserted and m.canonical not in note_terms
-                       and f" {m.surface} " not in note_text})
+                       and f" {m.surface} " not in note_text and f" {m.canonical} " not in note_text})
     recall = 1 - len(missing) / len(record.facts)
     words = len(text.split())
     return Assessment(recall, missing, wrong, invented, words, likert_score(recall, len(wrong) + len(invented), words))

@@ -25,9 +25,11 @@ How a summary is matched against the facts (`assess`), so any score can be check
 - False facts: (a) a wrong dose: a listed medication stated with an amount or frequency that
   matches neither its discharge dose nor any dose the note gives for it; (b) an invented term: a
   medication, diagnosis or procedure from the known vocabulary (`VOCAB`, plus the record's own
-  fact names) asserted in the summary but absent from the note. A term preceded in its clause by a
-  negation ("no", "without", "negative for", "ruled out", ...) or followed by "prophylaxis",
-  "prevention" or "risk" is not an assertion.
+  fact names) asserted in the summary while neither the words used nor the term's canonical name
+  occur in the note (so "CHF" is fine when the note says heart failure). A term preceded in its
+  clause by a negation ("no", "without", "negative for", "ruled out", ...) or followed by
+  "prophylaxis", "prevention" or "risk" is not an assertion.
+- Likert: `likert_score` applies RUBRIC to the recall, the false-fact count and the word count.
 
 Known limits, kept on purpose so scores stay explainable: keywords may be found in different
 sentences; negation is a short cue list, not a parser; false facts are only detected for terms in

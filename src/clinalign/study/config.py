@@ -68,7 +68,8 @@ class StudyConfig(_Strict):
     allow_leakage: bool = False
     #: evaluate the val split during SFT and DPO (loss; DPO reward accuracy) and keep the best weights;
     #: add early_stopping_patience under sft:/dpo: to stop early
-    validate: bool = False
+    #: (YAML key ``validate``; the attribute name avoids shadowing pydantic's BaseModel.validate)
+    validate_training: bool = Field(default=False, alias="validate")
     #: k-fold cross-validation for small datasets: every record is tested once; None = one split
     folds: int | None = Field(default=None, ge=2)
     tasks: list[TaskEntry]

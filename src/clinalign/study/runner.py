@@ -140,7 +140,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
         if not (d / "sft.jsonl").exists():
             write_jsonl(d / "sft.jsonl", sft_examples(task, split["train"]))
         settings = dict(sft_settings)
-        if cfg.validate and split["val"]:
+        if cfg.validate_training and split["val"]:
             write_jsonl(d / "val.jsonl", sft_examples(task, split["val"]))
             settings["val_data"] = str(d / "val.jsonl")
         _train("sft", base_model, d / "sft.jsonl", d / "run", settings, cfg.seed, resume)
@@ -148,7 +148,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     sft_dir, sft_fp = stages.run(
         f"{sp}/sft",
         {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed,
-         **({"validate": True} if cfg.validate else {})},
+         **({"validate": True} if cfg.validate_training else {})},
         train_sft,
     )
 
@@ -160,7 +160,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
         if not (d / "pairs.jsonl").exists():
             _write_pairs(task, entry, split["train"], cfg.seed, d / "pairs.jsonl")
         settings = dict(dpo_settings)
-        if cfg.validate and split["val"]:
+        if cfg.validate_training and split["val"]:
             write_jsonl(d / "val_pairs.jsonl", preference_pairs(task, split["val"], strategy=entry.pairs, seed=cfg.seed))
             settings["val_data"] = str(d / "val_pairs.jsonl")
         _train("dpo", base_model, d / "pairs.jsonl", d / "run", settings, cfg.seed, resume, init_from=init)
@@ -169,7 +169,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
         f"{sp}/dpo",
         {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
          "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
-         "seed": cfg.seed, **({"validate": True} if cfg.validate else {})},
+         "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
         train_dpo,
     )
 

@@ -98,7 +98,11 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
 
 def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=False)
+    # The fused kernel is ~6x faster than the per-tensor loop on CPU (AdamW was a fifth of a step);
+    # FSDP2's sharded DTensor parameters keep the per-tensor implementation.
+    plain = all(type(p.data) is torch.Tensor for p in params)
+    kind = {"fused": True} if plain else {"foreach": False}
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **kind)
 
     def factor(step: int) -> float:
         if step < cfg.warmup_steps:

@@ -43,6 +43,26 @@ def test_leakage_lists_test_ids():
         ("leak", "t3", "exact"), ("near", "t0", "near")]
 
 
+def test_lab_panels_compare_values_not_words():
+    """Two panels share most words but are different patients; the same values in another layout
+    are the same case."""
+    hypo = get_task("hyponatremia_urine")
+    base = dict(serum_sodium=117, serum_osmolality=249, urine_osmolality=66, urine_sodium=25,
+                volume_status="euvolemic", label="low_solute_or_polydipsia")
+    other = dict(base, serum_sodium=120)  # one value apart: another patient
+    train = [hypo.record_type(id="train-1", **base)]
+    # an id whose prompt has the train record's layout: the texts are near-duplicates by MinHash
+    same_layout = next(f"x{i}" for i in range(500)
+                       if hypo.prompt(hypo.record_type(id=f"x{i}", **base)) == hypo.prompt(train[0]))
+    copy_id = next(f"c{i}" for i in range(500)
+                   if hypo.prompt(hypo.record_type(id=f"c{i}", **base)) != hypo.prompt(train[0]))
+    near = hypo.record_type(id=same_layout, **other)
+    assert A._minhash(hypo.prompt(near)).jaccard(A._minhash(hypo.prompt(train[0]))) >= A.NEAR_DUP_THRESHOLD
+    test = [near, hypo.record_type(id=copy_id, **base)]
+    assert A.leakage(hypo, train, test) == [{"test_id": copy_id, "train_id": "train-1", "kind": "exact"}]
+    assert A.duplicates(hypo, train + test) == {"exact": [["train-1", copy_id]], "near": []}
+
+
 def test_pair_checks():
     pairs = [
         {"id": "p1", "prompt": "q1", "chosen": "yes", "rejected": "yes"},

@@ -67,15 +67,23 @@ def record_text(task: Task, rec: Any) -> str:
     return task.prompt(rec)
 
 
+def record_key(task: Task, rec: Any) -> str:
+    """Equal keys = the same input (the task's own key where it has one, else the normalised prompt)."""
+    key = task.duplicate_key(rec)
+    return key if key is not None else normalise(record_text(task, rec))
+
+
 def duplicates(task: Task, records: Sequence[Any]) -> dict[str, list[list[str]]]:
     """Exact duplicates (same normalised text) and near-duplicates (MinHash LSH), as groups of ids."""
     from datasketch import MinHashLSH
 
     by_hash: dict[str, list[str]] = defaultdict(list)
     for r in records:
-        by_hash[hashlib.sha256(normalise(record_text(task, r)).encode()).hexdigest()].append(r.id)
+        by_hash[hashlib.sha256(record_key(task, r).encode()).hexdigest()].append(r.id)
     exact = [ids for ids in by_hash.values() if len(ids) > 1]
     exact_ids = {i for g in exact for i in g}
+    if not task.near_duplicates:
+        return {"exact": exact, "near": []}
 
     lsh = MinHashLSH(threshold=NEAR_DUP_THRESHOLD, num_perm=NUM_PERM)
     hashes = {}
@@ -100,18 +108,20 @@ def leakage(task: Task, train: Sequence[Any], test: Sequence[Any]) -> list[dict[
     exact: dict[str, str] = {}
     hashes = {}
     for r in train:
-        text = record_text(task, r)
-        exact.setdefault(normalise(text), r.id)
-        mh = _minhash(text)
-        hashes[r.id] = mh
-        lsh.insert(r.id, mh)
+        exact.setdefault(record_key(task, r), r.id)
+        if task.near_duplicates:
+            mh = _minhash(record_text(task, r))
+            hashes[r.id] = mh
+            lsh.insert(r.id, mh)
     leaks = []
     for r in test:
-        text = record_text(task, r)
-        if normalise(text) in exact:
-            leaks.append({"test_id": r.id, "train_id": exact[normalise(text)], "kind": "exact"})
+        key = record_key(task, r)
+        if key in exact:
+            leaks.append({"test_id": r.id, "train_id": exact[key], "kind": "exact"})
             continue
-        mh = _minhash(text)
+        if not task.near_duplicates:
+            continue
+        mh = _minhash(record_text(task, r))
         hits = [(hashes[h].jaccard(mh), h) for h in lsh.query(mh)]
         hits = [h for h in hits if h[0] >= NEAR_DUP_THRESHOLD]
         if hits:

@@ -73,6 +73,9 @@ class Task(ABC):
     choices: ClassVar[tuple[str, ...] | None] = None
     #: max new tokens when the answer is generated rather than scored
     max_new_tokens: ClassVar[int] = 16
+    #: whether the audit looks for near-duplicate texts (MinHash); off where the input is a handful of
+    #: numbers, since two lab panels share most of their words yet describe different patients
+    near_duplicates: ClassVar[bool] = True
 
     @abstractmethod
     def prompt(self, record: Any) -> str: ...
@@ -99,6 +102,11 @@ class Task(ABC):
         """The answers allowed for this record (tasks whose option set varies per record, such as
         4 or 5 lettered options, override this)."""
         return self.choices
+
+    def duplicate_key(self, record: Any) -> str | None:
+        """What makes two records the same input, for the exact-duplicate and leakage checks; None
+        compares the prompts' normalised text. Tasks whose prompt varies in layout override this."""
+        return None
 
     def stratum(self, record: Any) -> str | None:
         """The label used to stratify splits; None for tasks without a label."""

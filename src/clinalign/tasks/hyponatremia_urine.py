@@ -229,6 +229,13 @@ class HyponatremiaUrineTask(Task):
     record_type = HyponatremiaRecord
     choices = CATEGORIES
     max_new_tokens = 16
+    near_duplicates = False  # panels differ only in their numbers: compare the values instead
+
+    def duplicate_key(self, record: HyponatremiaRecord) -> str:
+        """The same five inputs are the same case, whichever panel layout shows them."""
+        return "|".join([*(_num(v) for v in (record.serum_sodium, record.serum_osmolality,
+                                              record.urine_osmolality, record.urine_sodium)),
+                         record.volume_status])
 
     def prompt(self, record: HyponatremiaRecord) -> str:
         fmt = PANEL_FORMATS[_stable_index(record.id, len(PANEL_FORMATS))]

@@ -223,3 +223,18 @@ def test_generation_rows_keep_unparseable_answers(tiny):
     assert count_unparseable(rows) == sum(r["pred"] is None for r in rows)
     # the random tiny model does not answer yes/no: those rows stay None, never a guess
     assert count_unparseable(rows) >= 1
+
+
+def test_predict_records_marks_cut_prompts(tiny_model_dir: Path):
+    """A prompt over max_prompt_tokens is cut (as in training) and its row says so; shorter ones are not."""
+    from clinalign.eval.predict import predict_records
+
+    task = FakeYesNo()
+    tok = load_tokenizer(tiny_model_dir)
+    records = [YesNoRecord(id=f"r{i}", text=p, label="yes") for i, p in enumerate(PROMPTS)]
+    limit = sorted(len(_prompt_ids(tok, p)) for p in PROMPTS)[1]  # the two shortest fit exactly
+    rows = predict_records(task, tiny_model_dir, records, max_prompt_tokens=limit)
+    cut = {r["id"] for r in rows if r.get("prompt_truncated")}
+    assert cut == {rec.id for rec in records if len(_prompt_ids(tok, rec.text)) > limit}
+    assert len(cut) == 2
+    assert all("prompt_truncated" not in r for r in predict_records(task, tiny_model_dir, records))

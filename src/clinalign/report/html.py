@@ -62,6 +62,8 @@ def task_meta_line(task_results: Mapping[str, Any]) -> str:
     unp = task_results.get("_unparseable")
     if unp:
         bits.append("unparseable: " + ", ".join(f"{s} {n}" for s, n in unp.items()))
+    if task_results.get("_prompt_truncated"):
+        bits.append(f"prompts cut to max_prompt_tokens: {task_results['_prompt_truncated']}")
     cal = task_results.get("_calibration")
     if cal:
         eces = [f"{s} {v['ece']:.3f}" for s, v in cal.items() if v.get("ece") is not None]

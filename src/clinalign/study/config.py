@@ -31,6 +31,8 @@ class EvalConfig(_Strict):
     #: "score" ranks each allowed answer by log-likelihood; "generate" decodes and parses
     closed_set_mode: Literal["score", "generate"] = "score"
     max_new_tokens: int | None = None
+    #: longer prompts lose their start (as in training); their prediction rows carry prompt_truncated
+    max_prompt_tokens: int | None = Field(default=None, ge=1)
     max_items: int | None = None
     n_boot: int = 1000
     seed: int = 0

@@ -88,6 +88,9 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
                                        n_boot=ev.n_boot, seed=ev.seed)
         task_results["_folds"] = fold_summary(per_fold)
     _add_clinician_likert(entry, preds, task_results, cfg.eval_settings(entry))
+    cut = sum(bool(r.get("prompt_truncated")) for r in preds["base"])
+    if cut:
+        task_results["_prompt_truncated"] = cut
     tid = task.id
     extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
     if task.is_closed_set:
@@ -233,7 +236,7 @@ def _predict(task: Task, model_path: str | Path, records: list[Any], ev: Any, pa
     from clinalign.eval.predict import predict_records
 
     rows = predict_records(task, model_path, records, batch_size=ev.batch_size, mode=ev.closed_set_mode,
-                           max_new_tokens=ev.max_new_tokens)
+                           max_new_tokens=ev.max_new_tokens, max_prompt_tokens=ev.max_prompt_tokens)
     write_jsonl(path, rows)
 
 

@@ -12,8 +12,10 @@ handled here:
    ``lm_head`` runs only at the positions that predict an answer token; ``[batch, seq, vocab]``
    logits are never built for prompt tokens.
 
-Both go through the model's ordinary ``forward`` (no reaching into submodules), so the same code
-works for a plain Hugging Face model, a peft model, and DDP- or FSDP2-wrapped modules.
+Both go through the model's ordinary ``forward``, so the same code works for a plain Hugging Face
+model, a peft model, and DDP- or FSDP2-wrapped modules. The one exception is opt-in: examples that
+carry a frozen-prefix cache (``train/prefix.py``) enter the model as ``inputs_embeds`` at the first
+trainable layer, with the decoder's layer list cut to the layers after it for that call.
 
 Over-long examples follow an explicit policy (``truncation=``): ``"left"`` drops tokens from the
 start of the prompt and keeps the answers whole (``example.truncated`` is True); ``"drop"`` returns
@@ -24,7 +26,8 @@ sequences of a pair would be on its own, TRL's meaning); the packed pair is prom
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -42,11 +45,16 @@ Prompt = str | list[dict[str, Any]]
 Answer = str | list[dict[str, Any]]
 
 
+#: (first layer to run, hidden states entering it [tokens, hidden]): see train/prefix.py
+Prefix = tuple[int, Tensor]
+
+
 @dataclass
 class SFTExample:
     input_ids: list[int]
     labels: list[int]  # IGNORE on prompt tokens
     truncated: bool = False
+    prefix: Prefix | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -55,6 +63,7 @@ class PairExample:
     chosen_ids: list[int]
     rejected_ids: list[int]
     truncated: bool = False
+    prefix: Prefix | None = field(default=None, repr=False, compare=False)
 
 
 # ---------------------------------------------------------------- tokenisation
@@ -170,7 +179,22 @@ def collate_sft(examples: Sequence[SFTExample], pad_id: int) -> dict[str, Tensor
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    cached = stack_prefixes(examples, width)
+    if cached is not None:
+        out["prefix_start"], out["inputs_embeds"] = torch.tensor(cached[0]), cached[1]
+    return out
+
+
+def stack_prefixes(examples: Sequence[SFTExample] | Sequence[PairExample], width: int) -> Prefix | None:
+    """The examples' cached prefixes, right-padded with zeros to ``width``; None unless all have one."""
+    if not examples or any(e.prefix is None for e in examples):
+        return None
+    start, first = examples[0].prefix  # type: ignore[misc]
+    out = first.new_zeros((len(examples), width, first.size(-1)))
+    for i, e in enumerate(examples):
+        out[i, : e.prefix[1].size(0)] = e.prefix[1]  # type: ignore[index]
+    return start, out
 
 
 @dataclass
@@ -198,6 +222,8 @@ class PairBatch:
     prompt_lengths: Tensor  # [B]
     examples: list[PairExample] = field(repr=False)
     pad_id: int = 0
+    inputs_embeds: Tensor | None = field(default=None, repr=False)  # [B, S, H] frozen-prefix output
+    prefix_start: int = 0
 
     def __len__(self) -> int:
         return self.input_ids.size(0)
@@ -251,6 +277,7 @@ def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> PairBatch:
     # a key is visible if it is earlier and in the prompt or in the query's own answer; pads see pads
     allowed = causal & (((k == 0) & (q >= 0)) | (k == q))
     t = lambda xs: torch.tensor(xs, dtype=torch.long)  # noqa: E731
+    cached = stack_prefixes(examples, width)
     return PairBatch(
         input_ids=ids,
         attention_mask=allowed[:, None],
@@ -267,6 +294,8 @@ def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> PairBatch:
         prompt_lengths=t([len(e.prompt_ids) for e in examples]),
         examples=list(examples),
         pad_id=pad_id,
+        inputs_embeds=cached[1] if cached else None,
+        prefix_start=cached[0] if cached else 0,
     )
 
 
@@ -308,6 +337,40 @@ def _unwrap(model: Any) -> Any:
     return model
 
 
+def decoder_stack(model: Any) -> Any:
+    """The decoder (``LlamaModel`` and kin: ``.layers``, ``.norm``) under DDP, wrappers, peft and the LM head."""
+    m = _unwrap(model)
+    m = getattr(m, "inner", m)  # the DPO recipe's as-is reference wrapper
+    if hasattr(m, "get_base_model"):
+        m = m.get_base_model()
+    dec = getattr(m, "model", None)
+    if not isinstance(getattr(dec, "layers", None), torch.nn.ModuleList) or not hasattr(dec, "norm"):
+        raise ConfigError(f"prefix_cache needs a decoder with model.layers and model.norm "
+                          f"({type(m).__name__} has none); set prefix_cache: false")
+    return dec
+
+
+@contextmanager
+def only_layers(model: Any, start: int, stop: int | None = None, *, final_norm: bool = True) -> Iterator[None]:
+    """For the duration, the model runs ``layers[start:stop]`` only (and the final norm, if asked)."""
+    dec = decoder_stack(model)
+    layers, norm = dec.layers, dec.norm
+    dec.layers = torch.nn.ModuleList(list(layers)[start:stop])
+    if not final_norm:
+        dec.norm = torch.nn.Identity()
+    try:
+        yield
+    finally:
+        dec.layers, dec.norm = layers, norm
+
+
+def _inputs(model: Any, input_ids: Tensor, inputs_embeds: Tensor | None, start: int) -> tuple[dict[str, Tensor], Any]:
+    """Model inputs and the layer context: token ids through every layer, or a cached prefix from ``start``."""
+    if inputs_embeds is None:
+        return {"input_ids": input_ids}, nullcontext()
+    return {"inputs_embeds": inputs_embeds}, only_layers(model, start)
+
+
 def _attn_implementation(model: Any) -> str:
     config = getattr(_unwrap(model), "config", None)
     return str(getattr(config, "_attn_implementation", None) or "sdpa")
@@ -340,13 +403,15 @@ def pair_logps(model: Any, batch: PairBatch) -> tuple[Tensor, Tensor, Tensor]:
     Returns ``(chosen_logps [B], rejected_logps [B], chosen_nll [B])`` where ``chosen_nll`` is the mean
     per-token negative log-likelihood of the chosen answer (for RPO).
     """
-    out = model(
-        input_ids=batch.input_ids,
-        attention_mask=_model_mask(model, batch.attention_mask),
-        position_ids=batch.position_ids,
-        logits_to_keep=batch.logits_mask,
-        use_cache=False,
-    )
+    inputs, layers = _inputs(model, batch.input_ids, batch.inputs_embeds, batch.prefix_start)
+    with layers:
+        out = model(
+            **inputs,
+            attention_mask=_model_mask(model, batch.attention_mask),
+            position_ids=batch.position_ids,
+            logits_to_keep=batch.logits_mask,
+            use_cache=False,
+        )
     logits = out.logits  # [N, V]: one row per predicting position
     b = len(batch)
     c_tok = _token_logps(logits[batch.chosen_index], batch.chosen_targets)
@@ -385,12 +450,10 @@ def _sft_logits(model: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Tensor, T
     """Answer-only logits [N, V], their targets [N] and example ids [N] for a ``collate_sft`` batch."""
     labels = batch["labels"]
     predicts = F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)  # position t predicts token t+1
-    out = model(
-        input_ids=batch["input_ids"],
-        attention_mask=batch["attention_mask"],
-        logits_to_keep=predicts,
-        use_cache=False,
-    )
+    start = int(batch["prefix_start"]) if "prefix_start" in batch else 0
+    inputs, layers = _inputs(model, batch["input_ids"], batch.get("inputs_embeds"), start)
+    with layers:
+        out = model(**inputs, attention_mask=batch["attention_mask"], logits_to_keep=predicts, use_cache=False)
     rows = torch.arange(labels.size(0), device=labels.device)[:, None].expand_as(labels)
     return out.logits, labels[:, 1:][predicts[:, :-1]], rows[predicts]
 

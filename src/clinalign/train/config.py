@@ -66,6 +66,9 @@ class TrainConfig(BaseModel):
     lora_layers: int | None = None
     #: module names to adapt; "all-linear" is peft's every linear layer but the output head
     lora_target_modules: list[str] | str = "all-linear"
+    #: with lora_layers: run the frozen leading layers once per example and reuse their output in every
+    #: epoch and the reference pass (train/prefix.py); host memory [tokens, hidden] per example; not FSDP2
+    prefix_cache: bool = False
 
     max_length: int = 1024
     #: over-long prompts: "left" drops the prompt's first tokens (answers kept whole), "drop" skips the example
@@ -100,6 +103,9 @@ class TrainConfig(BaseModel):
             raise ValueError("save_every must be >= 1")
         if self.beta <= 0:
             raise ValueError("beta must be > 0")
+        if self.prefix_cache and (not self.lora or self.parallel == "fsdp2"):
+            raise ValueError("prefix_cache needs LoRA with lora_layers (frozen leading layers) and "
+                             "parallel none or ddp")
         return self
 
     def dump(self) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from clinalign.errors import ConfigError
-from clinalign.train import distributed, loop
+from clinalign.train import distributed, loop, prefix
 from clinalign.train.batching import collate_pairs, pair_logps
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import load_rows, tokenize_rows
@@ -75,6 +75,8 @@ def run(cfg: TrainConfig) -> Path:
         if cfg.val_data:
             val_rows = load_rows("dpo", cfg.val_data, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
             val_pairs = tokenize_rows("dpo", val_rows, tokenizer, cfg.max_length, cfg.truncation).examples
+        prefix.prepare(cfg, policy, [pairs, val_pairs], pad, info.device)  # frozen layers, once per pair
+        if val_pairs:
             with torch.no_grad():
                 policy.eval()
                 val_ref_c, val_ref_r = compute_reference_logps(_AsIs(policy), val_pairs, pad_id=pad,

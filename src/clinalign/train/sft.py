@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from clinalign.train import distributed, loop
+from clinalign.train import distributed, loop, prefix
 from clinalign.train.batching import collate_sft, sft_forward
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import load_rows, tokenize_rows
@@ -35,10 +35,13 @@ def run(cfg: TrainConfig) -> Path:
         loop.prepare_out(cfg, info, out, {"examples": len(data.examples), "truncated": data.truncated,
                                           "dropped": data.dropped})
 
-        # 2. model
+        # 2. model (and, with prefix_cache, the frozen layers' output per example, computed once)
         model = loop.load_policy(cfg, model_path).to(info.device)
-        model = distributed.wrap(model, cfg.parallel, info)
         pad = tokenizer.pad_token_id
+        val = (tokenize_rows("sft", load_rows("sft", cfg.val_data, task=cfg.task, seed=cfg.seed), tokenizer,
+                             cfg.max_length, cfg.truncation).examples if cfg.val_data else [])
+        prefix.prepare(cfg, model, [data.examples, val], pad, info.device)
+        model = distributed.wrap(model, cfg.parallel, info)
 
         # 3. one optimizer step: grad_accum micro-batches, token-mean over the global batch
         def step(micro: list[list[int]]) -> loop.StepStats:
@@ -56,9 +59,7 @@ def run(cfg: TrainConfig) -> Path:
 
         # 4. validation (optional): token-mean loss on held-out examples
         eval_fn = None
-        if cfg.val_data:
-            val = tokenize_rows("sft", load_rows("sft", cfg.val_data, task=cfg.task, seed=cfg.seed), tokenizer,
-                                cfg.max_length, cfg.truncation).examples
+        if val:
 
             def eval_fn() -> dict[str, float]:
                 model.eval()

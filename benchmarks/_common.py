@@ -155,10 +155,10 @@ def run_recipe(stage: str, model_dir: str, rows: list[dict[str, str]], settings:
     TRL runs with ``save_strategy="no"``: the benchmark times training, not disk. Returns the seconds
     in all, in the one-off reference pass (DPO) and in the training loop, the first logged metrics row
     and the number of steps run."""
-    from clinalign.train import checkpoint, dpo, loop, sft
+    from clinalign.train import checkpoint, dpo, loop, prefix, sft
     from clinalign.train.config import build_config
 
-    spent = {"ref": 0.0, "loop": 0.0}
+    spent = {"ref": 0.0, "loop": 0.0, "prefix": 0.0}
 
     def timed(key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
         def wrapper(*a: Any, **kw: Any) -> Any:
@@ -172,6 +172,7 @@ def run_recipe(stage: str, model_dir: str, rows: list[dict[str, str]], settings:
 
     dpo.cached_reference_logps = timed("ref", dpo.cached_reference_logps)
     loop.train = timed("loop", loop.train)
+    prefix.prepare = timed("prefix", prefix.prepare)  # the frozen-prefix pass, when prefix_cache is on
     checkpoint.save = lambda *a, **kw: None
     checkpoint.save_final = lambda out, *a, **kw: Path(out) / kw.get("name", "final")
     with tempfile.TemporaryDirectory() as tmp:
@@ -184,5 +185,5 @@ def run_recipe(stage: str, model_dir: str, rows: list[dict[str, str]], settings:
         recipe(cfg)
         seconds = time.perf_counter() - t0
         metrics = [json.loads(x) for x in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    return {"seconds": seconds, "ref_seconds": spent["ref"], "loop_seconds": spent["loop"], "first": metrics[0],
-            "steps": len(metrics)}
+    return {"seconds": seconds, "ref_seconds": spent["ref"], "loop_seconds": spent["loop"],
+            "prefix_seconds": spent["prefix"], "first": metrics[0], "steps": len(metrics)}

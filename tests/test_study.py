@@ -86,9 +86,13 @@ def test_changed_setting_reruns_only_downstream(mini_study, tmp_path):
     cfg, out, _, _ = mini_study
     changed = cfg.model_copy(deep=True)
     changed.tasks[1].dpo = {"beta": 0.2}  # hyponatremia DPO only
+    changed.tasks[1].max_pairs = 5  # ... on the pairs of 5 training records
     again = run_study(changed, out, log=lambda _m: None)
     ran = again["study"]["stages_run"]
     assert "hyponatremia_urine/dpo" in ran and "hyponatremia_urine/eval-dpo" in ran
+    pairs = (out / "stages" / "hyponatremia_urine" / "dpo" / "pairs.jsonl").read_text().splitlines()
+    train = (out / "data" / "hyponatremia_urine" / "train.jsonl").read_text().splitlines()
+    assert len(pairs) == 5 < len(train)
     assert not any(s.startswith("uti_classification") for s in ran)
     assert "hyponatremia_urine/sft" not in ran and "hyponatremia_urine/eval-base" not in ran
 

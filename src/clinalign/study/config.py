@@ -51,6 +51,9 @@ class TaskEntry(_Strict):
     #: clinician Likert CSV (`clinalign rate export --likert`), replaces rubric scores where present
     likert_csv: str | None = None
     max_train: int | None = None
+    #: DPO on the generated pairs of the first N training records only (a DPO step costs more than an
+    #: SFT step; SFT still uses every training record). A pairs_file is used whole.
+    max_pairs: int | None = Field(default=None, ge=1)
     sft: dict[str, Any] = Field(default_factory=dict)
     dpo: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)

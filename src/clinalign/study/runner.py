@@ -161,7 +161,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
 
     def train_dpo(d: Path, resume: bool) -> None:
         if not (d / "pairs.jsonl").exists():
-            _write_pairs(task, entry, split["train"], cfg.seed, d / "pairs.jsonl")
+            _write_pairs(task, entry, split["train"][: entry.max_pairs], cfg.seed, d / "pairs.jsonl")
         settings = dict(dpo_settings)
         if cfg.validate_training and split["val"]:
             write_jsonl(d / "val_pairs.jsonl", preference_pairs(task, split["val"], strategy=entry.pairs, seed=cfg.seed))
@@ -171,6 +171,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     dpo_dir, dpo_fp = stages.run(
         f"{sp}/dpo",
         {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
+         **({"max_pairs": entry.max_pairs} if entry.max_pairs else {}),
          "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
          "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
         train_dpo,

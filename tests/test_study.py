@@ -165,3 +165,18 @@ def test_kfold_study_reports_fold_spread(tiny_model_dir: Path, tmp_path: Path):
     assert len(spread["values"]) == 2 and spread["mean"] == pytest.approx(sum(spread["values"]) / 2)
     assert "accuracy over 2 folds" in (out / "report.md").read_text()
     assert (out / "stages" / "uti_classification" / "fold1" / "sft" / "run" / "val_metrics.jsonl").is_file()
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml", "paper.yaml"])
+def test_shipped_study_configs_are_valid(name):
+    """Every task exists and every task's SFT/DPO settings make a valid training config."""
+    from clinalign.tasks import get_task
+    from clinalign.train.config import build_config
+
+    cfg = load_study(Path(__file__).parent.parent / "configs" / name)
+    assert cfg.tasks
+    for entry in cfg.tasks:
+        get_task(entry.id)
+        for stage in ("sft", "dpo"):
+            build_config(None, values={**cfg.train_settings(stage, entry), "stage": stage})
+        cfg.eval_settings(entry)

@@ -97,7 +97,7 @@ def print_summary(rows: list[tuple[Task, list[Any]]]) -> None:
         table.add_column(col)
     for row in data:
         table.add_row(*(str(v) for v in row.values()))
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 160).print(table)
 
 
 @app.command()

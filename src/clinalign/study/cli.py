@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Annotated
@@ -30,7 +31,7 @@ def run(
 
     cfg = load_study(study, overrides)
     out = out or Path("runs") / cfg.name
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 160)  # piped to a log: no 80-column wrap
     t0 = time.perf_counter()
     results = run_study(cfg, out, log=console.print)
     minutes = (time.perf_counter() - t0) / 60
@@ -48,7 +49,7 @@ def run(
                 for r in read_records(folder / f"{part}.jsonl", task.record_type)]
         summary.append((task, recs))
     print_summary(summary)
-    console.print(results_table_markdown(results))
+    console.print(results_table_markdown(results), soft_wrap=True)  # markdown rows stay whole lines
     for tid, r in results["tasks"].items():
         console.print(f"[bold]{tid}[/bold]: {r.get('_verdict', '')}")
     console.print(f"\nreport: {out / 'report.html'}  (also report.md, results.json) in {minutes:.1f} min")

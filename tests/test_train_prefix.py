@@ -63,7 +63,7 @@ def test_sft_loss_and_gradients_equal_the_plain_forward(lora_tiny):
         lora_tiny.zero_grad()
         loss = sft_forward(lora_tiny, batch, reduction="sum")
         loss.backward()
-        return float(loss), {n: p.grad.clone() for n, p in lora_tiny.named_parameters() if p.requires_grad}
+        return float(loss.detach()), {n: p.grad.clone() for n, p in lora_tiny.named_parameters() if p.requires_grad}
 
     plain_loss, plain_grads = loss_and_grads(collate_sft(examples, 0))
     prefix.fill(lora_tiny, examples, 1, 0, "cpu")

@@ -238,3 +238,5 @@ def test_predict_records_marks_cut_prompts(tiny_model_dir: Path):
     assert cut == {rec.id for rec in records if len(_prompt_ids(tok, rec.text)) > limit}
     assert len(cut) == 2
     assert all("prompt_truncated" not in r for r in predict_records(task, tiny_model_dir, records))
+    generated = predict_records(task, tiny_model_dir, records, mode="generate", max_prompt_tokens=limit)
+    assert {r["id"] for r in generated if r.get("prompt_truncated")} == cut

@@ -158,13 +158,24 @@ def predict_closed_set(task: Task, model: Any, tokenizer: Any, records: Sequence
     if mode != "score":
         raise TaskError(f"unknown prediction mode {mode!r}; choose 'score' or 'generate'")
     opts = [tuple(task.choices_for(r) or ()) for r in records]
-    logliks = choice_logliks(model, tokenizer, [task.prompt(r) for r in records], opts, batch_size,
-                             max_prompt_tokens)
+    prompts = [task.prompt(r) for r in records]
+    logliks = choice_logliks(model, tokenizer, prompts, opts, batch_size, max_prompt_tokens)
     rows = []
     for r, o, ll in zip(records, opts, logliks, strict=True):
         probs = dict(zip(o, _softmax(ll), strict=True))
         rows.append({"id": r.id, "gold": task.answer(r), "pred": o[max(range(len(o)), key=ll.__getitem__)],
                      "probs": probs, "logliks": dict(zip(o, ll, strict=True))})
+    return _mark_cut(rows, tokenizer, prompts, max_prompt_tokens)
+
+
+def _mark_cut(rows: list[dict[str, Any]], tokenizer: Any, prompts: Sequence[str],
+              max_prompt_tokens: int | None) -> list[dict[str, Any]]:
+    """Flag the rows whose prompt lost its start to ``max_prompt_tokens`` (``prompt_truncated``), by the
+    same rule that cut it, so no number rests on a silently shortened note."""
+    if max_prompt_tokens is not None:
+        for row, prompt in zip(rows, prompts, strict=True):
+            if _prompt(tokenizer, prompt, max_prompt_tokens)[1]:
+                row["prompt_truncated"] = True
     return rows
 
 
@@ -222,11 +233,12 @@ def predict_generation(task: Task, model: Any, tokenizer: Any, records: Sequence
                        seed: int = 0, max_prompt_tokens: int | None = None) -> list[dict[str, Any]]:
     """Rows {id, gold, pred, text}: pred is the task's parse of the text, None when unparseable
     (counted by the metrics and the report, never replaced by a guess)."""
-    texts = generate_answers(model, tokenizer, [task.prompt(r) for r in records], max_new_tokens, batch_size,
-                             greedy=greedy, temperature=temperature, seed=seed,
-                             max_prompt_tokens=max_prompt_tokens)
-    return [{"id": r.id, "gold": task.answer(r), "pred": task.parse(t), "text": t}
+    prompts = [task.prompt(r) for r in records]
+    texts = generate_answers(model, tokenizer, prompts, max_new_tokens, batch_size, greedy=greedy,
+                             temperature=temperature, seed=seed, max_prompt_tokens=max_prompt_tokens)
+    rows = [{"id": r.id, "gold": task.answer(r), "pred": task.parse(t), "text": t}
             for r, t in zip(records, texts, strict=True)]
+    return _mark_cut(rows, tokenizer, prompts, max_prompt_tokens)
 
 
 def count_unparseable(rows: Sequence[dict[str, Any]]) -> int:

@@ -23,7 +23,7 @@ def predict_records(
     max_prompt_tokens: int | None = None,
 ) -> list[dict[str, Any]]:
     """One row per record. Prompts longer than ``max_prompt_tokens`` lose their start, as in training,
-    and their rows say so (``prompt_truncated``), so no number rests on a silently cut note."""
+    and their rows say so (``prompt_truncated``)."""
     import torch
 
     from clinalign.eval.inference import predict_closed_set, predict_generation
@@ -34,19 +34,11 @@ def predict_records(
     tokenizer = load_tokenizer(_tokenizer_dir(model_path))
     with torch.inference_mode():
         if task.is_closed_set and mode == "score":
-            rows = predict_closed_set(task, model, tokenizer, list(records), batch_size=batch_size,
+            return predict_closed_set(task, model, tokenizer, list(records), batch_size=batch_size,
                                       max_prompt_tokens=max_prompt_tokens)
-        else:
-            rows = predict_generation(task, model, tokenizer, list(records), batch_size=batch_size,
-                                      max_new_tokens=max_new_tokens or task.max_new_tokens,
-                                      max_prompt_tokens=max_prompt_tokens)
-    if max_prompt_tokens is not None:
-        from clinalign.train.batching import _prompt_ids
-
-        for row, rec in zip(rows, records, strict=True):
-            if len(_prompt_ids(tokenizer, task.prompt(rec))) > max_prompt_tokens:
-                row["prompt_truncated"] = True
-    return rows
+        return predict_generation(task, model, tokenizer, list(records), batch_size=batch_size,
+                                  max_new_tokens=max_new_tokens or task.max_new_tokens,
+                                  max_prompt_tokens=max_prompt_tokens)
 
 
 def _tokenizer_dir(model_path: str | Path) -> Path:

@@ -90,6 +90,11 @@ def summary_row(task: Task, records: list[Any]) -> dict[str, Any]:
     }
 
 
+def stdout_console() -> Console:
+    """Rich output on stdout; piped to a log it keeps 160 columns instead of wrapping tables at 80."""
+    return Console(width=None if sys.stdout.isatty() else 160)
+
+
 def print_summary(rows: list[tuple[Task, list[Any]]]) -> None:
     table = Table(title="clinalign data summary")
     data = [summary_row(t, r) for t, r in rows]
@@ -97,7 +102,7 @@ def print_summary(rows: list[tuple[Task, list[Any]]]) -> None:
         table.add_column(col)
     for row in data:
         table.add_row(*(str(v) for v in row.values()))
-    Console(width=None if sys.stdout.isatty() else 160).print(table)
+    stdout_console().print(table)
 
 
 @app.command()

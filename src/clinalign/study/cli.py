@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
 from clinalign.study.config import load_study
 
@@ -27,15 +25,15 @@ def run(
 
     Finished stages are cached by a fingerprint of their inputs and settings; a killed run resumes.
     """
+    from clinalign.data.cli import print_summary, stdout_console
     from clinalign.study.runner import run_study
 
     cfg = load_study(study, overrides)
     out = out or Path("runs") / cfg.name
-    console = Console(width=None if sys.stdout.isatty() else 160)  # piped to a log: no 80-column wrap
+    console = stdout_console()
     t0 = time.perf_counter()
     results = run_study(cfg, out, log=console.print)
     minutes = (time.perf_counter() - t0) / 60
-    from clinalign.data.cli import print_summary
     from clinalign.data.io import read_records
     from clinalign.report.tables import results_table_markdown
     from clinalign.tasks import get_task

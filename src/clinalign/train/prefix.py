@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from clinalign.errors import ConfigError
 from clinalign.train.batching import (
     PairExample,
     SFTExample,
@@ -63,8 +64,6 @@ def prepare(cfg: Any, model: Any, example_sets: Sequence[Sequence[SFTExample] | 
     """Fill the cache of every example set when ``cfg.prefix_cache`` is on (before DDP wraps the model)."""
     if not cfg.prefix_cache:
         return
-    from clinalign.errors import ConfigError
-
     start = frozen_layers(model)
     if start == 0:
         raise ConfigError("prefix_cache: the first decoder layer trains, so there is nothing to cache; "

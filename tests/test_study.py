@@ -54,7 +54,7 @@ def test_results_shape_and_report(mini_study):
         assert 0.0 <= f1[system]["value"] <= 1.0
         lo, hi = f1[system]["ci"]
         assert lo <= f1[system]["value"] <= hi
-    assert set(f1["p_values"]) == {"sft_vs_base", "dpo_vs_base", "dpo_vs_sft"}
+    assert set(f1["p_values"]) == {"sft_vs_base", "dpo_vs_base", "dpo_vs_sft", "classical_vs_sft", "classical_vs_dpo"}
     assert "bootstrap" in f1["test"].lower()
     acc = saved["tasks"]["hyponatremia_urine"]["accuracy"]
     assert "mcnemar" in acc["test"].lower()
@@ -89,12 +89,13 @@ def test_changed_setting_reruns_only_downstream(mini_study, tmp_path):
     changed.tasks[1].max_pairs = 5  # ... on the pairs of 5 training records
     again = run_study(changed, out, log=lambda _m: None)
     ran = again["study"]["stages_run"]
-    assert "hyponatremia_urine/dpo" in ran and "hyponatremia_urine/eval-dpo" in ran
-    pairs = (out / "stages" / "hyponatremia_urine" / "dpo" / "pairs.jsonl").read_text().splitlines()
-    train = (out / "data" / "hyponatremia_urine" / "train.jsonl").read_text().splitlines()
-    assert len(pairs) == 5 < len(train)
+    assert "hyponatremia_urine/dpo" in ran and "hyponatremia_urine/eval" in ran
+    pairs = [json.loads(x) for x in (out / "stages" / "hyponatremia_urine" / "dpo" / "pairs.jsonl").read_text().splitlines()]
+    train = [json.loads(x)["id"] for x in (out / "data" / "hyponatremia_urine" / "train.jsonl").read_text().splitlines()]
+    # balanced pairs of the first 5 training records only: about one per record, every label chosen equally
+    assert {p["id"].split(":")[0] for p in pairs} <= set(train[:5]) and 5 <= len(pairs) < len(train)
     assert not any(s.startswith("uti_classification") for s in ran)
-    assert "hyponatremia_urine/sft" not in ran and "hyponatremia_urine/eval-base" not in ran
+    assert "hyponatremia_urine/sft" not in ran and "hyponatremia_urine/data" not in ran
 
 
 def test_killed_stage_resumes(tmp_path: Path):
@@ -180,3 +181,58 @@ def test_shipped_study_configs_are_valid(name):
         for stage in ("sft", "dpo"):
             build_config(None, values={**cfg.train_settings(stage, entry), "stage": stage})
         cfg.eval_settings(entry)
+
+
+def test_duplicates_share_a_split_and_a_failing_task_does_not_sink_the_study(tiny_model_dir: Path, tmp_path: Path):
+    """Real exports repeat records: a planted copy (new id, same text) must end in its original's split,
+    so the leakage gate passes and the audit counts the group. A task that fails (here: a bad record)
+    is reported with its error while the finished task keeps its results, and the study exits non-zero."""
+    from clinalign.cli import run
+    from clinalign.data.io import write_jsonl
+    from clinalign.study.runner import StudyFailed, run_study
+    from clinalign.tasks import get_task
+
+    uti = get_task("uti_classification")
+    recs = uti.generate(30, seed=5)
+    copies = [r.model_copy(update={"id": f"{r.id}-again"}) for r in recs[:4]]  # 4 groups of 2
+    write_jsonl(tmp_path / "uti.jsonl", recs + copies)
+    (tmp_path / "bad.jsonl").write_text('{"id": "x1", "serum_sodium": "high"}\n')
+    study = write_study(tmp_path, tiny_model_dir, tasks=[{"id": "uti_classification", "data": str(tmp_path / "uti.jsonl")},
+                                                          {"id": "hyponatremia_urine", "data": str(tmp_path / "bad.jsonl")}])
+    out = tmp_path / "out"
+    with pytest.raises(StudyFailed) as failed:
+        run_study(load_study(study), out, log=lambda _m: None)
+    assert list(failed.value.failed) == ["hyponatremia_urine"]
+    assert "bad.jsonl:1" in failed.value.failed["hyponatremia_urine"]
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["study"]["failed"] == failed.value.failed
+    assert saved["tasks"]["hyponatremia_urine"]["_error"] == failed.value.failed["hyponatremia_urine"]
+    done = saved["tasks"]["uti_classification"]
+    assert done["_split"]["duplicate_groups"] == 4 and done["_split"]["records_in_groups"] == 8
+    where = {}
+    for part in ("train", "val", "test"):
+        for line in (out / "data" / "uti_classification" / f"{part}.jsonl").read_text().splitlines():
+            where[json.loads(line)["id"]] = part
+    assert all(where[r.id] == where[f"{r.id}-again"] for r in recs[:4])
+    assert "f1_yes" in done and "hyponatremia_urine" in (out / "report.md").read_text()
+    # the CLI says which task failed and exits non-zero, after printing the finished task's table
+    assert run(["study", "run", str(study), "--out", str(out)]) == 1
+
+
+def test_results_hold_the_classical_baseline_and_the_label_distribution(mini_study):
+    _, out, results, _ = mini_study
+    saved = json.loads((out / "results.json").read_text())
+    uti = saved["tasks"]["uti_classification"]
+    test = [json.loads(x) for x in (out / "data" / "uti_classification" / "test.jsonl").read_text().splitlines()]
+    baseline = [json.loads(x) for x in (out / "predictions" / "uti_classification" / "classical.jsonl").read_text().splitlines()]
+    assert [r["id"] for r in baseline] == [r["id"] for r in test]
+    correct = sum(r["pred"] == r["gold"] for r in baseline) / len(baseline)
+    assert uti["accuracy"]["classical"]["value"] == pytest.approx(correct)
+    assert {"classical_vs_sft", "classical_vs_dpo"} <= set(uti["accuracy"]["p_values_holm"])
+    assert "classical" in uti["_verdict"]
+    dist = uti["_label_distribution"]
+    assert set(dist) == {"gold", "base", "sft", "dpo", "classical"}
+    assert dist["gold"] == {k: sum(r["label"] == k for r in test) for k in ("yes", "no") if any(r["label"] == k for r in test)}
+    assert all(sum(c.values()) == len(test) for c in dist.values())
+    md = (out / "report.md").read_text()
+    assert "| Classical |" in md and "Classical vs SFT" in md and "Predicted labels" in md

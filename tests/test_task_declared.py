@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -116,8 +117,13 @@ def test_classification_metrics_and_pairs(tmp_path: Path):
     rng = random.Random(3)
     wrong = [task.rejected_builders["wrong_label"](recs[0], rng) for _ in range(30)]
     assert set(wrong) == {"medium", "low_risk"}
+    one_each = preference_pairs(task, recs, strategy="wrong_label", seed=1)
+    assert len(one_each) == 4 and all(p["chosen"] != p["rejected"] for p in one_each)
+    # the default is prior-neutral: 3 labels x ceil(4 / 3) pairs, each label chosen and rejected twice
     pairs = preference_pairs(task, recs, seed=1)
-    assert len(pairs) == 4 and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert len(pairs) == 6 and all(p["chosen"] != p["rejected"] for p in pairs)
+    assert Counter(p["chosen"] for p in pairs) == Counter(p["rejected"] for p in pairs) == {
+        "high": 2, "medium": 2, "low_risk": 2}
     assert pairs == preference_pairs(task, recs, seed=1)
     only_acc, _ = _task(tmp_path, CLS + "metrics: [accuracy]\n", "acc.yaml")
     assert [m.name for m in only_acc.metrics] == ["accuracy"]

@@ -100,6 +100,46 @@ def duplicates(task: Task, records: Sequence[Any]) -> dict[str, list[list[str]]]
     return {"exact": exact, "near": near}
 
 
+def duplicate_groups(task: Task, records: Sequence[Any]) -> list[list[int]]:
+    """Indices of records that are the same input, exactly (``record_key``) or nearly (the MinHash rule
+    of :func:`leakage`), joined transitively; every record is in exactly one group, in input order.
+
+    The split keeps each group together, so the leakage gate cannot find what the split made.
+    """
+    from datasketch import MinHashLSH
+
+    parent = list(range(len(records)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i: int, j: int) -> None:
+        a, b = root(i), root(j)
+        if a != b:
+            parent[max(a, b)] = min(a, b)
+
+    first: dict[str, int] = {}
+    for i, r in enumerate(records):
+        join(i, first.setdefault(record_key(task, r), i))
+    if task.near_duplicates:
+        lsh = MinHashLSH(threshold=NEAR_DUP_THRESHOLD, num_perm=NUM_PERM)
+        hashes: dict[str, Any] = {}
+        for i, r in enumerate(records):
+            mh = _minhash(record_text(task, r))
+            for h in lsh.query(mh):
+                if hashes[h].jaccard(mh) >= NEAR_DUP_THRESHOLD:
+                    join(i, int(h))
+            lsh.insert(str(i), mh)
+            hashes[str(i)] = mh
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i in range(len(records)):
+        groups[root(i)].append(i)
+    return sorted(groups.values())
+
+
 def leakage(task: Task, train: Sequence[Any], test: Sequence[Any]) -> list[dict[str, Any]]:
     """Test records that duplicate or nearly duplicate a training record, by id."""
     from datasketch import MinHashLSH

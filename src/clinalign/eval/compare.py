@@ -38,7 +38,10 @@ from clinalign.eval.stats import (
 )
 from clinalign.tasks.base import Metric, Prediction, Task
 
-SYSTEMS = ("base", "sft", "dpo")
+#: the LLM systems of a study, then its classical baseline (eval/baselines.py)
+LLM_SYSTEMS = ("base", "sft", "dpo")
+BASELINE = "classical"
+SYSTEMS = (*LLM_SYSTEMS, BASELINE)
 TEST_NAMES = {"mcnemar": "McNemar exact", "paired_bootstrap": "paired bootstrap", "wilcoxon": "Wilcoxon signed-rank"}
 ALPHA = 0.05
 CLINICIAN_LIKERT = "likert_clinician"
@@ -54,9 +57,11 @@ def ordered_systems(names: Sequence[str]) -> list[str]:
 
 
 def pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
-    """(later, earlier) pairs, named ``later_vs_earlier``: sft_vs_base, dpo_vs_base, dpo_vs_sft."""
+    """(later, earlier) pairs, named ``later_vs_earlier``: sft_vs_base, dpo_vs_base, dpo_vs_sft, and the
+    baseline against each fine-tuned system (classical_vs_sft, classical_vs_dpo). Baseline vs base is
+    no question the study asks, and under Holm every extra test costs the others power."""
     order = ordered_systems(systems)
-    return [(b, a) for a, b in combinations(order, 2)]
+    return [(b, a) for a, b in combinations(order, 2) if not (b == BASELINE and a == "base")]
 
 
 def _num(x: float) -> float | None:
@@ -220,7 +225,39 @@ def verdict(task_results: Mapping[str, Any], alpha: float = ALPHA) -> str:
     if m is None:
         return "No metric: nothing to compare"
     e = task_results[m]
-    present = [s for s in SYSTEMS if s in e]
+    line = _llm_verdict(e, m, alpha)
+    drops = [f"{s.upper()} significantly worse than base ({fmt_p(p_between(e, s, 'base'))}"
+             f"{', Holm' if e.get('p_values_holm') else ''})"
+             for s in ("sft", "dpo") if s in e and "base" in e and significantly_better(e, "base", s, alpha)]
+    if drops:
+        line += ". " + "; ".join(drops)
+    if BASELINE in e:
+        line += ". " + _baseline_verdict(e, m, alpha)
+    return line
+
+
+def _baseline_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:
+    """Does the better fine-tuned system beat the classical baseline on the same items?"""
+    tuned = [s for s in ("sft", "dpo") if s in e and e[s].get("value") is not None]
+    b = e[BASELINE].get("value")
+    if not tuned or b is None:
+        return "No comparison with the classical baseline"
+    sign = 1 if e.get("higher_is_better", True) else -1
+    best = max(tuned, key=lambda s: sign * e[s]["value"])
+    tag = ", Holm" if e.get("p_values_holm") else ""
+    p = fmt_p(p_between(e, best, BASELINE)) + tag
+    vals = f"{best.upper()} {e[best]['value']:.3f} vs classical {b:.3f}"
+    if significantly_better(e, best, BASELINE, alpha):
+        return f"Fine-tuning beats the classical baseline ({vals}, {p})"
+    if significantly_better(e, BASELINE, best, alpha):
+        return f"The classical baseline beats every fine-tuned model ({vals}, {p}): fine-tuning does not pay here"
+    if sign * (e[best]["value"] - b) < 0:
+        return f"Fine-tuning does not beat the classical baseline ({vals}, {p})"
+    return f"Fine-tuning not significantly better than the classical baseline ({vals}, {p})"
+
+
+def _llm_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:
+    present = [s for s in LLM_SYSTEMS if s in e]
     tag = ", Holm" if e.get("p_values_holm") else ""
 
     def p(a: str, b: str) -> str:

@@ -21,14 +21,23 @@ the model's ordinary ``forward``, so a plain model, a peft (LoRA) model and merg
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal
 
 import torch
 
 from clinalign.errors import TaskError
 from clinalign.tasks.base import Task
-from clinalign.train.batching import _answer_ids, _fit_prompt, _model_mask, _prompt_ids, _token_logps
+from clinalign.train.batching import (
+    _answer_ids,
+    _fit_prompt,
+    _model_mask,
+    _prompt_ids,
+    _token_logps,
+    decoder_stack,
+    only_layers,
+)
 
 Mode = Literal["score", "generate"]
 
@@ -93,10 +102,27 @@ def _packed_batch(items: Sequence[tuple[list[int], list[list[int]]]], pad_id: in
     }
 
 
+Variant = Callable[[], AbstractContextManager[Any]]
+
+
 @torch.inference_mode()
 def choice_logliks(model: Any, tokenizer: Any, prompts: Sequence[str], choices: Sequence[Sequence[str]],
                    batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[list[float]]:
     """Per prompt, the summed log-probability of each allowed answer (answer + end-of-turn token)."""
+    return shared_choice_logliks(model, {"": nullcontext}, tokenizer, prompts, choices, batch_size,
+                                 max_prompt_tokens)[""]
+
+
+@torch.inference_mode()
+def shared_choice_logliks(model: Any, variants: Mapping[str, Variant], tokenizer: Any, prompts: Sequence[str],
+                          choices: Sequence[Sequence[str]], batch_size: int = 8,
+                          max_prompt_tokens: int | None = None, start_layer: int = 0
+                          ) -> dict[str, list[list[float]]]:
+    """:func:`choice_logliks` for several variants of one model (``variants[name]()`` is a context that
+    sets it up: an adapter switched on, or all switched off for the base model) that differ only from
+    decoder layer ``start_layer`` on. Layers below it run once per batch and their output is reused by
+    every variant: base, SFT and DPO with LoRA on the last k layers cost one full pass plus k layers
+    each, instead of three full passes. Equal to separate passes (tested)."""
     if len(prompts) != len(choices):
         raise ValueError(f"{len(prompts)} prompts but {len(choices)} choice lists")
     items = []
@@ -109,23 +135,28 @@ def choice_logliks(model: Any, tokenizer: Any, prompts: Sequence[str], choices: 
     device = _device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(items)), key=lambda j: -(len(items[j][0]) + sum(map(len, items[j][1]))))
-    out: list[list[float]] = [[] for _ in items]
+    out: dict[str, list[list[float]]] = {name: [[] for _ in items] for name in variants}
     for s in range(0, len(order), batch_size):
         chunk = order[s : s + batch_size]
         batch = _packed_batch([items[j] for j in chunk], pad)
-        logits = model(
-            input_ids=batch["input_ids"].to(device),
-            attention_mask=_model_mask(model, batch["attention_mask"].to(device)),
-            position_ids=batch["position_ids"].to(device),
-            logits_to_keep=batch["logits_to_keep"].to(device),
-            use_cache=False,
-        ).logits  # [N, V]: one row per predicting position
-        tok = _token_logps(logits[batch["index"].to(device)], batch["targets"].to(device))
-        sums = torch.zeros(batch["n_answers"], dtype=tok.dtype, device=device)
-        sums = sums.index_add(0, batch["owner"].to(device), tok).tolist()
-        for j in chunk:
-            k = len(items[j][1])
-            out[j], sums = sums[:k], sums[k:]
+        mask = _model_mask(model, batch["attention_mask"].to(device))
+        position_ids = batch["position_ids"].to(device)
+        inputs: dict[str, Any] = {"input_ids": batch["input_ids"].to(device)}
+        if start_layer:  # the layers every variant shares, once
+            with only_layers(model, 0, start_layer, final_norm=False):
+                hidden = decoder_stack(model)(**inputs, attention_mask=mask, position_ids=position_ids,
+                                              use_cache=False).last_hidden_state
+            inputs = {"inputs_embeds": hidden}
+        for name, variant in variants.items():
+            with variant(), only_layers(model, start_layer) if start_layer else nullcontext():
+                logits = model(**inputs, attention_mask=mask, position_ids=position_ids,
+                               logits_to_keep=batch["logits_to_keep"].to(device), use_cache=False).logits
+            tok = _token_logps(logits[batch["index"].to(device)], batch["targets"].to(device))
+            sums = torch.zeros(batch["n_answers"], dtype=tok.dtype, device=device)
+            sums = sums.index_add(0, batch["owner"].to(device), tok).tolist()
+            for j in chunk:
+                k = len(items[j][1])
+                out[name][j], sums = sums[:k], sums[k:]
     return out
 
 
@@ -160,6 +191,14 @@ def predict_closed_set(task: Task, model: Any, tokenizer: Any, records: Sequence
     opts = [tuple(task.choices_for(r) or ()) for r in records]
     prompts = [task.prompt(r) for r in records]
     logliks = choice_logliks(model, tokenizer, prompts, opts, batch_size, max_prompt_tokens)
+    return closed_set_rows(task, records, logliks, tokenizer, max_prompt_tokens)
+
+
+def closed_set_rows(task: Task, records: Sequence[Any], logliks: Sequence[Sequence[float]], tokenizer: Any,
+                    max_prompt_tokens: int | None) -> list[dict[str, Any]]:
+    """Prediction rows from each record's allowed-answer log-likelihoods (in ``choices_for`` order)."""
+    opts = [tuple(task.choices_for(r) or ()) for r in records]
+    prompts = [task.prompt(r) for r in records]
     rows = []
     for r, o, ll in zip(records, opts, logliks, strict=True):
         probs = dict(zip(o, _softmax(ll), strict=True))

@@ -28,7 +28,7 @@ from clinalign.data.io import atomic_path, write_json, write_text_atomic
 from clinalign.eval.calibration import calibration_summary
 from clinalign.report import plots
 from clinalign.report.html import render_html, task_meta_line
-from clinalign.report.tables import LEGEND, md_escape, results_table_markdown
+from clinalign.report.tables import LEGEND, label_table_markdown, md_escape, results_table_markdown
 
 
 def safe_name(text: str) -> str:
@@ -108,6 +108,8 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
         if task_results.get("_verdict"):
             lines += [f"**{md_escape(task_results['_verdict'])}**", ""]
         lines += [md_escape(task_meta_line(task_results)), ""]
+        if task_results.get("_label_distribution"):
+            lines += ["Predicted labels on the test items (gold first):", "", label_table_markdown(task_results)]
         for kind, name in png_names.get(tid, {}).items():
             lines += [f"![{md_escape(tid)} {kind}]({name})", ""]
     return "\n".join(lines)

@@ -9,7 +9,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from clinalign.report.tables import LEGEND, results_table_html
+from clinalign.report.tables import LEGEND, label_table_html, results_table_html
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:75rem;
@@ -48,6 +48,9 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
         if task_results.get("_verdict"):
             parts.append(f'<p class="verdict">{e(task_results["_verdict"])}</p>')
         parts.append(f'<p class="meta">{e(task_meta_line(task_results))}</p>')
+        if task_results.get("_label_distribution"):
+            parts += ['<p class="meta">Predicted labels on the test items (gold first):</p>',
+                      label_table_html(task_results)]
         for kind, png in images.get(tid, {}).items():
             parts.append(_img(png, f"{tid} {kind}"))
     if study:
@@ -59,6 +62,12 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
 def task_meta_line(task_results: Mapping[str, Any]) -> str:
     """Test items, unparseable answers per system, ECE per system where scored."""
     bits = [f"{task_results.get('_n_items', '?')} test items"]
+    split = task_results.get("_split") or {}
+    if "train" in split:
+        bits.append(f"train/val/test records {split['train']}/{split.get('val', 0)}/{split.get('test', 0)}")
+    if split.get("duplicate_groups"):
+        bits.append(f"duplicate groups kept in one split: {split['duplicate_groups']} "
+                    f"({split['records_in_groups']} records" + (f", {split['dropped']} dropped)" if split.get("dropped") else ")"))
     unp = task_results.get("_unparseable")
     if unp:
         bits.append("unparseable: " + ", ".join(f"{s} {n}" for s, n in unp.items()))

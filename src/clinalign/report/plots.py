@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from clinalign.eval.compare import SYSTEMS, metric_names
 from clinalign.eval.metrics import UNPARSEABLE
 
-COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518"}
+COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", "classical": "#54a24b"}
 CURVES = (("loss", "DPO loss"), ("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy"))
 
 

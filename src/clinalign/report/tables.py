@@ -1,5 +1,6 @@
-"""The results table shaped like the paper's: one row per task/metric; Base, SFT, DPO as
-``value [CI]``; p-values SFT vs base, DPO vs base, DPO vs SFT as ``raw (Holm)``.
+"""The results table shaped like the paper's: one row per task/metric; Base, SFT, DPO (and the classical
+baseline, where the study has one) as ``value [CI]``; p-values SFT vs base, DPO vs base, DPO vs SFT
+(and classical vs SFT, classical vs DPO) as ``raw (Holm)``.
 
 Marks (after Holm, p < 0.05): **bold** = the best system, significantly better than every other
 system on that row; ``*`` = significantly better than base.
@@ -13,10 +14,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from clinalign.eval.compare import SYSTEMS, metric_names, significantly_better
+from clinalign.eval.compare import BASELINE, SYSTEMS, metric_names, p_between, significantly_better
 
-HEADER = ["Task", "Metric", "Test", "Base", "SFT", "DPO", "SFT vs base", "DPO vs base", "DPO vs SFT"]
-PAIRS = ("sft_vs_base", "dpo_vs_base", "dpo_vs_sft")
+LABELS = {"base": "Base", "sft": "SFT", "dpo": "DPO", BASELINE: "Classical"}
+PAIR_LABELS = {"sft_vs_base": "SFT vs base", "dpo_vs_base": "DPO vs base", "dpo_vs_sft": "DPO vs SFT",
+               f"{BASELINE}_vs_sft": "Classical vs SFT", f"{BASELINE}_vs_dpo": "Classical vs DPO"}
 LEGEND = ("Values: estimate [95% bootstrap CI]. p-values: raw (Holm-adjusted across the study). "
           "Bold: best system, significantly better than every other (Holm p < 0.05); "
           "*: significantly better than base (Holm p < 0.05).")
@@ -36,21 +38,35 @@ def winner(entry: Mapping[str, Any]) -> str | None:
     """The system significantly better than every other present system on this metric, if any."""
     present = [s for s in SYSTEMS if s in entry]
     for s in present:
-        others = [o for o in present if o != s]
+        others = [o for o in present if o != s and p_between(entry, s, o) is not None]
         if others and all(significantly_better(entry, s, o) for o in others):
             return s
     return None
 
 
+def columns(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+    """The systems and comparisons to show: the LLM ones always, the baseline's where any task has it."""
+    with_baseline = any(BASELINE in e for t in results.get("tasks", {}).values()
+                        for m, e in t.items() if not m.startswith("_") and isinstance(e, Mapping))
+    systems = [s for s in SYSTEMS if s != BASELINE or with_baseline]
+    return systems, [p for p in PAIR_LABELS if with_baseline or BASELINE not in p]
+
+
+def header(results: Mapping[str, Any]) -> list[str]:
+    systems, comparisons = columns(results)
+    return ["Task", "Metric", "Test", *(LABELS[s] for s in systems), *(PAIR_LABELS[p] for p in comparisons)]
+
+
 def table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
     """Structured rows shared by the Markdown and HTML renderings (text is raw, not escaped)."""
+    systems, comparisons = columns(results)
     rows = []
     for tid, task_results in results.get("tasks", {}).items():
         for m in metric_names(task_results):
             e = task_results[m]
             win = winner(e)
             cells = {}
-            for s in SYSTEMS:
+            for s in systems:
                 if s not in e:
                     cells[s] = {"text": "—", "bold": False, "star": False}
                     continue
@@ -60,7 +76,7 @@ def table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 cells[s] = {"text": text, "bold": s == win, "star": star}
             raw, adj = e.get("p_values", {}), e.get("p_values_holm", {})
             pv = {}
-            for pair in PAIRS:
+            for pair in comparisons:
                 if pair not in raw:
                     pv[pair] = "—"
                 else:
@@ -82,24 +98,60 @@ def md_escape(text: Any) -> str:
 
 
 def results_table_markdown(results: Mapping[str, Any]) -> str:
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
+    head = header(results)
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table_rows(results):
         cells = [md_escape(r["task"]), md_escape(r["metric"]), md_escape(r["test"])]
-        cells += [_cell_md(r["cells"][s]) for s in SYSTEMS]
-        cells += [r["p"][pair] for pair in PAIRS]
+        cells += [_cell_md(c) for c in r["cells"].values()]
+        cells += list(r["p"].values())
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
 def results_table_html(results: Mapping[str, Any]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header(results))
     body = []
     for r in table_rows(results):
         tds = [f"<td>{html.escape(str(r[k]))}</td>" for k in ("task", "metric", "test")]
-        for s in SYSTEMS:
-            c = r["cells"][s]
+        for c in r["cells"].values():
             text = html.escape(c["text"] + ("*" if c["star"] else ""))
             tds.append(f"<td class=\"num\">{'<b>' + text + '</b>' if c['bold'] else text}</td>")
-        tds += [f"<td class=\"num\">{html.escape(r['p'][pair])}</td>" for pair in PAIRS]
+        tds += [f"<td class=\"num\">{html.escape(v)}</td>" for v in r["p"].values()]
         body.append("<tr>" + "".join(tds) + "</tr>")
     return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
+
+
+def label_rows(task_results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """The predicted-label distribution per system (and the gold one) as a header and rows of counts,
+    so a model that gives one answer to every item stands out; None for tasks without labels."""
+    dist = task_results.get("_label_distribution")
+    if not dist:
+        return None
+    labels = list(dist.get("gold", {}))
+    labels += sorted({x for counts in dist.values() for x in counts} - set(labels))
+    head = ["System", *labels]
+    rows = [[LABELS.get(s, s) if s != "gold" else "Gold", *(str(counts.get(x, 0)) for x in labels)]
+            for s, counts in dist.items()]
+    return head, rows
+
+
+def label_table_markdown(task_results: Mapping[str, Any]) -> str:
+    table = label_rows(task_results)
+    if table is None:
+        return ""
+    head, rows = table
+    lines = ["| " + " | ".join(md_escape(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def label_table_html(task_results: Mapping[str, Any]) -> str:
+    table = label_rows(task_results)
+    if table is None:
+        return ""
+    head, rows = table
+    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
+    num = ' class="num"'
+    body = "".join("<tr>" + "".join(f"<td{num if i else ''}>{html.escape(c)}</td>" for i, c in enumerate(r))
+                   + "</tr>" for r in rows)
+    return f'<table class="labels"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'

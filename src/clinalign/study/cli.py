@@ -26,13 +26,17 @@ def run(
     Finished stages are cached by a fingerprint of their inputs and settings; a killed run resumes.
     """
     from clinalign.data.cli import print_summary, stdout_console
-    from clinalign.study.runner import run_study
+    from clinalign.study.runner import StudyFailed, run_study
 
     cfg = load_study(study, overrides)
     out = out or Path("runs") / cfg.name
     console = stdout_console()
     t0 = time.perf_counter()
-    results = run_study(cfg, out, log=console.print)
+    failed: dict[str, str] = {}
+    try:
+        results = run_study(cfg, out, log=console.print)
+    except StudyFailed as e:  # the finished tasks were reported; say so, then exit non-zero
+        results, failed = e.results, e.failed
     minutes = (time.perf_counter() - t0) / 60
     from clinalign.data.io import read_records
     from clinalign.report.tables import results_table_markdown
@@ -43,6 +47,8 @@ def run(
         task = get_task(entry.id)
         folder = out / "data" / task.id
         folder = folder if (folder / "train.jsonl").is_file() else folder / "fold0"  # k-fold studies
+        if not (folder / "train.jsonl").is_file():  # a task that failed before its split
+            continue
         recs = [r for part in ("train", "val", "test")
                 for r in read_records(folder / f"{part}.jsonl", task.record_type)]
         summary.append((task, recs))
@@ -51,3 +57,7 @@ def run(
     for tid, r in results["tasks"].items():
         console.print(f"[bold]{tid}[/bold]: {r.get('_verdict', '')}")
     console.print(f"\nreport: {out / 'report.html'}  (also report.md, results.json) in {minutes:.1f} min")
+    if failed:
+        typer.echo(f"error: {len(failed)} of {len(cfg.tasks)} task(s) failed: {', '.join(failed)} "
+                   "(the others are reported)", err=True)
+        raise typer.Exit(1)

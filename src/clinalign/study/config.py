@@ -24,6 +24,9 @@ class SplitConfig(_Strict):
     val: float = 0.1
     test: float = 0.2
     seed: int = 0
+    #: duplicate and near-duplicate records (the task's rule) always share a split ("group"), or only
+    #: the first of each group is kept ("drop"); see data/splits.py
+    dedupe: Literal["group", "drop"] = "group"
 
 
 class EvalConfig(_Strict):
@@ -77,6 +80,9 @@ class StudyConfig(_Strict):
     validate_training: bool = Field(default=False, alias="validate")
     #: k-fold cross-validation for small datasets: every record is tested once; None = one split
     folds: int | None = Field(default=None, ge=2)
+    #: classical systems evaluated beside base/SFT/DPO on the same test items (eval/baselines.py:
+    #: TF-IDF + logistic regression for closed-set tasks, extractive for generation); [] = none
+    baselines: list[Literal["classical"]] = Field(default_factory=lambda: ["classical"])
     tasks: list[TaskEntry]
 
     @model_validator(mode="after")

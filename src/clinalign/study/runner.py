@@ -10,19 +10,33 @@ Layout of ``OUT``:
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clinalign.data.io import read_records, write_jsonl
+from clinalign.data.io import read_records, write_json, write_jsonl
 from clinalign.data.pairs import preference_pairs, sft_examples
 from clinalign.data.splits import kfold_split, split_records
+from clinalign.errors import ClinalignError
+from clinalign.eval import baselines
+from clinalign.report import safe_name
 from clinalign.study.config import StudyConfig, TaskEntry
 from clinalign.study.stages import StageRunner, file_fingerprint, fingerprint
 from clinalign.tasks import Task, get_task
 
 SYSTEMS = ("base", "sft", "dpo")
+#: bump when eval/baselines.py changes what it predicts, so cached baseline stages are redone
+BASELINE_VERSION = 1
+
+
+class StudyFailed(Exception):
+    """Some tasks failed; the others were reported. ``results`` is what was written."""
+
+    def __init__(self, results: dict[str, Any], failed: dict[str, str]):
+        super().__init__("; ".join(f"{t}: {e}" for t, e in failed.items()))
+        self.results, self.failed = results, failed
 
 
 def model_fingerprint(path: str | Path) -> str:
@@ -44,20 +58,29 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     stages = StageRunner(out / "stages", log=log)
     results: dict[str, Any] = {"tasks": {}}
     extras: dict[str, dict[str, Any]] = {"curves": {}, "calibration": {}, "confusion": {}}
+    failed: dict[str, str] = {}
     for entry in cfg.tasks:
         task = get_task(entry.id)
         log(f"[bold cyan]== {task.id}[/bold cyan]")
-        results["tasks"][task.id] = run_task(cfg, entry, task, base_model, stages, out, extras)
+        try:
+            results["tasks"][task.id] = run_task(cfg, entry, task, base_model, stages, out, extras)
+        except Exception as e:  # reported with the others' results; the next task still runs
+            failed[task.id] = _failure(e, out / "errors" / f"{safe_name(task.id)}.txt")
+            log(f"[bold red]failed[/bold red]  {task.id}: {failed[task.id]}")
 
     apply_holm(results)
     for task_results in results["tasks"].values():
         task_results["_verdict"] = verdict(task_results)
-    results["study"] = {"name": cfg.name, "model": cfg.model, "dpo_from": cfg.dpo_from,
+    for tid, err in failed.items():
+        results["tasks"][tid] = {"_error": err, "_verdict": f"Failed: {err}"}
+    results["study"] = {"name": cfg.name, "model": cfg.model, "dpo_from": cfg.dpo_from, "failed": failed,
                         "stages_run": stages.ran, "stages_cached": stages.skipped,
                         "stage_seconds": {k: round(v, 1) for k, v in stages.timings.items()},
                         "config": cfg.model_dump(mode="json")}
     write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
                  confusion=extras["confusion"])
+    if failed:
+        raise StudyFailed(results, failed)
     return results
 
 
@@ -72,25 +95,28 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     from clinalign.eval.compare import compare_systems
 
     if not cfg.folds:
-        test, preds, dpo_dir = _task_predictions(cfg, entry, task, base_model, stages, out, None)
+        test, preds, dpo_dir, split_info = _task_predictions(cfg, entry, task, base_model, stages, out, None)
         task_results = compare_systems(task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()},
                                        n_boot=cfg.eval_settings(entry).n_boot, seed=cfg.eval_settings(entry).seed)
     else:
-        test, preds, per_fold = [], {s: [] for s in SYSTEMS}, []
+        test, preds, per_fold = [], {}, []
         for fold in range(cfg.folds):
-            t, p, dpo_dir = _task_predictions(cfg, entry, task, base_model, stages, out, fold)
+            t, p, dpo_dir, split_info = _task_predictions(cfg, entry, task, base_model, stages, out, fold)
             test += t
-            for s in SYSTEMS:
-                preds[s] += p[s]
-            per_fold.append({s: task.evaluate(t, [r["pred"] for r in p[s]]) for s in SYSTEMS})
+            for s in p:
+                preds.setdefault(s, []).extend(p[s])
+            per_fold.append({s: task.evaluate(t, [r["pred"] for r in p[s]]) for s in p})
         ev = cfg.eval_settings(entry)
         task_results = compare_systems(task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()},
                                        n_boot=ev.n_boot, seed=ev.seed)
         task_results["_folds"] = fold_summary(per_fold)
     _add_clinician_likert(entry, preds, task_results, cfg.eval_settings(entry))
+    task_results["_split"] = split_info  # records per split and duplicate groups kept together
     cut = sum(bool(r.get("prompt_truncated")) for r in preds["base"])
     if cut:
         task_results["_prompt_truncated"] = cut
+    if task.is_closed_set:  # a model that answers one label to everything is visible at a glance
+        task_results["_label_distribution"] = label_distribution(test, preds, task)
     tid = task.id
     extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
     if task.is_closed_set:
@@ -98,6 +124,34 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
         extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
                                     for s, rows in preds.items()}
     return task_results
+
+
+def _failure(e: Exception, trace: Path) -> str:
+    """One line for the report; a bug's traceback goes to ``trace`` (not to the log), a user error
+    (``ClinalignError``) is its own message."""
+    if isinstance(e, ClinalignError):
+        return str(e).replace("\n", " ")
+    import traceback
+
+    from clinalign.data.io import write_text_atomic
+
+    trace.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(trace, "".join(traceback.format_exception(e)))
+    return f"{type(e).__name__}: {e} (traceback in {trace})".replace("\n", " ")
+
+
+def label_distribution(test: list[Any], preds: dict[str, list[dict[str, Any]]], task: Task
+                       ) -> dict[str, dict[str, int]]:
+    """{"gold" | system: {label: count}} over the test items, labels in the task's order."""
+    from collections import Counter
+
+    def counts(labels: list[Any]) -> dict[str, int]:
+        c = Counter("(none)" if x is None else str(x) for x in labels)
+        order = [x for x in (task.choices or ()) if x in c] + sorted(x for x in c if x not in (task.choices or ()))
+        return {x: c[x] for x in order}
+
+    return {"gold": counts([task.answer(r) for r in test]),
+            **{s: counts([r["pred"] for r in rows]) for s, rows in preds.items()}}
 
 
 def fold_summary(per_fold: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -115,7 +169,8 @@ def fold_summary(per_fold: list[dict[str, dict[str, float]]]) -> dict[str, dict[
 
 
 def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, stages: StageRunner,
-                      out: Path, fold: int | None) -> tuple[list[Any], dict[str, list[dict[str, Any]]], Path]:
+                      out: Path, fold: int | None
+                      ) -> tuple[list[Any], dict[str, list[dict[str, Any]]], Path, dict[str, int]]:
     """Data, SFT, DPO and the three systems' per-item predictions on this (fold's) test split."""
     tid = task.id
     sp = tid if fold is None else f"{tid}/fold{fold}"
@@ -134,6 +189,10 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     public.mkdir(parents=True, exist_ok=True)
     for k in split:
         shutil.copyfile(data_dir / f"{k}.jsonl", public / f"{k}.jsonl")
+    split_info = json.loads((data_dir / "split.json").read_text()) if (data_dir / "split.json").is_file() else {}
+    if split_info.get("duplicate_groups"):
+        stages.log(f"split: {split_info['duplicate_groups']} duplicate group(s) of {split_info['records_in_groups']} "
+                   f"records kept in one split each" + (f", {split_info['dropped']} dropped" if split_info["dropped"] else ""))
     _audit(task, data_dir, cfg, stages.log)
 
     # 2. SFT on (prompt, gold answer)
@@ -183,16 +242,35 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     models = {"base": (base_model, base_fp), "sft": (sft_dir / "run" / "final", sft_fp),
               "dpo": (dpo_dir / "run" / "final", dpo_fp)}
     preds: dict[str, list[dict[str, Any]]] = {}
-    for system, (path, fp) in models.items():
+    if task.is_closed_set and ev.closed_set_mode == "score":
+        # one stage for the three: the layers below the adapters run once per item (eval/predict.py)
         pred_dir, _ = stages.run(
-            f"{sp}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
-            lambda d, _resume, path=path: _predict(task, path, test, ev, d / "predictions.jsonl"),
+            f"{sp}/eval", {"models": {s: fp for s, (_p, fp) in models.items()}, "data": data_fp,
+                           "eval": ev.model_dump()},
+            lambda d, _resume: _predict(task, {s: p for s, (p, _fp) in models.items()}, test, ev, d),
         )
-        preds[system] = _read_jsonl(pred_dir / "predictions.jsonl")
-        (out / "predictions" / sp).mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(pred_dir / "predictions.jsonl", out / "predictions" / sp / f"{system}.jsonl")
+        preds = {system: _read_jsonl(pred_dir / f"{system}.jsonl") for system in models}
+    else:  # generation: nothing to share, and each system's outputs are worth keeping on their own
+        for system, (path, fp) in models.items():
+            pred_dir, _ = stages.run(
+                f"{sp}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
+                lambda d, _resume, s=system, path=path: _predict(task, {s: path}, test, ev, d),
+            )
+            preds[system] = _read_jsonl(pred_dir / f"{system}.jsonl")
 
-    return test, preds, dpo_dir
+    # 5. the classical baseline (eval/baselines.py), trained on the same training split
+    for name in cfg.baselines:
+        pred_dir, _ = stages.run(
+            f"{sp}/eval-{name}", {"baseline": name, "data": data_fp, "eval_items": ev.max_items,
+                                  "version": BASELINE_VERSION},
+            lambda d, _resume: write_jsonl(d / "predictions.jsonl",
+                                           baselines.predict(task, split["train"], test, seed=cfg.seed)),
+        )
+        preds[name] = _read_jsonl(pred_dir / "predictions.jsonl")
+    (out / "predictions" / sp).mkdir(parents=True, exist_ok=True)
+    for system in preds:
+        write_jsonl(out / "predictions" / sp / f"{system}.jsonl", preds[system])
+    return test, preds, dpo_dir, split_info
 
 
 def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path, fold: int | None = None) -> None:
@@ -200,14 +278,18 @@ def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path, fol
         records = read_records(entry.data, task.record_type)
     else:
         records = task.generate(entry.n, seed=entry.seed)
+    info: dict[str, int] = {}
     if fold is None:
-        parts = split_records(task, records, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed)
+        parts = split_records(task, records, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed,
+                              dedupe=cfg.split.dedupe, info=info)
     else:
-        parts = kfold_split(task, records, k=cfg.folds, fold=fold, val=cfg.split.val, seed=cfg.split.seed)
+        parts = kfold_split(task, records, k=cfg.folds, fold=fold, val=cfg.split.val, seed=cfg.split.seed,
+                            dedupe=cfg.split.dedupe, info=info)
     if entry.max_train:
         parts["train"] = parts["train"][: entry.max_train]
     for name, recs in parts.items():
         write_jsonl(out / f"{name}.jsonl", recs)
+    write_json(out / "split.json", {"records": len(records), **info, **{k: len(v) for k, v in parts.items()}})
 
 
 def _write_pairs(task: Task, entry: TaskEntry, train: list[Any], seed: int, path: Path) -> None:
@@ -233,12 +315,14 @@ def _train(stage: str, model: str, data: Path, out: Path, settings: dict[str, An
     train(stage, model=model, data=data, out=out, settings=settings, seed=seed, resume=resume, init_from=init_from)
 
 
-def _predict(task: Task, model_path: str | Path, records: list[Any], ev: Any, path: Path) -> None:
-    from clinalign.eval.predict import predict_records
+def _predict(task: Task, models: dict[str, str | Path], records: list[Any], ev: Any, out: Path) -> None:
+    """``OUT/<system>.jsonl`` for every system, predicted together where they share layers."""
+    from clinalign.eval.predict import predict_systems
 
-    rows = predict_records(task, model_path, records, batch_size=ev.batch_size, mode=ev.closed_set_mode,
+    rows = predict_systems(task, models, records, batch_size=ev.batch_size, mode=ev.closed_set_mode,
                            max_new_tokens=ev.max_new_tokens, max_prompt_tokens=ev.max_prompt_tokens)
-    write_jsonl(path, rows)
+    for system, r in rows.items():
+        write_jsonl(out / f"{system}.jsonl", r)
 
 
 def _add_clinician_likert(entry: TaskEntry, preds: dict[str, list[dict]], task_results: dict[str, Any],
@@ -251,7 +335,8 @@ def _add_clinician_likert(entry: TaskEntry, preds: dict[str, list[dict]], task_r
     from clinalign.rate.export import load_likert_csv
 
     scores = load_likert_csv(entry.likert_csv)
-    per_system = {s: {r["id"]: scores.get((r["id"], s)) for r in rows} for s, rows in preds.items()}
+    per_system = {s: {r["id"]: scores.get((r["id"], s)) for r in rows} for s, rows in preds.items()
+                  if any((r["id"], s) in scores for r in rows)}  # systems no clinician rated are left out
     task_results["likert_clinician"] = likert_metric(per_system, n_boot=ev.n_boot, seed=ev.seed)
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import random
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 
@@ -107,6 +107,26 @@ class Task(ABC):
         """What makes two records the same input, for the exact-duplicate and leakage checks; None
         compares the prompts' normalised text. Tasks whose prompt varies in layout override this."""
         return None
+
+    def baseline_features(self, record: Any) -> str | Mapping[str, float | str]:
+        """What the classical baseline (eval/baselines.py) reads: the prompt's text by default; a
+        mapping of named values for tasks whose input is a few numbers (binned and scaled there)."""
+        return self.prompt(record)
+
+    def option_texts(self, record: Any) -> dict[str, str] | None:
+        """For options that vary per record (lettered answers): answer -> the option's text, so the
+        baseline ranks options by their words; None where the answers are one fixed label set."""
+        return None
+
+    #: how :meth:`extractive_answer` builds its answer, for the report
+    extractive_description: ClassVar[str] = "the input's first three sentences"
+
+    def extractive_answer(self, record: Any) -> str:
+        """The generation tasks' classical baseline: an answer copied from the input, no training."""
+        import re
+
+        text = str(self.baseline_features(record))
+        return " ".join(re.split(r"(?<=[.!?])\s+", text.strip())[:3])
 
     def stratum(self, record: Any) -> str | None:
         """The label used to stratify splits; None for tasks without a label."""

@@ -91,6 +91,12 @@ class ClinicalReasoningTask(Task):
     def choices_for(self, record: ReasoningRecord) -> tuple[str, ...]:
         return tuple(record.options)
 
+    def baseline_features(self, record: ReasoningRecord) -> str:
+        return record.vignette
+
+    def option_texts(self, record: ReasoningRecord) -> dict[str, str]:
+        return dict(record.options)
+
     def prompt(self, record: ReasoningRecord) -> str:
         options = "\n".join(f"{k}. {v}" for k, v in record.options.items())
         question = QUESTIONS[record.question_type][sum(map(ord, record.id)) % 2]  # stable per record

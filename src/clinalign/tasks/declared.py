@@ -228,6 +228,9 @@ class DeclaredGeneration(Task):
             fields[d.facts_field] = (list[Text], ...)
         self.record_type = _record_model(f"{d.id}_record", fields)
 
+    def baseline_features(self, record: Any) -> str:
+        return getattr(record, self.decl.text_field)
+
     def prompt(self, record: Any) -> str:
         return _render(self.decl.prompt, record)
 

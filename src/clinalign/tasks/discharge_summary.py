@@ -501,6 +501,36 @@ class DischargeSummaryTask(Task):
     def answer(self, record: DischargeRecord) -> str:
         return record.summary
 
+    def baseline_features(self, record: DischargeRecord) -> str:
+        return record.note
+
+    extractive_description = "the note's diagnosis line, discharge medication and follow-up lists"
+
+    def extractive_answer(self, record: DischargeRecord) -> str:
+        """What a clerk would copy out of the note: its diagnosis, medication list and follow-up list
+        (any of them missing from a user's note is skipped)."""
+        lines = [x.strip() for x in record.note.splitlines()]
+        dx = next((x.split(":", 1)[1].strip().rstrip(".") for x in lines
+                   if x.lower().startswith("discharge diagnosis:")), None)
+
+        def listed(heading: str) -> list[str]:
+            start = next((i for i, x in enumerate(lines) if x.lower().rstrip(":") == heading), None)
+            if start is None:
+                return []
+            items = []
+            for x in lines[start + 1:]:
+                if not x.startswith("- "):
+                    break
+                items.append(re.sub(r"\s*\((?:new|NEW)\)$", "", x[2:]).strip())
+            return [i for i in items if i.lower() != "none"]
+
+        out = [f"Admitted for {dx}."] if dx else []
+        if meds := listed("discharge medications"):
+            out.append("Discharge medications: " + ", ".join(meds) + ".")
+        if follow := listed("follow-up"):
+            out.append("Follow-up: " + _join(follow) + ".")
+        return " ".join(out) or super().extractive_answer(record)
+
     def parse(self, text: str) -> Prediction:
         """The model's summary without chat-template tokens or a 'Summary:' heading; None if empty."""
         t = _ARTEFACTS.sub(" ", text)

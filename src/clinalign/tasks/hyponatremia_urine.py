@@ -237,6 +237,12 @@ class HyponatremiaUrineTask(Task):
                                               record.urine_osmolality, record.urine_sodium)),
                          record.volume_status])
 
+    def baseline_features(self, record: HyponatremiaRecord) -> dict[str, float | str]:
+        """The panel's values themselves (the prompt's layout varies; the numbers decide)."""
+        return {"serum_sodium": record.serum_sodium, "serum_osmolality": record.serum_osmolality,
+                "urine_osmolality": record.urine_osmolality, "urine_sodium": record.urine_sodium,
+                "volume_status": record.volume_status}
+
     def prompt(self, record: HyponatremiaRecord) -> str:
         fmt = PANEL_FORMATS[_stable_index(record.id, len(PANEL_FORMATS))]
         panel = fmt.format(na=_num(record.serum_sodium), sosm=_num(record.serum_osmolality),

@@ -12,6 +12,16 @@ Personnel is decided by what the message *needs*:
 - ``physician``: a decision only a prescriber can make: interpreting results, new or changing symptoms
   that need a diagnosis, treatment changes, mental-health crises.
 
+Background a patient adds (medicines they take, an old procedure, an upcoming appointment, results that
+were fine, red flags they do *not* have: "no chest pain") never changes the labels: the request does.
+Look-alike requests are labelled by the same rules: a week of insulin left is a routine refill, being out
+of it is urgent (out of a routine medicine such as a statin: routine); after a procedure a temperature of
+100.4 F or more is urgent, below it routine; home blood pressure of 180/110 or more is urgent, under
+160/100 routine; a pink incision edge without warmth, spreading or fever is routine nurse advice, a red,
+warm, spreading one with fever is urgent; a few seconds of chest pain on coughing last week, gone since, is
+a routine question for the physician, chest tightness on stairs for days that eases with rest (possible
+angina) is urgent, chest pressure into the arm with sweating now is emergent.
+
 Urgency is decided by how soon harm could follow:
 - ``emergent``: needs care within the hour (chest pain, stroke signs, suicidal intent, airway swelling,
   heavy bleeding, a large overdose). Administration is never emergent.
@@ -117,6 +127,10 @@ def _fd_routine(rng: random.Random) -> str:
         f"What's the status of my referral to {pick(rng, ('dermatology', 'physical therapy', 'GI', 'sleep medicine'))}? "
         f"I haven't heard anything in {rng.randint(2, 5)} weeks.",
         f"Is there parking at the {pick(rng, ('north', 'new', 'east'))} clinic building, and which entrance do I use?",
+        f"I need to move my {pick(rng, ('colonoscopy', 'MRI', 'CT scan', 'endoscopy'))} from next month to later in "
+        "the summer. Who do I talk to?",
+        f"Can I get a copy of my {pick(rng, ('lab results', 'vaccine record', 'MRI report'))} for my records? I don't "
+        "need anyone to go over it.",
     ))
 
 
@@ -131,8 +145,23 @@ def _fd_urgent(rng: random.Random) -> str:
     ))
 
 
+LOW_SUPPLY = ("I have about a week left of", "I'm running low on", "I'll need a refill soon of",
+              "I have {n} days left of")
+NO_SUPPLY = ("I'm out of", "I ran out of", "I have no more", "I took my last dose of")
+
+
+def _supply(rng: random.Random, phrases: tuple[str, ...], med: str) -> str:
+    """Supply x criticality, the rule's interaction: out of a critical medicine is urgent, while being out
+    of a routine one, or low on any, is a routine refill; the same words occur on both sides."""
+    lead = pick(rng, phrases).format(n=rng.randint(4, 9))
+    return f"{lead} {med}. {pick(rng, ('Can you send a new prescription?', 'Please send it to ' + pick(rng, PHARMACIES) + '.', 'Can you call it in?'))}"
+
+
 def _rx_routine(rng: random.Random) -> str:
     med = pick(rng, ROUTINE_MEDS)
+    if rng.random() < 0.35:
+        return pick(rng, (_supply(rng, NO_SUPPLY, pick(rng, ROUTINE_MEDS)),
+                          _supply(rng, LOW_SUPPLY, pick(rng, CRITICAL_MEDS + ROUTINE_MEDS))))
     return pick(rng, (
         f"Can I get a refill of {med}? I have about {rng.randint(5, 12)} pills left. Please send it to "
         f"{pick(rng, PHARMACIES)}.",
@@ -145,12 +174,17 @@ def _rx_routine(rng: random.Random) -> str:
         f"{pick(rng, PHARMACIES).capitalize()} switched my {med} to a different generic and the pills look different. "
         "Is it the same medicine?",
         f"My insurance wants me to use mail order for {med}. Can you send the prescription there instead?",
+        f"I have about a week left of {pick(rng, CRITICAL_MEDS)}. Can you send the refill so I don't run out?",
+        f"I took my {med} twice by mistake {pick(rng, ('last week', 'on Sunday'))} and felt fine, nothing happened. "
+        "How do I avoid mixing them up again?",
     ))
 
 
 def _rx_urgent(rng: random.Random) -> str:
     crit = pick(rng, CRITICAL_MEDS)
     risky = pick(rng, HIGH_RISK_MEDS)
+    if rng.random() < 0.35:
+        return _supply(rng, NO_SUPPLY, crit)
     return pick(rng, (
         f"I'm completely out of {crit} and the pharmacy says they need a new prescription. I need it today.",
         f"{pick(rng, PHARMACIES).capitalize()} says {crit} needs a prior authorization and I have no doses left.",
@@ -172,8 +206,22 @@ def _rx_emergent(rng: random.Random) -> str:
     ))
 
 
+def _postop_temp(rng: random.Random, proc: str, lo: float, hi: float) -> str:
+    """After a procedure, 100.4 F or more is a fever (urgent); below it, routine advice."""
+    return (f"I had my {proc} {_when(rng)} and my temperature is {rng.uniform(lo, hi):.1f} "
+            f"{pick(rng, ('tonight', 'this morning', 'today'))}. {pick(rng, ('Is that okay?', 'Should I worry?', 'What should I do?'))}")
+
+
+def _home_bp(rng: random.Random, sys_lo: int, sys_hi: int, dia_lo: int, dia_hi: int) -> str:
+    """Home readings of 180/110 or more are urgent; readings under 160/100 are routine."""
+    return (f"My blood pressure at home was {rng.randint(sys_lo, sys_hi)}/{rng.randint(dia_lo, dia_hi)} "
+            f"{pick(rng, ('this morning', 'twice today', 'last night'))}. No headache or chest pain.")
+
+
 def _rn_routine(rng: random.Random) -> str:
     proc = pick(rng, PROCEDURES)
+    if rng.random() < 0.3:
+        return pick(rng, (_postop_temp(rng, proc, 98.6, 100.1), _home_bp(rng, 128, 156, 78, 96)))
     return pick(rng, (
         f"I had my {proc} {_when(rng)}. When can I shower and get the incision wet?",
         f"The steri-strips from my {proc} are starting to peel off. Should I pull them or leave them?",
@@ -185,11 +233,15 @@ def _rn_routine(rng: random.Random) -> str:
         f"Can I get my {pick(rng, ('flu shot', 'COVID booster', 'shingles vaccine', 'tetanus shot'))} "
         "at the same visit as my labs?",
         "The CPAP mask leaves marks on my face every morning. Is there a different size I should try?",
+        f"The edges of my {proc} incision are a little pink but not warm or spreading, and no fever. Is that normal healing?",
+        f"There's a small spot of clear drainage on the bandage from my {proc}, no smell. Should I change it daily?",
     ))
 
 
 def _rn_urgent(rng: random.Random) -> str:
     proc = pick(rng, PROCEDURES)
+    if rng.random() < 0.3:
+        return pick(rng, (_postop_temp(rng, proc, 100.5, 102.8), _home_bp(rng, 180, 204, 110, 124)))
     return pick(rng, (
         f"I had my {proc} {_when(rng)} and the incision is now red, warm and spreading. My temp is {_temp(rng)}.",
         f"I've been throwing up since {pick(rng, ('last night', 'yesterday morning', 'midnight'))} and can't keep "
@@ -225,6 +277,10 @@ def _md_routine(rng: random.Random) -> str:
         "It isn't spreading.",
         f"My TSH came back {rng.randint(45, 79) / 10}. Does my levothyroxine dose need to change?",
         f"I'd like to talk about stopping my {pick(rng, ROUTINE_MEDS)} now that I've lost {rng.randint(15, 40)} pounds.",
+        "I had a few seconds of sharp pain in my chest when I coughed last week. It went away and I feel fine now. "
+        "Should I mention it at my next visit?",
+        f"My home blood pressure has crept up to about {rng.randint(138, 148)}/{rng.randint(86, 92)} over the last "
+        "month. Should we change my medicine?",
     ))
 
 
@@ -238,6 +294,7 @@ def _md_urgent(rng: random.Random) -> str:
         "I've been feeling much more depressed for the past two weeks and can't get out of bed. "
         "I'm not thinking of hurting myself.",
         f"I have a new rash with fever of {_temp(rng)} and the spots are spreading.",
+        f"My chest has felt tight when I walk up stairs for the past {rng.randint(2, 5)} days. It goes away when I rest.",
     ))
 
 
@@ -335,11 +392,28 @@ def _closing(rng: random.Random, urgency: str) -> str:
     return pick(rng, tail)
 
 
+def _background(rng: random.Random) -> str:
+    """What patients add that does not change who answers or how soon: medicines they take, old
+    procedures, appointments they have, results that were fine, and red flags they do NOT have. Drawn
+    the same way for every label, so these words are in every class and a bag of words cannot lean on them."""
+    return pick(rng, (
+        f"I take {pick(rng, ROUTINE_MEDS)} and {pick(rng, ('a baby aspirin', 'a multivitamin', pick(rng, ROUTINE_MEDS)))}.",
+        "No chest pain or trouble breathing.", "No fever.", "I'm not bleeding and there's no swelling.",
+        f"I had a {pick(rng, PROCEDURES)} {rng.randint(2, 12)} years ago, no problems since.",
+        f"I have an appointment with Dr. [CLINICIAN] {pick(rng, ('next month', 'in the fall', 'in a few weeks'))} anyway.",
+        f"My labs {pick(rng, ('in the spring', 'last year', 'a few months ago'))} were normal.",
+        f"I filled everything at {pick(rng, PHARMACIES)} last month.",
+        "I'm otherwise feeling okay.",
+    ))
+
+
 def _message(rng: random.Random, personnel: str, urgency: str) -> str:
     body = sentences(
         pick(rng, OPENERS),
         _context(rng, personnel),
+        maybe(rng, 0.5, _background(rng)),
         SCENARIOS[(personnel, urgency)](rng),
+        maybe(rng, 0.3, _background(rng)),
         maybe(rng, 0.8, _specifics(rng, personnel, urgency)),
         maybe(rng, 0.6, _detail(rng, urgency)),
         _closing(rng, urgency),

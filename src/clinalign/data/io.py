@@ -159,8 +159,7 @@ def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool
             try:
                 rec = record_type.model_validate(row)
             except ValidationError as e:
-                for err in e.errors():
-                    problems.append(f"{path}:{lineno}: {_field_path(err['loc'])}: {_message(err)}")
+                problems += validation_problems(f"{path}:{lineno}", e)
             else:
                 rid = getattr(rec, "id", None)
                 if check_ids and rid is not None and rid in seen:
@@ -176,6 +175,11 @@ def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool
     if not records:
         raise DataError([f"{path}: no records"])
     return records
+
+
+def validation_problems(where: str, e: ValidationError) -> list[str]:
+    """``WHERE: field: what is wrong`` for each error pydantic found (WHERE is ``FILE:LINE``)."""
+    return [f"{where}: {_field_path(err['loc'])}: {_message(err)}" for err in e.errors()]
 
 
 def _message(err: dict[str, Any]) -> str:

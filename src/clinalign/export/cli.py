@@ -21,11 +21,14 @@ def model(
     adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Ship the LoRA adapter, unmerged.")] = False,
     results: Annotated[Path | None, typer.Option(help="A study's results.json for the model card.")] = None,
     audit: Annotated[Path | None, typer.Option(help="An audit JSON (clinalign data audit --out) for the card.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="hf (safetensors; vLLM, transformers) | gguf (llama.cpp, Ollama)")] = "hf",
+    quant: Annotated[str, typer.Option(help="GGUF weights: f16 | q8_0")] = "f16",
 ) -> None:
-    """LoRA merged into the base weights: a standard Hugging Face directory with a model card."""
+    """LoRA merged into the base weights, with a model card: a Hugging Face directory, or a GGUF file
+    plus an Ollama Modelfile (`ollama create NAME -f OUT/Modelfile`)."""
     from clinalign.export.model import export_model
 
-    path = export_model(run_dir, out, adapter_only=adapter_only, results=results, audit=audit)
+    path = export_model(run_dir, out, adapter_only=adapter_only, results=results, audit=audit, fmt=fmt, quant=quant)
     console.print(f"exported to {path} (model card: {path / 'README.md'})")
 
 

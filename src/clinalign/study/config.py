@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clinalign.errors import ConfigError
+from clinalign.study.tracking import ReportTo
 
 
 class _Strict(BaseModel):
@@ -77,6 +78,8 @@ class StudyConfig(_Strict):
     validate_training: bool = Field(default=False, alias="validate")
     #: k-fold cross-validation for small datasets: every record is tested once; None = one split
     folds: int | None = Field(default=None, ge=2)
+    #: experiment trackers to send the finished study to (study/tracking.py); MLflow: a local file store
+    report_to: ReportTo = Field(default_factory=list)
     tasks: list[TaskEntry]
 
     @model_validator(mode="after")

@@ -38,6 +38,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     from clinalign.eval.compare import apply_holm, verdict
     from clinalign.models.loading import resolve_model_path
     from clinalign.report import write_report
+    from clinalign.study.tracking import report_to
 
     out.mkdir(parents=True, exist_ok=True)
     base_model = resolve_model_path(cfg.model)
@@ -58,6 +59,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
                         "config": cfg.model_dump(mode="json")}
     write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
                  confusion=extras["confusion"])
+    report_to(cfg.report_to, results, out)
     return results
 
 

@@ -74,6 +74,8 @@ def test_gguf_f16_matches_merged_model(adapter_run: Path, merged: Path, tmp_path
     modelfile = (out / "Modelfile").read_text()
     assert modelfile.startswith("FROM ./model-f16.gguf\n")
     assert '<|im_start|>{{ .Role }}' in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
+    card = (out / "README.md").read_text()
+    assert "Intended use" in card and "ollama create gguf -f Modelfile" in card
 
 
 def test_gguf_q8_0(adapter_run: Path, merged: Path, tmp_path: Path):

@@ -65,7 +65,11 @@ def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
                 shutil.rmtree(hf)
         if adapter_only:
             tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(final, run_dir, adapter_only, results, audit), encoding="utf-8")
+        card = model_card(final, run_dir, adapter_only, results, audit)
+        if fmt == "gguf":
+            card += (f"\n## Run it\n\n`{name}` holds the merged weights ({quant}), tokenizer and chat template "
+                     f"for llama.cpp; with Ollama: `ollama create {out.name} -f Modelfile`.\n")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

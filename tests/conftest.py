@@ -32,3 +32,23 @@ def tiny_model_dir(tmp_path_factory):
     except Exception:  # tasks not importable yet: fall back to generic clinical text
         texts = ["patient with dysuria and fever, urine culture positive"] * 50
     return build_tiny_model(out, texts)
+
+
+@pytest.fixture(scope="session")
+def adapter_run(tiny_model_dir, tmp_path_factory):
+    """A training-run folder holding a LoRA adapter with non-zero (trained-like) weights."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    from clinalign.models.loading import load_model
+
+    run = tmp_path_factory.mktemp("run")
+    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
+    torch.manual_seed(0)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0, 0.5)
+    model.save_pretrained(run / "final")
+    (run / "config.yaml").write_text(f"model: {tiny_model_dir}\nstage: dpo\nlora: true\nbeta: 0.1\n")
+    return run

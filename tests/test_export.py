@@ -5,29 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 import torch
 
 from clinalign.cli import run as cli
-
-
-@pytest.fixture(scope="module")
-def adapter_run(tiny_model_dir: Path, tmp_path_factory) -> Path:
-    """A training-run folder holding a LoRA adapter with non-zero (trained-like) weights."""
-    from peft import LoraConfig, get_peft_model
-
-    from clinalign.models.loading import load_model
-
-    run = tmp_path_factory.mktemp("run")
-    model = get_peft_model(load_model(tiny_model_dir), LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"]))
-    torch.manual_seed(0)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if "lora_B" in name:
-                p.normal_(0, 0.5)
-    model.save_pretrained(run / "final")
-    (run / "config.yaml").write_text(f"model: {tiny_model_dir}\nstage: dpo\nlora: true\nbeta: 0.1\n")
-    return run
 
 
 def test_merged_model_matches_adapter(adapter_run: Path, tmp_path: Path, capsys):

@@ -27,7 +27,7 @@ HYP = settings(max_examples=60, deadline=None, suppress_health_check=[HealthChec
 
 
 @HYP
-@given(data=st.binary(max_size=400), suffix=st.sampled_from([".jsonl", ".csv"]), task_i=st.integers(0, len(TASKS) - 1))
+@given(data=st.binary(max_size=400), suffix=st.sampled_from([".jsonl", ".csv", ".parquet"]), task_i=st.integers(0, len(TASKS) - 1))
 def test_arbitrary_bytes_end_in_data_error(tmp_path_factory, data: bytes, suffix: str, task_i: int):
     path = tmp_path_factory.mktemp("fuzz") / f"in{suffix}"
     path.write_bytes(data)

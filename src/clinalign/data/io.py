@@ -1,8 +1,9 @@
-"""Reading and writing record files: JSONL and CSV in, JSONL out, always atomically.
+"""Reading and writing record files: JSONL, CSV and Parquet in, JSONL out, always atomically.
 
 Every problem in a user's file is reported as ``FILE:LINE: field: what is wrong`` so it can be
-fixed without guessing; nothing is written when input is bad. CSV cells holding lists or objects
-(options, facts) are JSON text.
+fixed without guessing (for Parquet, LINE is the 1-based row, as a warehouse viewer shows it);
+nothing is written when input is bad. CSV cells holding lists or objects (options, facts) are JSON
+text; Parquet list and struct columns arrive as lists and dicts, and a null cell counts as absent.
 """
 
 from __future__ import annotations
@@ -85,14 +86,42 @@ def _decode_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
 
 
 def read_raw_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """Yield (line, row dict or None, problem or None) for a .jsonl or .csv file."""
+    """Yield (line, row dict or None, problem or None) for a .jsonl, .csv or .parquet file."""
     path = Path(path)
     if not path.is_file():
         raise DataError([f"{path}: file not found"])
-    if path.suffix.lower() == ".csv":
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
         yield from _read_csv(path)
+    elif suffix in (".parquet", ".pq"):
+        yield from _read_parquet(path)
     else:
         yield from _read_jsonl(path)
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Rows of a Parquet file in batches (a warehouse export can be larger than memory)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+        row = 0
+        for batch in batches:
+            for rec in batch.to_pylist(maps_as_pydicts="strict"):
+                row += 1
+                yield row, _drop_nulls(rec), None
+    except (pa.ArrowException, OSError) as e:
+        raise DataError([f"{path}: not a readable Parquet file ({e})".replace("\n", " ")]) from None
+
+
+def _drop_nulls(obj: Any) -> Any:
+    """A struct column holds every key any row has, null where a row lacks it: drop those keys."""
+    if isinstance(obj, dict):
+        return {k: _drop_nulls(v) for k, v in obj.items() if v is not None}
+    if isinstance(obj, list):
+        return [_drop_nulls(v) for v in obj]
+    return obj
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
@@ -159,8 +188,7 @@ def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool
             try:
                 rec = record_type.model_validate(row)
             except ValidationError as e:
-                for err in e.errors():
-                    problems.append(f"{path}:{lineno}: {_field_path(err['loc'])}: {_message(err)}")
+                problems += validation_problems(f"{path}:{lineno}", e)
             else:
                 rid = getattr(rec, "id", None)
                 if check_ids and rid is not None and rid in seen:
@@ -176,6 +204,11 @@ def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool
     if not records:
         raise DataError([f"{path}: no records"])
     return records
+
+
+def validation_problems(where: str, e: ValidationError) -> list[str]:
+    """``WHERE: field: what is wrong`` for each error pydantic found (WHERE is ``FILE:LINE``)."""
+    return [f"{where}: {_field_path(err['loc'])}: {_message(err)}" for err in e.errors()]
 
 
 def _message(err: dict[str, Any]) -> str:

@@ -10,6 +10,8 @@ from rich.console import Console
 
 app = typer.Typer(no_args_is_help=True)
 console = Console(stderr=True)
+PAIR_FORMATS_HELP = ("jsonl | openai-dpo | azure-openai-dpo | vertex-gemini-preference | openai-sft | "
+                     "azure-openai-sft | vertex-gemini-sft | hf-dataset (see docs/export.md)")
 
 
 @app.command()
@@ -19,22 +21,37 @@ def model(
     adapter_only: Annotated[bool, typer.Option("--adapter-only", help="Ship the LoRA adapter, unmerged.")] = False,
     results: Annotated[Path | None, typer.Option(help="A study's results.json for the model card.")] = None,
     audit: Annotated[Path | None, typer.Option(help="An audit JSON (clinalign data audit --out) for the card.")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="hf (safetensors; vLLM, transformers) | gguf (llama.cpp, Ollama)")] = "hf",
+    quant: Annotated[str, typer.Option(help="GGUF weights: f16 | q8_0")] = "f16",
 ) -> None:
-    """LoRA merged into the base weights: a standard Hugging Face directory with a model card."""
+    """LoRA merged into the base weights, with a model card: a Hugging Face directory, or a GGUF file
+    plus an Ollama Modelfile (`ollama create NAME -f OUT/Modelfile`)."""
     from clinalign.export.model import export_model
 
-    path = export_model(run_dir, out, adapter_only=adapter_only, results=results, audit=audit)
+    path = export_model(run_dir, out, adapter_only=adapter_only, results=results, audit=audit, fmt=fmt, quant=quant)
     console.print(f"exported to {path} (model card: {path / 'README.md'})")
 
 
 @app.command()
 def pairs(
-    path: Annotated[Path, typer.Argument(help="prompt/chosen/rejected JSONL (or prompt/completion for openai-sft).")],
+    path: Annotated[Path, typer.Argument(help="prompt/chosen/rejected JSONL/CSV/Parquet (prompt/completion for *-sft).")],
     out: Annotated[Path, typer.Option("--out", help="Output file (a folder for hf-dataset).")],
-    fmt: Annotated[str, typer.Option("--format", help="openai-dpo | openai-sft | hf-dataset | jsonl")] = "jsonl",
+    fmt: Annotated[str, typer.Option("--format", help=PAIR_FORMATS_HELP)] = "jsonl",
 ) -> None:
-    """Preference pairs (or SFT examples) in another tool's or vendor's format."""
+    """Preference pairs (or SFT examples) in another tool's or vendor's format, checked against the
+    vendor's record rules first: a bad row is reported as FILE:LINE: field and nothing is written."""
     from clinalign.export.pairs import export
 
     n = export(path, out, fmt)
     console.print(f"wrote {n} rows as {fmt} to {out}")
+
+
+@app.command()
+def validate(
+    path: Annotated[Path, typer.Argument(help="A vendor upload file (JSONL).")],
+    fmt: Annotated[str, typer.Option("--format", help=PAIR_FORMATS_HELP)],
+) -> None:
+    """Check a vendor upload file (e.g. one edited by hand) against that vendor's record rules."""
+    from clinalign.export.pairs import validate_file
+
+    console.print(f"{path}: {validate_file(path, fmt)} rows valid as {fmt}")

@@ -1,5 +1,6 @@
 """Deployable models: LoRA merged into the base weights as a standard Hugging Face directory
-(safetensors, tokenizer, chat template) that any serving stack loads, with a model card."""
+(safetensors, tokenizer, chat template) that any serving stack (vLLM, TGI, transformers) loads, or
+as one GGUF file with an Ollama Modelfile for llama.cpp/Ollama (``gguf_model.py``); with a model card."""
 
 from __future__ import annotations
 
@@ -22,11 +23,22 @@ def find_final(run_dir: Path) -> Path:
     raise ConfigError(f"{run_dir}: no trained model found (expected final/ with adapter_config.json or config.json)")
 
 
+FORMATS = ("hf", "gguf")
+
+
 def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
-                 results: Path | None = None, audit: Path | None = None) -> Path:
+                 results: Path | None = None, audit: Path | None = None,
+                 fmt: str = "hf", quant: str = "f16") -> Path:
     from clinalign.eval.predict import _tokenizer_dir
+    from clinalign.export.gguf_model import QUANTS, modelfile, write_gguf
     from clinalign.models.loading import load_model, load_tokenizer
 
+    if fmt not in FORMATS:
+        raise ConfigError(f"unknown --format {fmt!r}: choose from {', '.join(FORMATS)}")
+    if quant not in QUANTS:
+        raise ConfigError(f"unknown --quant {quant!r}: choose from {', '.join(QUANTS)}")
+    if fmt == "gguf" and adapter_only:
+        raise ConfigError("a GGUF file holds merged weights; drop --adapter-only")
     final = find_final(run_dir)
     is_adapter = (final / "adapter_config.json").is_file()
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -43,9 +55,21 @@ def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
             model = load_model(final)
             if is_adapter:
                 model = model.merge_and_unload()
-            model.save_pretrained(tmp, safe_serialization=True)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "README.md").write_text(model_card(final, run_dir, adapter_only, results, audit), encoding="utf-8")
+            hf = tmp / ".hf" if fmt == "gguf" else tmp  # GGUF is converted from the merged HF directory
+            model.save_pretrained(hf, safe_serialization=True)
+            tokenizer.save_pretrained(hf)
+            if fmt == "gguf":
+                name = f"model-{quant}.gguf"
+                write_gguf(hf, tmp / name, quant, name=out.name)
+                (tmp / "Modelfile").write_text(modelfile(name, tokenizer), encoding="utf-8")
+                shutil.rmtree(hf)
+        if adapter_only:
+            tokenizer.save_pretrained(tmp)
+        card = model_card(final, run_dir, adapter_only, results, audit)
+        if fmt == "gguf":
+            card += (f"\n## Run it\n\n`{name}` holds the merged weights ({quant}), tokenizer and chat template "
+                     f"for llama.cpp; with Ollama: `ollama create {out.name} -f Modelfile`.\n")
+        (tmp / "README.md").write_text(card, encoding="utf-8")
         if out.exists():
             shutil.rmtree(out)
         tmp.rename(out)

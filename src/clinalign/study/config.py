@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clinalign.errors import ConfigError
+from clinalign.study.tracking import ReportTo
 
 
 class _Strict(BaseModel):
@@ -83,6 +84,8 @@ class StudyConfig(_Strict):
     #: classical systems evaluated beside base/SFT/DPO on the same test items (eval/baselines.py:
     #: TF-IDF + logistic regression for closed-set tasks, extractive for generation); [] = none
     baselines: list[Literal["classical"]] = Field(default_factory=lambda: ["classical"])
+    #: experiment trackers to send the finished study to (study/tracking.py); MLflow: a local SQLite store under OUT
+    report_to: ReportTo = Field(default_factory=list)
     tasks: list[TaskEntry]
 
     @model_validator(mode="after")

@@ -52,6 +52,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
     from clinalign.eval.compare import apply_holm, verdict
     from clinalign.models.loading import resolve_model_path
     from clinalign.report import write_report
+    from clinalign.study.tracking import report_to
 
     out.mkdir(parents=True, exist_ok=True)
     base_model = resolve_model_path(cfg.model)
@@ -79,6 +80,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
                         "config": cfg.model_dump(mode="json")}
     write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
                  confusion=extras["confusion"])
+    report_to(cfg.report_to, results, out)
     if failed:
         raise StudyFailed(results, failed)
     return results

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from clinalign.errors import DataError
+from clinalign.errors import ConfigError, DataError
 
 MAX_PROBLEMS = 200  # stop collecting after this many; the first ones are what a user fixes first
 
@@ -44,6 +44,17 @@ def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output_file(path: str | Path) -> Path:
+    """An output file named on the command line: not a directory, and in a folder that exists (a typo in
+    the folder must not silently create a new tree). Checked before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist; create it first")
+    return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

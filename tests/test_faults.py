@@ -237,3 +237,32 @@ def test_a_failed_output_write_names_the_file_and_keeps_the_old_one(tmp_path, mo
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"could not write {out}: No space left on device" in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("worker,signalled,rc,requeued", [
+    ("trap 'exit 75' TERM; while true; do sleep 0.05; done", True, 0, True),  # preempted: checkpoint, requeue
+    ("exit 0", False, 0, False),  # finished
+    ("exit 2", False, 2, False),  # a real error is not retried forever
+])
+def test_slurm_script_requeues_a_preempted_run(tmp_path, worker, signalled, rc, requeued):
+    import subprocess
+    import time
+
+    root = Path(__file__).resolve().parents[1]
+    bin_dir, log = tmp_path / "bin", tmp_path / "scontrol.log"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(f"#!/bin/bash\n{worker}\n")  # stands in for torchrun + clinalign
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" >> {log}\n[ "$1" = show ] && echo node1\ntrue\n')
+    for f in bin_dir.iterdir():
+        f.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "42",
+           "SLURM_JOB_NODELIST": "node1", "SLURM_NNODES": "1"}
+    proc = subprocess.Popen(["bash", str(root / "scripts" / "slurm_dpo.sbatch")], env=env, cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if signalled:
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == rc, out
+    calls = log.read_text().splitlines() if log.exists() else []
+    assert ("requeue 42" in calls) == requeued, calls

@@ -251,3 +251,16 @@ def test_export_paths_and_database_files_are_checked(tmp_path, voted, capsys):
     assert not (tmp / "nowhere").exists() and empty.stat().st_size == 0
     assert not (tmp / "p.jsonl").exists()
     assert {r[0] for r in sqlite3.connect(other).execute("SELECT name FROM sqlite_master")} == {"t"}
+
+
+def test_rate_commands_that_create_a_database_refuse_bad_paths(tmp_path, capsys):
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    for db_arg, needle in ((empty, "empty file, not a ratings database"),
+                           (tmp_path / "no" / "r.sqlite", f"folder {tmp_path / 'no'} does not exist"),
+                           (tmp_path, "is a directory")):
+        assert run(["rate", "add-rater", "x", "--db", str(db_arg)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert empty.stat().st_size == 0 and not (tmp_path / "no").exists()
+    assert run(["rate", "add-rater", "x", "--db", str(tmp_path / "new.sqlite")]) == 0  # a new file is fine

@@ -106,13 +106,14 @@ def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def init_db(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) a ratings database; the CSRF secret is made once and kept."""
-    con = connect(path)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript(SCHEMA)
-    with transaction(con):
-        con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
-    return con
+    """Open a ratings database, creating it when no file is there yet (an existing file must already be
+    one: an empty or foreign file is never turned into a database)."""
+    path = Path(path)
+    if path.exists():
+        return open_db(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist; create it first")
+    return _setup(path)
 
 
 def open_db(path: str | Path) -> sqlite3.Connection:
@@ -133,7 +134,20 @@ def open_db(path: str | Path) -> sqlite3.Connection:
     con.close()
     if not _TABLES <= tables:
         raise ConfigError(f"{path}: not a ratings database (no {', '.join(sorted(_TABLES - tables))} table)")
-    return init_db(path)  # adds tables that newer versions use (sessions) to an older database
+    return _setup(path)  # adds what newer versions use (the sessions table) to an older database
+
+
+def _setup(path: Path) -> sqlite3.Connection:
+    """WAL mode, the schema (idempotent) and the secret, made once and kept."""
+    try:
+        con = connect(path)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(SCHEMA)
+        with transaction(con):
+            con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
+    except sqlite3.DatabaseError as e:  # read-only file or folder, a full disk
+        raise ConfigError(f"{path}: cannot open the ratings database for writing ({e})") from None
+    return con
 
 
 def secret(con: sqlite3.Connection) -> str:

@@ -266,3 +266,30 @@ def test_slurm_script_requeues_a_preempted_run(tmp_path, worker, signalled, rc, 
     assert proc.returncode == rc, out
     calls = log.read_text().splitlines() if log.exists() else []
     assert ("requeue 42" in calls) == requeued, calls
+
+
+def test_a_full_disk_anywhere_is_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    """Writes outside atomic_path (a copy, a log) fail with an OSError; the CLI turns the disk's errors
+    into one line naming the file, exit 2, and leaves other errors (bugs) as tracebacks."""
+    from clinalign.rate import export
+
+    dbp = tmp_path / "r.sqlite"
+    from clinalign.rate.testing import seed_db
+
+    seed_db(dbp, raters=("a",), admin=None)
+    target = tmp_path / "p.jsonl"
+
+    def full(con, path):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(export, "export_pairs", full)
+    assert run(["rate", "export", "--db", str(dbp), "--pairs", str(target)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {target}: No space left on device (free space or fix the disk, then run the command again)\n"
+
+    def bug(con, path):
+        raise FileNotFoundError(errno.ENOENT, "No such file or directory", "x")
+
+    monkeypatch.setattr(export, "export_pairs", bug)
+    with pytest.raises(FileNotFoundError):
+        run(["rate", "export", "--db", str(dbp), "--pairs", str(target)])

@@ -101,10 +101,12 @@ def test_nonfinite_loss_stops_at_that_step_keeping_the_last_checkpoint(tiny_mode
     assert _steps(out) == [1, 2, 3, 4]
 
 
-def test_nonfinite_gradient_with_a_finite_loss_also_stops(tiny_model_dir, sft_data, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("clip", ["max_grad_norm=1.0", "max_grad_norm=null"])
+def test_nonfinite_gradient_with_a_finite_loss_also_stops(tiny_model_dir, sft_data, tmp_path, monkeypatch, capsys,
+                                                           clip):
     out = tmp_path / "run"
     _forward_hook(monkeypatch, lambda n, loss: _InfGrad.apply(loss) if n == 2 else loss)
-    assert run(_args(tiny_model_dir, sft_data, out)) == 2
+    assert run(_args(tiny_model_dir, sft_data, out, clip)) == 2
     err = capsys.readouterr().err
     assert "non-finite gradient at step 2" in err and "last good checkpoint: none" in err
     assert not (out / "final").exists()

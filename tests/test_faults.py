@@ -242,7 +242,7 @@ def test_a_failed_output_write_names_the_file_and_keeps_the_old_one(tmp_path, mo
 
 
 @pytest.mark.parametrize("worker,signalled,rc,requeued", [
-    ("trap 'exit 75' TERM; while true; do sleep 0.05; done", True, 0, True),  # preempted: checkpoint, requeue
+    ("trap 'exit 75' TERM; touch started; while true; do sleep 0.05; done", True, 0, True),  # preempted
     ("exit 0", False, 0, False),  # finished
     ("exit 2", False, 2, False),  # a real error is not retried forever
 ])
@@ -262,7 +262,11 @@ def test_slurm_script_requeues_a_preempted_run(tmp_path, worker, signalled, rc, 
     proc = subprocess.Popen(["bash", str(root / "scripts" / "slurm_dpo.sbatch")], env=env, cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if signalled:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "started").exists():  # training is running (and the script's trap is set)
+            assert proc.poll() is None and time.monotonic() < deadline
+            time.sleep(0.02)
+        time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
     out, _ = proc.communicate(timeout=30)
     assert proc.returncode == rc, out

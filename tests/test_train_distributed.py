@@ -89,8 +89,8 @@ def test_sigterm_to_torchrun_checkpoints_every_process_and_resumes(tiny_model_di
 
     from clinalign.train import checkpoint
 
-    args = ["train", "dpo", "--model", str(tiny_model_dir), "--data", str(pairs_file), "--no-lora", "--epochs", "20",
-            "--max-steps", "20", "--lr", "1e-4", "--beta", "0.5", "max_length=256", "progress=false", "grad_accum=2"]
+    args = ["train", "dpo", "--model", str(tiny_model_dir), "--data", str(pairs_file), "--no-lora", "--epochs", "40",
+            "--max-steps", "40", "--lr", "1e-4", "--beta", "0.5", "max_length=256", "progress=false", "grad_accum=2"]
     one = tmp_path / "one"
     assert run([*args, "--out", str(one), "--batch-size", "4"]) == 0
     out = tmp_path / "two"
@@ -108,10 +108,10 @@ def test_sigterm_to_torchrun_checkpoints_every_process_and_resumes(tiny_model_di
     ckpts = sorted((out / "checkpoints").iterdir())
     assert len(ckpts) == 1 and checkpoint.verify(ckpts[0]) is None, ckpts
     stopped = json.loads((ckpts[0] / "state.json").read_text())["step"]
-    assert 2 <= stopped < 20 and not (out / "final").exists()
+    assert 2 <= stopped < 40 and not (out / "final").exists()
     assert {p.name for p in ckpts[0].glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
     _torchrun([*args, "--out", str(out), "--batch-size", "2", "parallel=ddp", "--resume"], tmp_path)
-    assert [r["step"] for r in _rows(out)] == list(range(1, 21))
+    assert [r["step"] for r in _rows(out)] == list(range(1, 41))
     w1, w2 = _weights(one), _weights(out)
     for k in w1:
         assert (w1[k] - w2[k]).abs().max() <= TOL, k

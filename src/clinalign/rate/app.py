@@ -1,6 +1,6 @@
 """The rating web app: FastAPI, server-rendered pages, a small JSON API, SQLite underneath.
 
-Pages (cookie sign-in, CSRF token on every form):   JSON API (``Authorization: Bearer TOKEN``):
+Pages (session cookie, CSRF token on every form):  JSON API (``Authorization: Bearer TOKEN``):
   GET/POST /login, POST /logout                        GET  /api/campaigns
   GET /            the rater's campaigns               GET  /api/c/{campaign}/{position}
   GET /c/{id}      jump to the next unrated item       POST /api/c/{campaign}/{position}
@@ -11,6 +11,8 @@ Items are addressed by their position in the rater's own shuffled order, never b
 so nothing on screen or in a URL reveals which model wrote what. Pairwise choices arrive as the
 on-screen A/B and are stored as the underlying output (``a``/``b``/``tie``) with the swap recorded.
 Bad input is a 4xx with one clear message; logs hold methods, paths and status codes, never note text.
+Admin tokens see the admin page but cannot rate. A stored item that is damaged (edited by hand or by
+another tool) is a clear error on that item alone, logged with its row; every other item still works.
 """
 
 from __future__ import annotations

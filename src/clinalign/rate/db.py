@@ -3,7 +3,8 @@
 Durability is the point: a clinician's judgement is written (and fsynced, ``synchronous=FULL``) before
 the page moves on, so closing the browser loses nothing. A rater has one current rating per item
 (``UNIQUE(rater_id, item_id)``); re-submitting updates it and a trigger copies the old version to
-``rating_history``. Tokens are stored only as SHA-256 hashes. Each rater's item order (and which output
+``rating_history``. Tokens are stored only as SHA-256 hashes; a browser sign-in is a row in
+``sessions`` (the hash of a random id, its own CSRF token, an expiry), deleted at sign-out or revocation. Each rater's item order (and which output
 of a pair is shown left) comes from a seed recorded in ``orders``, so any screen can be reconstructed.
 """
 
@@ -138,20 +139,14 @@ def open_db(path: str | Path) -> sqlite3.Connection:
 
 
 def _setup(path: Path) -> sqlite3.Connection:
-    """WAL mode, the schema (idempotent) and the secret, made once and kept."""
+    """WAL mode and the schema (idempotent: an older database gets the tables added since)."""
     try:
         con = connect(path)
         con.execute("PRAGMA journal_mode=WAL")
         con.executescript(SCHEMA)
-        with transaction(con):
-            con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
     except sqlite3.DatabaseError as e:  # read-only file or folder, a full disk
         raise ConfigError(f"{path}: cannot open the ratings database for writing ({e})") from None
     return con
-
-
-def secret(con: sqlite3.Connection) -> str:
-    return con.execute("SELECT value FROM meta WHERE key='secret'").fetchone()[0]
 
 
 def add_rater(con: sqlite3.Connection, name: str, admin: bool = False) -> str:

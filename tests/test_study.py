@@ -236,3 +236,39 @@ def test_results_hold_the_classical_baseline_and_the_label_distribution(mini_stu
     assert all(sum(c.values()) == len(test) for c in dist.values())
     md = (out / "report.md").read_text()
     assert "| Classical |" in md and "Classical vs SFT" in md and "Predicted labels" in md
+
+
+def test_a_hand_edited_or_half_deleted_stage_is_recomputed(tmp_path):
+    calls, logs = [], []
+
+    def stage(out: Path, resume: bool) -> None:
+        calls.append(resume)
+        (out / "run" / "final").mkdir(parents=True, exist_ok=True)
+        (out / "predictions.jsonl").write_text('{"id": 1, "pred": "yes"}\n')
+        (out / "run" / "final" / "adapter.bin").write_bytes(b"weights")
+        (out / "run" / "checkpoints").mkdir(exist_ok=True)
+        (out / "run" / "checkpoints" / "big.pt").write_bytes(b"x")
+
+    runner = S.StageRunner(tmp_path, log=logs.append)
+    runner.run("t/eval", {"a": 1}, stage)
+    runner.run("t/eval", {"a": 1}, stage)
+    assert calls == [False] and runner.skipped == ["t/eval"]
+    d = tmp_path / "t" / "eval"
+    (d / "run" / "checkpoints" / "big.pt").write_bytes(b"yy")  # intermediate state: not part of the output
+    runner.run("t/eval", {"a": 1}, stage)
+    assert calls == [False]
+    damage = [lambda: (d / "run" / "final" / "adapter.bin").unlink(),
+              lambda: (d / "predictions.jsonl").write_text('{"id": 1, "pred": "no!"}\n'),  # same size, edited
+              lambda: (d / "notes.txt").write_text("hand-made")]
+    for i, hurt in enumerate(damage):
+        hurt()
+        runner.run("t/eval", {"a": 1}, stage)
+        assert calls == [False] * (i + 2)  # recomputed from nothing, not resumed
+        assert not (d / "notes.txt").exists()
+    assert [m for m in logs if "not trusted" in m] == [
+        "[yellow]not trusted[/yellow] t/eval: run/final/adapter.bin was deleted since it finished; recomputing",
+        "[yellow]not trusted[/yellow] t/eval: predictions.jsonl was changed since it finished; recomputing",
+        "[yellow]not trusted[/yellow] t/eval: notes.txt was added since it finished; recomputing"]
+    (d / ".done").write_text(json.loads((d / ".done").read_text())["fingerprint"])  # an older version's marker
+    runner.run("t/eval", {"a": 1}, stage)
+    assert len(calls) == 5 and "older clinalign" in logs[-2]

@@ -77,3 +77,41 @@ def test_two_processes_match_one(tiny_model_dir, pairs_file, single, tmp_path, p
     for k in w1:
         assert (w1[k] - w2[k]).abs().max() <= TOL, k
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-4"]
+
+
+@pytest.mark.distributed
+def test_sigterm_to_torchrun_checkpoints_every_process_and_resumes(tiny_model_dir, pairs_file, tmp_path):
+    """What Slurm does before preemption: SIGTERM to the launcher, which passes it on to each worker.
+    Every process stops at the same step with one checkpoint, and the resumed 2-process run ends where
+    an uninterrupted 1-process run with the same global batch does."""
+    import signal
+    import time
+
+    from clinalign.train import checkpoint
+
+    args = ["train", "dpo", "--model", str(tiny_model_dir), "--data", str(pairs_file), "--no-lora", "--epochs", "40",
+            "--max-steps", "40", "--lr", "1e-4", "--beta", "0.5", "max_length=256", "progress=false", "grad_accum=2"]
+    one = tmp_path / "one"
+    assert run([*args, "--out", str(one), "--batch-size", "4"]) == 0
+    out = tmp_path / "two"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+           "-m", "clinalign.cli", *args, "--out", str(out), "--batch-size", "2", "parallel=ddp"]
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not ((out / "metrics.jsonl").is_file() and (out / "metrics.jsonl").read_text().count("\n") >= 2):
+        assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()[-3000:]
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    log, _ = proc.communicate(timeout=120)
+    assert "SIGTERM at step" in log, log[-3000:]
+    ckpts = sorted((out / "checkpoints").iterdir())
+    assert len(ckpts) == 1 and checkpoint.verify(ckpts[0]) is None, ckpts
+    stopped = json.loads((ckpts[0] / "state.json").read_text())["step"]
+    assert 2 <= stopped < 40 and not (out / "final").exists()
+    assert {p.name for p in ckpts[0].glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
+    _torchrun([*args, "--out", str(out), "--batch-size", "2", "parallel=ddp", "--resume"], tmp_path)
+    assert [r["step"] for r in _rows(out)] == list(range(1, 41))
+    w1, w2 = _weights(one), _weights(out)
+    for k in w1:
+        assert (w1[k] - w2[k]).abs().max() <= TOL, k

@@ -3,6 +3,7 @@ only mounts them and turns user errors into one clear line and exit code 2."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -33,6 +34,9 @@ app.add_typer(export_app, name="export", help="Export merged models (with a mode
 app.add_typer(rate_app, name="rate", help="Clinician web app: Likert ratings and pairwise preferences.")
 
 
+_DISK_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS}
+
+
 def run(argv: list[str] | None = None) -> int:
     """Run the CLI and return its exit code; user errors become one ``error:`` line and code 2."""
     import warnings
@@ -52,6 +56,12 @@ def run(argv: list[str] | None = None) -> int:
     except ClinalignError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a full or failing disk anywhere (copies, logs): one line naming the file
+        if e.errno not in _DISK_ERRORS:
+            raise
+        print(f"error: {e.filename or 'a file'}: {e.strerror} (free space or fix the disk, then run the "
+              f"command again)", file=sys.stderr)
+        return 2
     except click.exceptions.Exit as e:
         return e.exit_code
     except click.exceptions.Abort:

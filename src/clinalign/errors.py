@@ -30,3 +30,20 @@ class TaskError(ClinalignError):
 class InputError(ClinalignError):
     """Input that is not physiologically or logically possible (e.g. a hyponatremia panel with
     serum sodium >= 135)."""
+
+
+class WriteError(ClinalignError):
+    """An output could not be written (disk full, no permission); the message names the file."""
+
+
+RESUMABLE = 75  # EX_TEMPFAIL: stopped on purpose with a checkpoint written; rerun with --resume
+
+
+class TrainingStopped(ClinalignError):
+    """Training stopped before the end for a reason outside the config: non-finite loss or gradients,
+    SIGTERM (preemption), a checkpoint that could not be written. The message says what was kept;
+    ``exit_code`` is ``RESUMABLE`` when ``--resume`` continues the run as if it had not stopped."""
+
+    def __init__(self, message: str, exit_code: int = 2):
+        super().__init__(message)
+        self.exit_code = exit_code

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from clinalign.errors import DataError
+from clinalign.errors import ConfigError, DataError, WriteError
 
 MAX_PROBLEMS = 200  # stop collecting after this many; the first ones are what a user fixes first
 
@@ -29,22 +29,38 @@ MAX_PROBLEMS = 200  # stop collecting after this many; the first ones are what a
 def atomic_path(path: str | Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds.
 
-    A crash or an exception leaves either the old file or none, never a half-written one.
+    A crash or an exception leaves either the old file or none, never a half-written one. A write that
+    fails (disk full, no permission) is a WriteError naming ``path``; the old file is left as it was.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
+    tmp_path: Path | None = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
+        os.close(fd)
+        tmp_path = Path(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the usual permissions
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        kept = "the previous version is untouched" if path.is_file() else "nothing was written there"
+        raise WriteError(f"could not write {path}: {e.strerror or e}; {kept}") from None
     finally:
-        if tmp_path.exists():
+        if tmp_path is not None and tmp_path.exists():
             tmp_path.unlink()
+
+
+def check_output_file(path: str | Path) -> Path:
+    """An output file named on the command line: not a directory, and in a folder that exists (a typo in
+    the folder must not silently create a new tree). Checked before any work is done."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory; give a file name")
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist; create it first")
+    return path
 
 
 def write_text_atomic(path: str | Path, text: str) -> None:

@@ -1,6 +1,6 @@
 """The rating web app: FastAPI, server-rendered pages, a small JSON API, SQLite underneath.
 
-Pages (cookie sign-in, CSRF token on every form):   JSON API (``Authorization: Bearer TOKEN``):
+Pages (session cookie, CSRF token on every form):  JSON API (``Authorization: Bearer TOKEN``):
   GET/POST /login, POST /logout                        GET  /api/campaigns
   GET /            the rater's campaigns               GET  /api/c/{campaign}/{position}
   GET /c/{id}      jump to the next unrated item       POST /api/c/{campaign}/{position}
@@ -11,10 +11,13 @@ Items are addressed by their position in the rater's own shuffled order, never b
 so nothing on screen or in a URL reveals which model wrote what. Pairwise choices arrive as the
 on-screen A/B and are stored as the underlying output (``a``/``b``/``tie``) with the swap recorded.
 Bad input is a 4xx with one clear message; logs hold methods, paths and status codes, never note text.
+Admin tokens see the admin page but cannot rate. A stored item that is damaged (edited by hand or by
+another tool) is a clear error on that item alone, logged with its row; every other item still works.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -32,6 +35,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from clinalign.errors import DataError
 from clinalign.rate import db
 from clinalign.rate.agreement import likert_alpha, pairwise_kappa
 from clinalign.rate.templates import render
@@ -47,12 +51,27 @@ class HTTPError(HTTPException):
     """A 4xx with a message written for the person who sees it."""
 
 
-class GuardMiddleware:
-    """Rejects bodies over ``MAX_BODY`` (413, also when chunked) and adds security headers with a CSP
-    nonce: no third-party anything, inline script only with the nonce, no framing, no caching of PHI."""
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+BODY_TIMEOUT = 30.0  # seconds for a whole request body: a client trickling bytes does not hold a worker
 
-    def __init__(self, app: ASGIApp):
+
+def _host_name(header: bytes | None) -> str:
+    """The name in a Host header, without the port (``[::1]:8000`` -> ``::1``)."""
+    host = (header or b"").decode("latin-1").strip().lower()
+    if host.startswith("["):
+        return host[1:host.find("]")] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+class GuardMiddleware:
+    """Every response gets the security headers with a CSP nonce (no third-party anything, inline script
+    only with the nonce, no framing, no caching of PHI), the early replies here included. Before the app
+    runs: the Host header must name a trusted host (DNS rebinding), bodies over ``MAX_BODY`` are refused
+    (413, also when chunked), and a body must arrive within ``BODY_TIMEOUT`` (408)."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: tuple[str, ...] = LOOPBACK_HOSTS):
         self.app = app
+        self.allowed_hosts = {h.strip("[]").lower() for h in allowed_hosts}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -60,23 +79,6 @@ class GuardMiddleware:
             return
         nonce = secrets.token_urlsafe(16)
         scope.setdefault("state", {})["nonce"] = nonce
-        length = dict(scope["headers"]).get(b"content-length")
-        if length is not None and not length.isdigit():
-            await _plain(send, 400, "bad Content-Length header")
-            return
-        if length is not None and int(length) > MAX_BODY:
-            await _plain(send, 413, f"request body too large (limit {MAX_BODY // 1024} KiB)")
-            return
-        seen = 0
-
-        async def limited_receive() -> Message:
-            nonlocal seen
-            msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > MAX_BODY:
-                    raise HTTPError(413, f"request body too large (limit {MAX_BODY // 1024} KiB)")
-            return msg
 
         async def send_with_headers(msg: Message) -> None:
             if msg["type"] == "http.response.start":
@@ -90,13 +92,50 @@ class GuardMiddleware:
                 msg = {**msg, "headers": headers}
             await send(msg)
 
+        headers = dict(scope["headers"])
+        early = None
+        length = headers.get(b"content-length")
+        if _host_name(headers.get(b"host")) not in self.allowed_hosts:
+            early = 400, "unknown Host header: this server answers only to the names it was started with"
+        elif length is not None and not length.isdigit():
+            early = 400, "bad Content-Length header"
+        elif length is not None and int(length) > MAX_BODY:
+            early = 413, f"request body too large (limit {MAX_BODY // 1024} KiB)"
+        if early is not None:
+            await _early_reply(scope, send_with_headers, *early)
+            return
+        seen, complete = 0, False
+        deadline = asyncio.get_running_loop().time() + BODY_TIMEOUT
+
+        async def limited_receive() -> Message:
+            nonlocal seen, complete
+            if complete:  # after the body only a disconnect can come: no deadline for waiting on it
+                return await receive()
+            try:
+                msg = await asyncio.wait_for(receive(), max(0.0, deadline - asyncio.get_running_loop().time()))
+            except TimeoutError:
+                raise HTTPError(408, f"request body not received within {BODY_TIMEOUT:g} s") from None
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                complete = not msg.get("more_body", False)
+                if seen > MAX_BODY:
+                    raise HTTPError(413, f"request body too large (limit {MAX_BODY // 1024} KiB)")
+            return msg
+
         await self.app(scope, limited_receive, send_with_headers)
 
 
-async def _plain(send: Send, status: int, text: str) -> None:
+async def _early_reply(scope: Scope, send: Send, status: int, text: str) -> None:
+    """A refusal before the app ran, in the app's own error shapes: JSON under /api/, a page elsewhere."""
+    if scope["path"].startswith("/api/"):
+        kind, body = b"application/json", json.dumps({"error": text}).encode()
+    else:
+        kind = b"text/html; charset=utf-8"
+        body = render("error", status=status, title="Bad request" if status == 400 else "Too large",
+                      message=text, nonce=scope["state"]["nonce"]).encode()
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"text/plain; charset=utf-8")]})
-    await send({"type": "http.response.body", "body": text.encode()})
+                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})
 
 
 class RatingIn(BaseModel):
@@ -106,11 +145,13 @@ class RatingIn(BaseModel):
     comment: StrictStr = ""
 
 
-def create_app(db_path: str | Path) -> FastAPI:
-    """The app for one ratings database (which must exist: campaigns are created from the CLI)."""
+def create_app(db_path: str | Path, allowed_hosts: list[str] | tuple[str, ...] = ()) -> FastAPI:
+    """The app for one ratings database (which must exist: campaigns are created from the CLI).
+
+    ``allowed_hosts``: Host header names to answer besides the loopback names (a reverse proxy's name)."""
     db.open_db(db_path).close()
     app = FastAPI(title="clinalign rate", docs_url=None, redoc_url=None, openapi_url=None)
-    app.add_middleware(GuardMiddleware)
+    app.add_middleware(GuardMiddleware, allowed_hosts=(*LOOPBACK_HOSTS, *allowed_hosts))
 
     def get_con() -> Iterator[sqlite3.Connection]:
         con = db.connect(db_path)
@@ -121,10 +162,11 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     # ---- errors: always a clear 4xx, as a page or as JSON -------------------------------------------
     def _error(request: Request, status: int, message: str) -> Response:
+        message = message.encode("utf-8", "backslashreplace").decode("utf-8")  # a lone surrogate echoed back
         if request.url.path.startswith("/api/"):
             return JSONResponse({"error": message}, status_code=status)
         titles = {400: "Bad request", 401: "Sign-in needed", 403: "Forbidden", 404: "Not found",
-                  413: "Too large", 422: "Invalid input"}
+                  408: "Too slow", 413: "Too large", 422: "Invalid input", 500: "Damaged data"}
         html = render("error", status=status, title=titles.get(status, "Error"), message=message,
                       nonce=request.scope["state"]["nonce"])
         return HTMLResponse(html, status_code=status)
@@ -142,9 +184,15 @@ def create_app(db_path: str | Path) -> FastAPI:
     async def _validation_error(request: Request, exc: RequestValidationError) -> Response:
         parts = []
         for e in exc.errors()[:5]:  # the field and what is wrong, never the submitted text
-            field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "path", "query", "form"))
+            field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "path", "query", "form"))[:60]
             parts.append(f"{field or 'body'}: {e.get('msg', 'invalid')}")
         return _error(request, 422, "; ".join(parts))
+
+    @app.exception_handler(DataError)
+    async def _damaged(request: Request, exc: DataError) -> Response:
+        log.error("damaged data: %s", exc)  # names the database row, never its text
+        return _error(request, 500, "this item cannot be shown: its stored data is damaged. Tell the study "
+                                    "administrator (the server log names the row); the other items can still be rated")
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> Response:
@@ -152,33 +200,42 @@ def create_app(db_path: str | Path) -> FastAPI:
         return _error(request, 500, "internal error; the administrator can find it in the server log")
 
     # ---- who is asking ------------------------------------------------------------------------------
-    def _token(request: Request) -> tuple[str | None, bool]:
-        auth = request.headers.get("authorization", "")
-        if auth.lower().startswith("bearer "):
-            return auth[7:].strip(), True
-        return request.cookies.get(COOKIE), False
-
     def rater(request: Request, con: sqlite3.Connection = Depends(get_con)) -> db.Rater:
-        token, bearer = _token(request)
-        r = db.rater_for_token(con, token)
+        """A Bearer token (API clients), or a cookie holding a server-side session id (browsers)."""
+        auth = request.headers.get("authorization", "")
+        request.state.session = None
+        if auth.lower().startswith("bearer "):
+            r = db.rater_for_token(con, auth[7:].strip())
+        else:
+            request.state.session = db.session_for_id(con, request.cookies.get(COOKIE))
+            r = request.state.session.rater if request.state.session else None
         if r is None:
             if request.method == "GET" and not request.url.path.startswith("/api/"):
                 raise HTTPError(303, "sign in first", headers={"location": "/login"})
-            raise HTTPError(401, "missing or unknown token: sign in with the token your administrator gave you")
-        request.state.bearer = bearer
+            raise HTTPError(401, "missing, unknown or expired token or session: sign in with the token your "
+                                 "administrator gave you")
         return r
 
-    def check_csrf(request: Request, con: sqlite3.Connection, who: db.Rater, sent: str | None) -> None:
-        """Cookie-authenticated writes need the form's CSRF token; a Bearer header is not sent by browsers
-        on their own, so API calls with one are not forgeable."""
-        if request.state.bearer:
+    def rating_rater(who: db.Rater = Depends(rater)) -> db.Rater:
+        """Raters rate; admins do not (their judgements would count in exports and agreement unseen)."""
+        if who.is_admin:
+            raise HTTPError(403, "admin tokens cannot rate; to rate as well, add a rater token for yourself "
+                                 "(clinalign rate add-rater)")
+        return who
+
+    def check_csrf(request: Request, sent: str | None) -> None:
+        """Cookie-authenticated writes need the session's CSRF token; a Bearer header is not sent by
+        browsers on their own, so API calls with one are not forgeable."""
+        session = request.state.session
+        if session is None:
             return
         sent = sent or request.headers.get("x-csrf-token")
-        if not sent or not hmac.compare_digest(sent, db.csrf_token(con, who)):
+        if not sent or not hmac.compare_digest(sent.encode("utf-8", "backslashreplace"), session.csrf.encode()):
             raise HTTPError(403, "form expired or forged (CSRF check failed); reload the page and try again")
 
-    def page(request: Request, con: sqlite3.Connection, who: db.Rater | None, name: str, **ctx: Any) -> HTMLResponse:
-        csrf = db.csrf_token(con, who) if who else ctx.pop("csrf", "")
+    def page(request: Request, who: db.Rater | None, name: str, **ctx: Any) -> HTMLResponse:
+        session = getattr(request.state, "session", None)
+        csrf = session.csrf if session else ctx.pop("csrf", "")
         return HTMLResponse(render(name, who=who.name if who else None, csrf=csrf,
                                    nonce=request.scope["state"]["nonce"], max_comment=MAX_COMMENT, **ctx))
 
@@ -218,6 +275,10 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     def check_comment(comment: str | None) -> str:
         comment = (comment or "").strip()
+        try:
+            comment.encode("utf-8")
+        except UnicodeEncodeError:
+            raise HTTPError(422, "comment: not valid text (it holds an unpaired UTF-16 surrogate)") from None
         if len(comment) > MAX_COMMENT:
             raise HTTPError(422, f"comment: at most {MAX_COMMENT} characters (got {len(comment)})")
         return comment
@@ -233,30 +294,35 @@ def create_app(db_path: str | Path) -> FastAPI:
     @app.get("/login", response_class=HTMLResponse)
     def login_form(request: Request, con: sqlite3.Connection = Depends(get_con)) -> HTMLResponse:
         pre = request.cookies.get(PRE_COOKIE) or secrets.token_urlsafe(24)
-        resp = page(request, con, None, "login", csrf=pre, error=None)
-        resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict")
+        resp = page(request, None, "login", csrf=pre, error=None)
+        resp.set_cookie(PRE_COOKIE, pre, httponly=True, samesite="strict", secure=request.url.scheme == "https")
         return resp
 
     @app.post("/login")
     def login_post(request: Request, token: str = Form(""), csrf: str = Form(""),
                    con: sqlite3.Connection = Depends(get_con)) -> Response:
         pre = request.cookies.get(PRE_COOKIE, "")
-        if not pre or not hmac.compare_digest(pre, csrf):
+        if not pre or not hmac.compare_digest(pre.encode(), csrf.encode("utf-8", "backslashreplace")):
             raise HTTPError(403, "sign-in form expired (CSRF check failed); reload the page and try again")
         who = db.rater_for_token(con, token.strip())
         if who is None:
-            resp = page(request, con, None, "login", csrf=pre, error="Unknown token. Check it and try again.")
+            resp = page(request, None, "login", csrf=pre, error="Unknown token. Check it and try again.")
             resp.status_code = 401
             return resp
         resp = RedirectResponse("/admin" if who.is_admin else "/", status_code=303)
-        resp.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict", max_age=60 * 60 * 24 * 30)
+        # the cookie holds a random session id, never the token; Secure when the browser came over HTTPS
+        # (directly, or through a reverse proxy that sends X-Forwarded-Proto, see the README)
+        resp.set_cookie(COOKIE, db.create_session(con, who), httponly=True, samesite="strict",
+                        max_age=db.SESSION_TTL, secure=request.url.scheme == "https")
         resp.delete_cookie(PRE_COOKIE)
         return resp
 
     @app.post("/logout")
     def logout(request: Request, csrf: str = Form(""), con: sqlite3.Connection = Depends(get_con),
                who: db.Rater = Depends(rater)) -> Response:
-        check_csrf(request, con, who, csrf)
+        check_csrf(request, csrf)
+        if request.state.session is not None:
+            db.end_session(con, request.cookies[COOKIE])  # a replayed cookie is worth nothing afterwards
         resp = RedirectResponse("/login", status_code=303)
         resp.delete_cookie(COOKIE)
         return resp
@@ -267,23 +333,30 @@ def create_app(db_path: str | Path) -> FastAPI:
              who: db.Rater = Depends(rater)) -> Response:
         if who.is_admin:
             return RedirectResponse("/admin", status_code=303)
-        return page(request, con, who, "home", campaigns=progress(con, who))
+        return page(request, who, "home", campaigns=progress(con, who))
 
     @app.get("/c/{cid}")
     def next_item(request: Request, cid: int, after: int = 0, con: sqlite3.Connection = Depends(get_con),
-                  who: db.Rater = Depends(rater)) -> Response:
+                  who: db.Rater = Depends(rating_rater)) -> Response:
         c = campaign_or_404(con, cid)
         order = db.rater_order(con, who.id, cid)
         rated = db.own_ratings(con, who.id, cid)
-        todo = [s.position for s in order if s.item_id not in rated]
+        todo = [s for s in order if s.item_id not in rated]
         if not todo:
-            return page(request, con, who, "done", campaign=c, total=len(order))
-        nxt = next((p for p in todo if p > after), todo[0])  # onwards from where they were, then wrap
-        return RedirectResponse(f"/c/{cid}/{nxt}", status_code=303)
+            return page(request, who, "done", campaign=c, total=len(order))
+        # onwards from where they were, then wrap; an item whose stored data is damaged is passed over
+        for s in sorted(todo, key=lambda s: (s.position <= after, s.position)):
+            try:
+                db.item_payload(con, s.item_id)
+            except DataError as e:
+                log.error("damaged data: %s", e)
+                continue
+            return RedirectResponse(f"/c/{cid}/{s.position}", status_code=303)
+        return page(request, who, "done", campaign=c, total=len(order))
 
     @app.get("/c/{cid}/{pos}", response_class=HTMLResponse)
     def item_page(request: Request, cid: int, pos: int, con: sqlite3.Connection = Depends(get_con),
-                  who: db.Rater = Depends(rater)) -> HTMLResponse:
+                  who: db.Rater = Depends(rating_rater)) -> HTMLResponse:
         c = campaign_or_404(con, cid)
         order, slot = slot_or_404(con, who, c, pos)
         rated = db.own_ratings(con, who.id, cid)
@@ -294,13 +367,13 @@ def create_app(db_path: str | Path) -> FastAPI:
         if c["kind"] == "pairwise":
             left, right = (item["output_b"], item["output_a"]) if slot.swapped else (item["output_a"], item["output_b"])
             ctx.update(left=left, right=right, current_display=to_display(slot, current["choice"]) if current else None)
-        return page(request, con, who, c["kind"], **ctx)
+        return page(request, who, c["kind"], **ctx)
 
     @app.post("/c/{cid}/{pos}")
     def submit_form(request: Request, cid: int, pos: int, score: str | None = Form(None),
                     choice: str | None = Form(None), comment: str | None = Form(None), csrf: str = Form(""),
-                    con: sqlite3.Connection = Depends(get_con), who: db.Rater = Depends(rater)) -> Response:
-        check_csrf(request, con, who, csrf)
+                    con: sqlite3.Connection = Depends(get_con), who: db.Rater = Depends(rating_rater)) -> Response:
+        check_csrf(request, csrf)
         c = campaign_or_404(con, cid)
         _, slot = slot_or_404(con, who, c, pos)
         s, ch = to_stored(c, slot, score, choice)
@@ -314,7 +387,7 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     @app.get("/api/c/{cid}/{pos}")
     def api_item(cid: int, pos: int, con: sqlite3.Connection = Depends(get_con),
-                 who: db.Rater = Depends(rater)) -> Any:
+                 who: db.Rater = Depends(rating_rater)) -> Any:
         c = campaign_or_404(con, cid)
         order, slot = slot_or_404(con, who, c, pos)
         item = db.item_payload(con, slot.item_id)
@@ -331,8 +404,8 @@ def create_app(db_path: str | Path) -> FastAPI:
 
     @app.post("/api/c/{cid}/{pos}")
     def api_submit(request: Request, cid: int, pos: int, body: RatingIn, con: sqlite3.Connection = Depends(get_con),
-                   who: db.Rater = Depends(rater)) -> Any:
-        check_csrf(request, con, who, None)
+                   who: db.Rater = Depends(rating_rater)) -> Any:
+        check_csrf(request, None)
         c = campaign_or_404(con, cid)
         _, slot = slot_or_404(con, who, c, pos)
         s, ch = to_stored(c, slot, body.score, body.choice)
@@ -345,7 +418,7 @@ def create_app(db_path: str | Path) -> FastAPI:
               who: db.Rater = Depends(rater)) -> HTMLResponse:
         if not who.is_admin:
             raise HTTPError(403, "the admin page needs an admin token")
-        return page(request, con, who, "admin", campaigns=admin_summary(con))
+        return page(request, who, "admin", campaigns=admin_summary(con))
 
     return app
 
@@ -364,6 +437,7 @@ def admin_summary(con: sqlite3.Connection) -> list[dict[str, Any]]:
             "name": c["name"], "kind": c["kind"], "n_items": c["n_items"],
             "raters": [{"name": r["name"], "done": done[r["name"]], "seed": seeds.get(r["id"])} for r in raters]}
         per_system: dict[str, list[float]] = defaultdict(list)
+        damaged: set[int] = set()
         if c["kind"] == "likert":
             entry["agreement"], entry["shared"] = likert_alpha([(r["rater"], r["item_id"], r["score"]) for r in rows])
             entry["agreement_name"] = "Krippendorff's alpha (ordinal)"
@@ -376,11 +450,17 @@ def admin_summary(con: sqlite3.Connection) -> list[dict[str, Any]]:
             entry["agreement_name"] = "Cohen's kappa (mean over rater pairs)"
             wins: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0])
             for r in rows:
-                p = json.loads(r["payload"])
+                try:
+                    p = db.parse_payload(con, r["item_id"], r["payload"], "pairwise")
+                except DataError as e:
+                    log.error("damaged data: %s", e)
+                    damaged.add(r["item_id"])
+                    continue
                 for side in ("a", "b"):
                     w = wins[p[f"system_{side}"]]
                     w[0 if r["choice"] == side else 2 if r["choice"] == "tie" else 1] += 1
             entry["system_header"] = ["picked", "not picked", "tie"]
             entry["systems"] = [[s, *v] for s, v in sorted(wins.items())]
+        entry["damaged"] = sorted(damaged)
         out.append(entry)
     return out

@@ -65,6 +65,19 @@ def add_rater(
     typer.echo(token)
 
 
+@app.command("revoke-rater")
+def revoke_rater(
+    name: str = typer.Argument(..., help="the rater whose token stops working (their ratings are kept)"),
+    db_path: Path = _DB,
+) -> None:
+    """Revoke a rater's token and end their signed-in sessions at once; issue a new one with add-rater
+    under another name if they should rate again."""
+    from clinalign.rate import db
+
+    ended = db.revoke_rater(db.open_db(db_path), name)
+    typer.echo(f"rater {name!r}: token revoked, {ended} session(s) ended")
+
+
 @app.command()
 def serve(
     db_path: Path = _DB,
@@ -75,6 +88,9 @@ def serve(
     systems: str | None = typer.Option(None, help="comma-separated systems (with --study)"),
     host: str = typer.Option("127.0.0.1", help="interface; the default keeps the app on this machine"),
     port: int = typer.Option(8000, help="port (0 picks a free one)"),
+    allowed_hosts: str = typer.Option(
+        "", help="comma-separated Host names the app answers to besides 127.0.0.1, localhost and ::1 "
+                 "(the name raters type, e.g. ratings.hospital.org behind a reverse proxy)"),
 ) -> None:
     """Run the rating app with uvicorn (loopback only unless --host says otherwise)."""
     import uvicorn
@@ -91,7 +107,10 @@ def serve(
             typer.echo(f"created campaign {name!r} ({len(rows)} {k} items)", err=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach it may try tokens; use TLS in front", err=True)
-    uvicorn.run(create_app(db_path), host=host, port=port, log_level="info", server_header=False,
+    hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]
+    if host not in ("0.0.0.0", "::"):
+        hosts.append(host)
+    uvicorn.run(create_app(db_path, allowed_hosts=hosts), host=host, port=port, log_level="info", server_header=False,
                 h11_max_incomplete_event_size=64 * 1024)
 
 
@@ -102,11 +121,15 @@ def export(
     pairs: Path | None = typer.Option(None, help="write DPO pairs JSONL (prompt/chosen/rejected)"),
 ) -> None:
     """Export Likert ratings (one row per item and rater) and/or majority pairwise picks as DPO pairs."""
+    from clinalign.data.io import check_output_file
     from clinalign.rate import db
     from clinalign.rate.export import export_likert_csv, export_pairs
 
     if likert is None and pairs is None:
         raise ConfigError("nothing to export: give --likert FILE.csv and/or --pairs FILE.jsonl")
+    for out in (likert, pairs):
+        if out is not None:
+            check_output_file(out)
     con = db.open_db(db_path)
     if likert is not None:
         typer.echo(f"{export_likert_csv(con, likert)} Likert ratings -> {likert}")

@@ -3,14 +3,14 @@
 Durability is the point: a clinician's judgement is written (and fsynced, ``synchronous=FULL``) before
 the page moves on, so closing the browser loses nothing. A rater has one current rating per item
 (``UNIQUE(rater_id, item_id)``); re-submitting updates it and a trigger copies the old version to
-``rating_history``. Tokens are stored only as SHA-256 hashes. Each rater's item order (and which output
+``rating_history``. Tokens are stored only as SHA-256 hashes; a browser sign-in is a row in
+``sessions`` (the hash of a random id, its own CSRF token, an expiry), deleted at sign-out or revocation. Each rater's item order (and which output
 of a pair is shown left) comes from a seed recorded in ``orders``, so any screen can be reconstructed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import random
 import secrets
@@ -23,8 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from clinalign.errors import ConfigError
-from clinalign.rate.items import Item, Kind, LikertItem, item_key
+from pydantic import ValidationError
+
+from clinalign.errors import ConfigError, DataError
+from clinalign.rate.items import Item, Kind, LikertItem, PairwiseItem, item_key
 
 DEFAULT_RUBRIC = """\
 1 - Unusable: wrong or unsafe content, or misses most key facts.
@@ -64,11 +66,16 @@ CREATE TRIGGER IF NOT EXISTS ratings_keep_history AFTER UPDATE ON ratings BEGIN
   VALUES (OLD.id, OLD.rater_id, OLD.item_id, OLD.score, OLD.choice, OLD.comment, OLD.swapped,
           OLD.updated_at, NEW.updated_at);
 END;
+CREATE TABLE IF NOT EXISTS sessions (
+  id_hash TEXT PRIMARY KEY, rater_id INTEGER NOT NULL REFERENCES raters(id), csrf TEXT NOT NULL,
+  created_at REAL NOT NULL, expires_at REAL NOT NULL);
 """
+SESSION_TTL = 12 * 3600  # seconds; a sign-in lasts a working day, then the token is asked for again
+_TABLES = {"meta", "raters", "campaigns", "items", "ratings"}
 
 
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()  # any text a client sends
 
 
 # Writers in this process queue on a lock: SQLite's own busy handler retries with sleeps, which turns
@@ -100,27 +107,46 @@ def transaction(con: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
 
 
 def init_db(path: str | Path) -> sqlite3.Connection:
-    """Open (creating if needed) a ratings database; the CSRF secret is made once and kept."""
-    con = connect(path)
-    con.execute("PRAGMA journal_mode=WAL")
-    con.executescript(SCHEMA)
-    with transaction(con):
-        con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('secret', ?)", (secrets.token_hex(32),))
-    return con
+    """Open a ratings database, creating it when no file is there yet (an existing file must already be
+    one: an empty or foreign file is never turned into a database)."""
+    path = Path(path)
+    if path.exists():
+        return open_db(path)
+    if not path.parent.is_dir():
+        raise ConfigError(f"{path}: folder {path.parent} does not exist; create it first")
+    return _setup(path)
 
 
 def open_db(path: str | Path) -> sqlite3.Connection:
-    """Open an existing ratings database (serve/export must not invent an empty one from a typo)."""
-    if not Path(path).is_file():
+    """Open an existing ratings database (serve/export must not invent an empty one from a typo, nor turn
+    an empty or foreign file into one)."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a ratings database")
+    if not path.is_file():
         raise ConfigError(f"{path}: no ratings database (create one with `clinalign rate create-campaign`)")
+    if path.stat().st_size == 0:
+        raise ConfigError(f"{path}: empty file, not a ratings database")
     try:
-        return init_db(path)
+        con = connect(path)
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.DatabaseError as e:
-        raise ConfigError(f"{path}: not a ratings database ({e})") from e
+        raise ConfigError(f"{path}: not a ratings database ({e})") from None
+    con.close()
+    if not _TABLES <= tables:
+        raise ConfigError(f"{path}: not a ratings database (no {', '.join(sorted(_TABLES - tables))} table)")
+    return _setup(path)  # adds what newer versions use (the sessions table) to an older database
 
 
-def secret(con: sqlite3.Connection) -> str:
-    return con.execute("SELECT value FROM meta WHERE key='secret'").fetchone()[0]
+def _setup(path: Path) -> sqlite3.Connection:
+    """WAL mode and the schema (idempotent: an older database gets the tables added since)."""
+    try:
+        con = connect(path)
+        con.execute("PRAGMA journal_mode=WAL")
+        con.executescript(SCHEMA)
+    except sqlite3.DatabaseError as e:  # read-only file or folder, a full disk
+        raise ConfigError(f"{path}: cannot open the ratings database for writing ({e})") from None
+    return con
 
 
 def add_rater(con: sqlite3.Connection, name: str, admin: bool = False) -> str:
@@ -154,9 +180,47 @@ def rater_for_token(con: sqlite3.Connection, token: str | None) -> Rater | None:
     return Rater(row["id"], row["name"], bool(row["is_admin"]), row["token_hash"]) if row else None
 
 
-def csrf_token(con: sqlite3.Connection, rater: Rater) -> str:
-    """Per-rater CSRF token: an HMAC of the token hash, so no server-side session is needed."""
-    return hmac.new(secret(con).encode(), f"csrf:{rater.token_hash}".encode(), "sha256").hexdigest()
+def revoke_rater(con: sqlite3.Connection, name: str) -> int:
+    """Make a rater's token useless and end their sessions; their ratings stay. Returns sessions ended."""
+    with transaction(con):
+        row = con.execute("SELECT id FROM raters WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ConfigError(f"no rater named {name!r}")
+        # token_hash is NOT NULL UNIQUE: a value no SHA-256 hex digest can equal
+        con.execute("UPDATE raters SET token_hash = ? WHERE id = ?", (f"revoked:{secrets.token_hex(16)}", row[0]))
+        return con.execute("DELETE FROM sessions WHERE rater_id = ?", (row[0],)).rowcount
+
+
+@dataclass(frozen=True)
+class Session:
+    rater: Rater
+    csrf: str  # random per session: a new sign-in gets a new one, a logout kills it with the session
+
+
+def create_session(con: sqlite3.Connection, rater: Rater) -> str:
+    """A server-side session for a cookie sign-in; returns its random id (only its hash is stored)."""
+    sid, now = secrets.token_urlsafe(32), time.time()
+    with transaction(con):
+        con.execute("DELETE FROM sessions WHERE expires_at < ?", (now,))
+        con.execute("INSERT INTO sessions (id_hash, rater_id, csrf, created_at, expires_at) VALUES (?, ?, ?, ?, ?)",
+                    (hash_token(sid), rater.id, secrets.token_urlsafe(32), now, now + SESSION_TTL))
+    return sid
+
+
+def session_for_id(con: sqlite3.Connection, sid: str | None) -> Session | None:
+    if not sid or len(sid) > 200:
+        return None
+    row = con.execute("SELECT r.id, r.name, r.is_admin, r.token_hash, s.csrf FROM sessions s "
+                      "JOIN raters r ON r.id = s.rater_id WHERE s.id_hash = ? AND s.expires_at > ?",
+                      (hash_token(sid), time.time())).fetchone()
+    if row is None:
+        return None
+    return Session(Rater(row["id"], row["name"], bool(row["is_admin"]), row["token_hash"]), row["csrf"])
+
+
+def end_session(con: sqlite3.Connection, sid: str) -> None:
+    with transaction(con):
+        con.execute("DELETE FROM sessions WHERE id_hash = ?", (hash_token(sid),))
 
 
 def create_campaign(con: sqlite3.Connection, name: str, kind: Kind, items: list[Item],
@@ -212,8 +276,31 @@ def rater_order(con: sqlite3.Connection, rater_id: int, cid: int) -> list[Slot]:
     return [Slot(n + 1, iid, rng.random() < 0.5) for n, iid in enumerate(ids)]
 
 
+def db_file(con: sqlite3.Connection) -> str:
+    return con.execute("PRAGMA database_list").fetchone()["file"]
+
+
+def parse_payload(con: sqlite3.Connection, item_id: int, raw: Any, kind: str) -> dict[str, Any]:
+    """An item's stored payload checked against its campaign's kind. A row damaged by hand or by another
+    tool is a DataError naming the database and row (never its text), so one bad row stops nothing else."""
+    where = f"{db_file(con)}: items row {item_id}: payload"
+    try:
+        obj = json.loads(raw)
+    except (TypeError, ValueError):
+        raise DataError([f"{where}: not JSON"]) from None
+    if not isinstance(obj, dict):
+        raise DataError([f"{where}: expected a JSON object, got {type(obj).__name__}"])
+    try:
+        return (LikertItem if kind == "likert" else PairwiseItem).model_validate(obj).model_dump()
+    except ValidationError as e:
+        err = e.errors()[0]
+        raise DataError([f"{where}: {'.'.join(map(str, err['loc'])) or 'record'}: {err['msg'].lower()}"]) from None
+
+
 def item_payload(con: sqlite3.Connection, item_id: int) -> dict[str, Any]:
-    return json.loads(con.execute("SELECT payload FROM items WHERE id=?", (item_id,)).fetchone()[0])
+    row = con.execute("SELECT i.payload, c.kind FROM items i JOIN campaigns c ON c.id = i.campaign_id "
+                      "WHERE i.id=?", (item_id,)).fetchone()
+    return parse_payload(con, item_id, row["payload"], row["kind"])
 
 
 def own_ratings(con: sqlite3.Connection, rater_id: int, cid: int) -> dict[int, sqlite3.Row]:
@@ -237,11 +324,13 @@ def save_rating(con: sqlite3.Connection, rater_id: int, slot: Slot, score: int |
 
 
 def all_ratings(con: sqlite3.Connection, cid: int | None = None) -> list[sqlite3.Row]:
-    """Every current rating with its item and rater (for admin statistics and exports)."""
-    sql = ("SELECT r.score, r.choice, r.comment, r.updated_at, r.item_id, ra.name AS rater, i.ext_id, i.system, "
-           "i.task, i.payload, c.name AS campaign, c.kind, c.id AS campaign_id FROM ratings r "
+    """Every current rating by a (non-admin) rater with its item (for admin statistics and exports).
+
+    Admin tokens cannot rate; rows an admin left before that rule (older versions) count nowhere."""
+    sql = ("SELECT r.id AS rating_id, r.score, r.choice, r.comment, r.updated_at, r.item_id, ra.name AS rater, "
+           "i.ext_id, i.system, i.task, i.payload, c.name AS campaign, c.kind, c.id AS campaign_id FROM ratings r "
            "JOIN raters ra ON ra.id = r.rater_id JOIN items i ON i.id = r.item_id "
-           "JOIN campaigns c ON c.id = i.campaign_id")
+           "JOIN campaigns c ON c.id = i.campaign_id WHERE ra.is_admin = 0")
     if cid is not None:
-        return con.execute(sql + " WHERE c.id = ? ORDER BY r.item_id, ra.name", (cid,)).fetchall()
+        return con.execute(sql + " AND c.id = ? ORDER BY r.item_id, ra.name", (cid,)).fetchall()
     return con.execute(sql + " ORDER BY c.id, r.item_id, ra.name").fetchall()

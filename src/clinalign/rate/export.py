@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import sqlite3
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -20,22 +19,48 @@ from clinalign.data.io import write_jsonl, write_text_atomic
 from clinalign.errors import DataError
 
 LIKERT_COLUMNS = ["item_id", "system", "rater", "score", "comment", "task", "campaign", "updated_at"]
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP CSV injection)
+
+
+def safe_cell(value: str) -> str:
+    """A text cell a spreadsheet shows as text: NUL bytes dropped, and a quote put before a value that
+    starts like a formula (OWASP's advice). Values already starting with quotes before such a character
+    get one more, so ``plain_cell`` gives back exactly the original."""
+    value = value.replace("\x00", "")
+    return "'" + value if value.lstrip("'").startswith(_FORMULA) else value
+
+
+def plain_cell(value: str) -> str:
+    """The inverse of ``safe_cell`` (NULs aside), for reading our own CSV back."""
+    return value[1:] if value.startswith("'") and value.lstrip("'").startswith(_FORMULA) else value
 
 
 def likert_rows(con: sqlite3.Connection) -> list[dict[str, Any]]:
-    from clinalign.rate.db import all_ratings
+    from clinalign.rate.db import all_ratings, db_file
 
-    return [{"item_id": r["ext_id"], "system": r["system"], "rater": r["rater"], "score": r["score"],
-             "comment": r["comment"], "task": r["task"] or "", "campaign": r["campaign"],
-             "updated_at": f"{r['updated_at']:.3f}"}
-            for r in all_ratings(con) if r["kind"] == "likert" and r["score"] is not None]
+    rows = []
+    for r in all_ratings(con):
+        if r["kind"] != "likert" or r["score"] is None:
+            continue
+        if not isinstance(r["updated_at"], int | float):
+            raise DataError([f"{db_file(con)}: ratings row {r['rating_id']}: updated_at: expected a number "
+                             f"(seconds since 1970), got {type(r['updated_at']).__name__}"])
+        text = {"item_id": r["ext_id"], "system": r["system"], "rater": r["rater"], "comment": r["comment"],
+                "task": r["task"] or "", "campaign": r["campaign"]}
+        rows.append({**{k: safe_cell(str(v)) for k, v in text.items()}, "score": r["score"],
+                     "updated_at": f"{r['updated_at']:.3f}"})
+    return rows
 
 
 def export_likert_csv(con: sqlite3.Connection, path: str | Path) -> int:
-    """Write every current Likert rating, one row per (item, rater); returns the row count."""
+    """Write every current Likert rating, one row per (item, rater); returns the row count.
+
+    Text cells go through ``safe_cell``: a comment such as ``=HYPERLINK(...)`` must not run when a
+    coordinator opens the file in a spreadsheet."""
     rows = likert_rows(con)
     buf = io.StringIO(newline="")
-    w = csv.DictWriter(buf, fieldnames=LIKERT_COLUMNS, lineterminator="\n")
+    # every cell quoted: with minimal quoting a bare CR in a comment is not quoted and splits the row
+    w = csv.DictWriter(buf, fieldnames=LIKERT_COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
     w.writeheader()
     w.writerows(rows)
     write_text_atomic(path, buf.getvalue())
@@ -44,14 +69,15 @@ def export_likert_csv(con: sqlite3.Connection, path: str | Path) -> int:
 
 def majority_pairs(con: sqlite3.Connection) -> list[dict[str, Any]]:
     """One DPO pair per pairwise item whose raters' plurality is strictly output A or strictly output B."""
-    from clinalign.rate.db import all_ratings
+    from clinalign.rate.db import all_ratings, parse_payload
 
     votes: dict[int, Counter[str]] = defaultdict(Counter)
     payloads: dict[int, dict[str, Any]] = {}
     for r in all_ratings(con):
         if r["kind"] == "pairwise" and r["choice"]:
             votes[r["item_id"]][r["choice"]] += 1
-            payloads[r["item_id"]] = json.loads(r["payload"])
+            if r["item_id"] not in payloads:
+                payloads[r["item_id"]] = parse_payload(con, r["item_id"], r["payload"], "pairwise")
     pairs = []
     for item_id, v in votes.items():
         a, b, tie = v["a"], v["b"], v["tie"]
@@ -96,7 +122,7 @@ def load_likert_csv(path: str | Path) -> dict[tuple[str, str], float]:
                 problems.append(f"{path}:{reader.line_num}: score: expected a number from 1 to 5, got "
                                 f"{row['score']!r}")
                 continue
-            sums[(row["item_id"], row["system"])].append(score)
+            sums[(plain_cell(row["item_id"]), plain_cell(row["system"]))].append(score)
     if problems:
         raise DataError(problems)
     return {k: sum(v) / len(v) for k, v in sums.items()}

@@ -151,6 +151,8 @@ ADMIN = """{% extends "base" %}{% block main %}
 {% if c.agreement is not none %}{{ "%.3f" | format(c.agreement) }} <span class="muted">over {{ c.shared }} items with
 two or more raters</span>{% else %}<span class="muted">not yet defined ({{ c.shared }} items with two or more raters,
 and raters must use more than one value)</span>{% endif %}</p>
+{% if c.damaged %}<p class="err" id="damaged">Items rows {{ c.damaged | join(", ") }} hold damaged data and are
+left out of the numbers below; the server log says what is wrong with each.</p>{% endif %}
 {% if c.systems %}<table><tr><th>System (unblinded)</th>{% for h in c.system_header %}<th>{{ h }}</th>{% endfor %}</tr>
 {% for row in c.systems %}<tr>{% for v in row %}<td>{{ v }}</td>{% endfor %}</tr>{% endfor %}</table>{% endif %}
 </div>{% else %}<p class="muted">No campaigns. Create one with <code>clinalign rate create-campaign</code>.</p>{% endfor %}

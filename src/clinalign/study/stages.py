@@ -6,6 +6,10 @@ ends; both hold the hash of the stage's name, settings and its upstream stages' 
 re-run: ``.done`` matches -> skipped; ``.fingerprint`` matches but no ``.done`` -> the stage was
 killed, so it is re-entered with ``resume=True`` (trainers continue from their last checkpoint);
 anything else -> the folder is cleared and the stage runs fresh.
+
+``.done`` also lists every output file with its size and hash (``checkpoints/`` folders aside: large,
+intermediate, and checked by their own manifests). A finished stage whose folder no longer matches
+that list, because a file was deleted, edited or added by hand, is recomputed from scratch, not trusted.
 """
 
 from __future__ import annotations
@@ -35,6 +39,41 @@ def file_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+_SELF = (".done", ".fingerprint")
+
+
+def stage_files(out: Path) -> dict[str, list[Any]]:
+    """relative path -> [size, hash] of a stage's outputs (``checkpoints/`` and its own markers aside)."""
+    files: dict[str, list[Any]] = {}
+    for p in sorted(out.rglob("*")):
+        rel = p.relative_to(out)
+        if p.is_dir() or "checkpoints" in rel.parts or rel.as_posix() in _SELF:
+            continue
+        files[rel.as_posix()] = [p.stat().st_size, file_fingerprint(p)]
+    return files
+
+
+def _untrusted(out: Path, done: Path, fp: str) -> str | None:
+    """Why a finished stage's folder cannot be reused (None: it is exactly what the stage wrote)."""
+    try:
+        record = json.loads(done.read_text())
+        if not isinstance(record, dict):
+            raise ValueError
+    except ValueError:
+        return "finished by an older clinalign, without a list of its files"
+    if record.get("fingerprint") != fp:
+        return "settings changed"
+    want, have = record.get("files") or {}, stage_files(out)
+    for name in sorted(set(want) | set(have)):
+        if name not in have:
+            return f"{name} was deleted"
+        if name not in want:
+            return f"{name} was added"
+        if have[name] != want[name]:
+            return f"{name} was changed"
+    return None
+
+
 @dataclass
 class StageRunner:
     root: Path
@@ -48,11 +87,16 @@ class StageRunner:
         out = self.root / name
         fp = fingerprint({"stage": name, "settings": settings})
         done, started = out / ".done", out / ".fingerprint"
-        if done.is_file() and done.read_text().strip() == fp:
-            self.skipped.append(name)
-            self.log(f"[dim]cached[/dim]  {name}")
-            return out, fp
         resume = started.is_file() and started.read_text().strip() == fp
+        if done.is_file():
+            problem = _untrusted(out, done, fp)
+            if problem is None:
+                self.skipped.append(name)
+                self.log(f"[dim]cached[/dim]  {name}")
+                return out, fp
+            if problem != "settings changed":
+                self.log(f"[yellow]not trusted[/yellow] {name}: {problem} since it finished; recomputing")
+            resume = False  # a finished stage's folder that was touched: start it again from nothing
         if not resume and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
@@ -61,6 +105,6 @@ class StageRunner:
         t0 = time.perf_counter()
         fn(out, resume)
         self.timings[name] = time.perf_counter() - t0
-        write_text_atomic(done, fp)
+        write_text_atomic(done, json.dumps({"fingerprint": fp, "files": stage_files(out)}, indent=1) + "\n")
         self.ran.append(name)
         return out, fp

@@ -42,7 +42,7 @@ def sft(
     lora: bool | None = typer.Option(None, "--lora/--no-lora", help="LoRA adapters or full fine-tuning"),
     seed: int | None = typer.Option(None),
     save_every: int | None = typer.Option(None, help="checkpoint every N optimizer steps"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the last complete checkpoint in --out"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest intact (checksummed) checkpoint in --out"),
     init_from: str | None = typer.Option(None, help="start from a previous run's final/ (adapter or model)"),
 ) -> None:
     """Supervised fine-tuning on (prompt, completion); loss on the answer tokens only."""
@@ -69,7 +69,7 @@ def dpo(
     loss: str | None = typer.Option(None, help="sigmoid | ipo | hinge | conservative"),
     seed: int | None = typer.Option(None),
     save_every: int | None = typer.Option(None, help="checkpoint every N optimizer steps"),
-    resume: bool = typer.Option(False, "--resume", help="continue from the last complete checkpoint in --out"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the newest intact (checksummed) checkpoint in --out"),
     init_from: str | None = typer.Option(None, help="start from an SFT run's final/ (adapter or model)"),
 ) -> None:
     """Direct preference optimisation on (prompt, chosen, rejected), from the base or an SFT output."""

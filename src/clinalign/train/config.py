@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, model_validator
 
 from clinalign.errors import ConfigError
 from clinalign.train.losses import LOSS_TYPES
@@ -86,6 +86,8 @@ class TrainConfig(BaseModel):
     backend: Literal["auto", "nccl", "gloo"] = "auto"
 
     save_every: int | None = None
+    #: batches with a non-finite loss or gradient that may be skipped (no update) before training stops
+    skip_nonfinite: NonNegativeInt = 0
     log_every: int = 1
     resume: bool = False
     progress: bool = True

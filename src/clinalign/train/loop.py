@@ -6,6 +6,12 @@ Data order is a pure function of (seed, epoch, number of processes): ``Distribut
 with the seed and deals the examples out to the processes, so process r of N sees examples
 r, r+N, ... of the same permutation, and a global batch holds the same examples whatever N is.
 Resuming skips the micro-batches already done in the current epoch.
+
+Faults a shared cluster has end in a clear message and no lost work: a non-finite loss or gradient
+stops training at that step before the update is applied (``skip_nonfinite`` allows skipping a bounded
+number of such batches); SIGTERM (Slurm's warning before preemption) makes the loop finish the step,
+write a checkpoint and exit with ``RESUMABLE``; ``--resume`` uses the newest checkpoint that matches
+its manifest (checkpoint.py), saying which damaged ones it passed over.
 """
 
 from __future__ import annotations
@@ -14,8 +20,12 @@ import json
 import math
 import random
 import shutil
+import signal
+import sys
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +34,7 @@ import numpy as np
 import torch
 
 from clinalign.data.io import write_text_atomic
-from clinalign.errors import ConfigError
+from clinalign.errors import RESUMABLE, ConfigError, TrainingStopped
 from clinalign.train import checkpoint, distributed
 from clinalign.train.config import TrainConfig
 from clinalign.train.distributed import DistInfo
@@ -167,6 +177,31 @@ def _progress(enabled: bool) -> Any:
     )
 
 
+@contextmanager
+def _sigterm_flag() -> Iterator[threading.Event]:
+    """An event set by SIGTERM while training runs (the previous handler is restored afterwards)."""
+    flag = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield flag  # signals reach only the main thread
+        return
+    old = signal.signal(signal.SIGTERM, lambda *_: flag.set())
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def _grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
+    """The total gradient norm (clipped to ``max_norm`` when set); inf or nan when a gradient is."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if max_norm:
+        norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
+    else:
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=False)
+    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
+    return float(norm)
+
+
 def _restore_metrics(path: Path, step: int) -> None:
     """After a resume, drop metric rows written after the checkpoint (they will be redone)."""
     if not path.is_file():
@@ -195,8 +230,15 @@ def train(
     per_epoch = steps_per_epoch(n_examples, cfg, info.world)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
     optimizer, scheduler = optimizer_and_schedule(model, cfg, total)
-    step, epoch, pos = 0, 0, 0
-    last = checkpoint.latest(out) if cfg.resume else None
+    step, epoch, pos, skipped = 0, 0, 0, 0
+
+    def warn(message: str) -> None:
+        if info.is_main:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    last = checkpoint.latest(out, warn=warn) if cfg.resume else None
+    if cfg.resume and last is None and any((out / "checkpoints").glob("step-*")):
+        warn("no intact checkpoint left; training starts again from step 0")
     if last is not None:
         saved = json.loads((last / "state.json").read_text())
         if (saved["world"], saved["batch_size"], saved["examples"]) != (info.world, cfg.batch_size, n_examples):
@@ -206,6 +248,7 @@ def train(
             )
         state = checkpoint.load(last, info, model, optimizer, scheduler, cfg.parallel)
         step, epoch, pos = state["step"], state["epoch"], state["position"]
+        skipped = int(state.get("nonfinite_skipped", 0))
     guard = _Guard.from_state(cfg, last)
 
     writer = None
@@ -216,11 +259,11 @@ def train(
         _restore_metrics(metrics_path, step)
         writer = SummaryWriter(str(out / "tb"), purge_step=step if last is not None else None)
 
-    def save() -> None:
-        checkpoint.save(out, info, model, optimizer, scheduler, cfg.parallel,
-                        {"step": step, "epoch": epoch, "position": pos, "seed": cfg.seed, "world": info.world,
-                         "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                         "examples": n_examples, "guard": guard.state()})
+    def save() -> Path:
+        return checkpoint.save(out, info, model, optimizer, scheduler, cfg.parallel,
+                               {"step": step, "epoch": epoch, "position": pos, "seed": cfg.seed, "world": info.world,
+                                "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                                "examples": n_examples, "guard": guard.state(), "nonfinite_skipped": skipped})
 
     every = cfg.eval_every or per_epoch
 
@@ -237,39 +280,60 @@ def train(
             checkpoint.save_final(out, info, model, tokenizer, cfg.parallel, name="best")
         return guard.should_stop()
 
-    with _progress(info.is_main and cfg.progress) as bar:
+    with _sigterm_flag() as term, _progress(info.is_main and cfg.progress) as bar:
         task = bar.add_task(cfg.stage.upper(), total=total, completed=step, stats="")
         while step < total:
             batches = epoch_batches(n_examples, cfg, info, epoch)
             while pos < per_epoch and step < total:
                 t0 = time.perf_counter()
                 stats = step_fn(batches[pos * cfg.grad_accum : (pos + 1) * cfg.grad_accum])
-                if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                   cfg.max_grad_norm, foreach=False)
-                lr = scheduler.get_last_lr()[0]
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step, pos = step + 1, pos + 1
+                norm = _grad_norm(model, cfg.max_grad_norm)
                 names = list(metric_names)
-                vec = torch.tensor([stats.loss_sum, stats.count, stats.tokens, stats.examples]
+                # one all-reduce carries the step's sums and what every process must agree on: whether a
+                # gradient was non-finite somewhere, and whether SIGTERM arrived anywhere
+                vec = torch.tensor([stats.loss_sum, stats.count, stats.tokens, stats.examples,
+                                    float(not math.isfinite(norm)), float(term.is_set())]
                                    + [stats.sums[k] for k in names], dtype=torch.float64)
                 vec = distributed.all_reduce_sum(vec)
-                dt = time.perf_counter() - t0
-                row = {"step": step, "epoch": epoch + pos / per_epoch, "loss": float(vec[0] / vec[1]), "lr": lr,
-                       "tokens_per_s": float(vec[2]) / max(dt, 1e-9)}
-                row.update({k: float(vec[4 + i] / vec[3]) for i, k in enumerate(names)})
-                if info.is_main and step % cfg.log_every == 0:
-                    with open(metrics_path, "a", encoding="utf-8") as f:
-                        f.write(json.dumps(row) + "\n")
-                    for k, v in row.items():
-                        if k != "step":
-                            writer.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
-                shown = {"loss": row["loss"], **{k: row[k] for k in names if k != "chosen_reward"
-                                                 and k != "rejected_reward"}}
-                bar.update(task, completed=step, stats="  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                           + f"  {row['tokens_per_s']:.0f} tok/s")
+                lr = scheduler.get_last_lr()[0]
+                step, pos = step + 1, pos + 1
+                if vec[4] > 0 or not math.isfinite(float(vec[0])):
+                    optimizer.zero_grad(set_to_none=True)  # the update is not applied
+                    skipped += 1
+                    what = "loss" if not math.isfinite(float(vec[0])) else "gradient"
+                    if skipped > cfg.skip_nonfinite:
+                        prev = checkpoint.latest(out)
+                        raise TrainingStopped(
+                            f"non-finite {what} at step {step}: training stopped, final/ not written; last good "
+                            f"checkpoint: {prev or 'none (none was written yet)'}. Lower lr, use float32, or "
+                            f"skip such batches with skip_nonfinite=N (used {skipped - 1} of {cfg.skip_nonfinite})")
+                    warn(f"non-finite {what} at step {step}: batch skipped without an update "
+                         f"({skipped} of skip_nonfinite={cfg.skip_nonfinite})")
+                    scheduler.step()
+                else:
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    dt = time.perf_counter() - t0
+                    row = {"step": step, "epoch": epoch + pos / per_epoch, "loss": float(vec[0] / vec[1]),
+                           "lr": lr, "tokens_per_s": float(vec[2]) / max(dt, 1e-9)}
+                    row.update({k: float(vec[6 + i] / vec[3]) for i, k in enumerate(names)})
+                    if info.is_main and step % cfg.log_every == 0:
+                        with open(metrics_path, "a", encoding="utf-8") as f:
+                            f.write(json.dumps(row) + "\n")
+                        for k, v in row.items():
+                            if k != "step":
+                                writer.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
+                    shown = {"loss": row["loss"], **{k: row[k] for k in names if k != "chosen_reward"
+                                                     and k != "rejected_reward"}}
+                    bar.update(task, completed=step, stats="  ".join(f"{k} {v:.4f}" for k, v in shown.items())
+                               + f"  {row['tokens_per_s']:.0f} tok/s")
+                if vec[5] > 0:
+                    path = save()
+                    if writer is not None:
+                        writer.close()
+                    raise TrainingStopped(f"SIGTERM at step {step}: checkpoint {path} written; run the same "
+                                          f"command with --resume to continue", exit_code=RESUMABLE)
                 stop = eval_fn is not None and (step % every == 0 or step == total) and evaluate()
                 if cfg.save_every and step % cfg.save_every == 0 and step < total:
                     save()

@@ -178,7 +178,7 @@ def cached_reference_logps(
     data fingerprint, ``settings`` - e.g. max_length, truncation, dtype); it is written atomically by
     rank 0, so a crashed run never leaves a half-written cache that a later run would trust.
     """
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file, save
 
     key = cache_key(model_fingerprint, fingerprint_pairs(pairs), settings)
     path = Path(cache_dir) / f"ref-logps-{key}.safetensors"
@@ -192,7 +192,8 @@ def cached_reference_logps(
     rank, world = _dist()
     if rank == 0:
         with atomic_path(path, suffix=".safetensors") as tmp:
-            save_file({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}, str(tmp))
+            # bytes written by Python: a full disk is an OSError, which atomic_path reports with the path
+            tmp.write_bytes(save({"chosen": chosen.contiguous(), "rejected": rejected.contiguous()}))
     if world > 1:
         import torch.distributed as dist
 

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 
 from clinalign.errors import ConfigError
-from clinalign.train.losses import LOSS_TYPES, DPOLoss, dpo_loss, sft_loss
+from clinalign.train.losses import LOSSES, DPOLoss, dpo_loss, sft_loss
 
 trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer")
+trl_kto = pytest.importorskip("trl.trainer.kto_trainer")
 
 B, T = 6, 4  # pairs, answer tokens per sequence in the stub
 
@@ -149,12 +150,17 @@ def test_ipo_without_lengths_is_the_papers_sequence_form():
 
 
 def test_gradient_pushes_chosen_up_and_rejected_down():
+    """For every registered paired loss; KTO's "rejected" slot is the KL estimate, tested below."""
     pc = torch.tensor([-5.0], requires_grad=True)
     pr = torch.tensor([-5.0], requires_grad=True)
-    for loss_type in LOSS_TYPES:
+    one = torch.tensor([3])
+    for loss_type, spec in LOSSES.items():
+        if spec.unpaired:
+            continue
         pc.grad = pr.grad = None
         dpo_loss(
-            pc, pr, torch.tensor([-5.0]), torch.tensor([-5.0]), loss_type=loss_type
+            pc, pr, torch.tensor([-5.0]), torch.tensor([-5.0]), loss_type=loss_type,
+            chosen_lengths=one, rejected_lengths=one,
         ).losses.sum().backward()
         assert pc.grad.item() < 0 < pr.grad.item(), loss_type
 
@@ -165,7 +171,11 @@ def test_module_wrapper_and_errors():
     torch.testing.assert_close(
         mod(pc, pr, rc, rr).losses, dpo_loss(pc, pr, rc, rr, beta=0.3, loss_type="hinge").losses
     )
-    with pytest.raises(ConfigError, match="unknown DPO loss_type 'kto'"):
+    with pytest.raises(ConfigError, match="unknown DPO loss_type 'nope'"):
+        dpo_loss(pc, pr, rc, rr, loss_type="nope")
+    with pytest.raises(ConfigError, match="sigmoid loss needs reference"):
+        dpo_loss(pc, pr, None, None)
+    with pytest.raises(ConfigError, match="kto loss needs labels"):
         dpo_loss(pc, pr, rc, rr, loss_type="kto")
     with pytest.raises(ConfigError):
         DPOLoss(loss_type="nope")
@@ -183,3 +193,102 @@ def test_sft_loss_is_token_mean_cross_entropy_on_answer_tokens():
     expected = -F.log_softmax(logits, -1)[keep].gather(-1, labels[keep][:, None]).mean()
     torch.testing.assert_close(sft_loss(logits, labels), expected)
     torch.testing.assert_close(sft_loss(logits, labels, reduction="sum"), expected * keep.sum())
+
+
+def _mean(logp, lengths):
+    return logp / lengths
+
+
+@pytest.mark.parametrize(("beta", "gamma", "eps"), [(2.0, 0.5, 0.0), (0.5, 1.2, 0.1)])
+def test_simpo_matches_trl_cpo_trainer(beta, gamma, eps):
+    """TRL 1.16 has SimPO as CPOTrainer(loss_type="simpo", cpo_alpha=0) on per-token mean log-probs."""
+    from trl.experimental.cpo.cpo_trainer import CPOTrainer
+
+    pc, pr, rc, rr, lc, lr = _logps(seed=11)
+    ours = dpo_loss(pc, pr, None, None, beta=beta, loss_type="simpo", simpo_gamma=gamma, label_smoothing=eps,
+                    chosen_lengths=lc, rejected_lengths=lr)
+    trainer = SimpleNamespace(alpha=0.0, loss_type="simpo", simpo_gamma=gamma, beta=beta, label_smoothing=eps,
+                              accelerator=_Accel())
+    trl, trl_c, trl_r = CPOTrainer.cpo_loss(trainer, _mean(pc, lc), _mean(pr, lr))
+    assert float((ours.losses - trl).abs().max()) < 1e-6
+    assert float((ours.chosen_rewards - trl_c).abs().max()) < 1e-6
+    assert float((ours.rejected_rewards - trl_r).abs().max()) < 1e-6
+    h = beta * (pc / lc - pr / lr) - gamma  # the paper's eq. 6, by hand
+    closed = -(1 - eps) * F.logsigmoid(h) - eps * F.logsigmoid(-h)
+    torch.testing.assert_close(ours.losses, closed)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.25])
+def test_orpo_matches_trl_orpo_trainer(beta):
+    """TRL's ORPO loss is nll - beta * logsigmoid(log odds), its nll the token mean over the batch's chosen
+    answers: per pair (a batch of one) that is our per-example -mean log-prob."""
+    from trl.experimental.orpo.orpo_trainer import ORPOTrainer
+
+    pc, pr, _, _, lc, lr = _logps(seed=13)
+    ours = dpo_loss(pc, pr, None, None, beta=beta, loss_type="orpo", chosen_lengths=lc, rejected_lengths=lr)
+    trainer = SimpleNamespace(beta=beta, accelerator=_Accel())
+    for i in range(B):
+        s = slice(i, i + 1)
+        or_losses, trl_c, trl_r, _, _ = ORPOTrainer.odds_ratio_loss(trainer, _mean(pc[s], lc[s]), _mean(pr[s], lr[s]))
+        trl = -pc[s] / lc[s] - or_losses.mean()  # TRL: loss = policy_nll_loss - losses.mean()
+        assert abs(float(ours.losses[i]) - float(trl)) < 1e-6
+        assert abs(float(ours.chosen_rewards[i]) - float(trl_c)) < 1e-6
+        assert abs(float(ours.rejected_rewards[i]) - float(trl_r)) < 1e-6
+
+
+def _trl_kto(logps, kl_logps, ref, ref_kl, labels, *, beta, dw, uw):
+    """Run TRL 1.16's ``KTOTrainer._compute_loss`` with a stub model whose completions sum to ``logps``."""
+    n, width = logps.numel(), 3
+    log_probs = torch.zeros(n, width - 1, dtype=torch.float64)
+    log_probs[:, -1] = logps
+    outputs = SimpleNamespace(log_probs=log_probs, entropy=torch.zeros_like(log_probs),
+                              mean_logits=torch.zeros_like(log_probs))
+    model = lambda **kw: outputs  # noqa: E731
+    model.training = True
+    trainer = SimpleNamespace(
+        model=model, accelerator=_Accel(), aux_loss_enabled=False, precompute_ref_logps=True, calculate_KL=True,
+        loss_type="kto", beta=beta, desirable_weight=dw, undesirable_weight=uw,
+        _compute_kl_logps=lambda m, b: kl_logps, _metrics={"train": defaultdict(list)}, _total_train_tokens=0,
+        _tp_size=1,
+    )
+    mask = torch.zeros(n, width, dtype=torch.long)
+    mask[:, -1] = 1
+    inputs = {"input_ids": torch.zeros(n, width, dtype=torch.long), "attention_mask": torch.ones(n, width, dtype=torch.long),
+              "completion_mask": mask, "label": labels, "ref_logps": ref, "ref_KL_logps": ref_kl}
+    return trl_kto.KTOTrainer._compute_loss(trainer, model, inputs, return_outputs=False), trainer._metrics["train"]
+
+
+@pytest.mark.parametrize(("beta", "dw", "uw"), [(0.1, 1.0, 1.0), (0.5, 1.0, 1.33)])
+def test_kto_matches_trl_kto_trainer(beta, dw, uw):
+    pc, pr, rc, rr, _, _ = _logps(seed=17)
+    labels = torch.tensor([True, False, True, True, False, False])
+    ours = dpo_loss(pc, pr, rc, rr, beta=beta, loss_type="kto", labels=labels, desirable_weight=dw,
+                    undesirable_weight=uw)
+    trl, metrics = _trl_kto(pc, pr, rc, rr, labels, beta=beta, dw=dw, uw=uw)
+    assert abs(float(ours.losses.mean()) - float(trl)) < 1e-6
+    z0 = max(0.0, float((pr - rr).mean()))
+    assert abs(metrics["kl"][0] - z0) < 1e-6
+    reward = beta * (pc - rc)
+    assert abs(float(reward[labels].mean()) - metrics["rewards/chosen"][0]) < 1e-6
+    assert abs(float(reward[~labels].mean()) - metrics["rewards/rejected"][0]) < 1e-6
+    # per row, eq. 7 by hand; rewards are (better side, worse side) around the KL reference point
+    for i in range(B):
+        r = float(pc[i] - rc[i])
+        sig = lambda v: 1 / (1 + math.exp(-v))  # noqa: E731
+        want = dw * (1 - sig(beta * (r - z0))) if labels[i] else uw * (1 - sig(beta * (z0 - r)))
+        assert abs(float(ours.losses[i]) - float(want)) < 1e-9
+        margin = float(ours.chosen_rewards[i] - ours.rejected_rewards[i])
+        assert abs(margin - (beta * (r - z0) if labels[i] else beta * (z0 - r))) < 1e-9
+
+
+def test_kto_gradient_raises_desirable_and_lowers_undesirable():
+    pc = torch.tensor([-5.0, -5.0], requires_grad=True)
+    ref = torch.tensor([-5.0, -5.0])
+    dpo_loss(pc, torch.tensor([-6.0, -6.0]), ref, ref, loss_type="kto", labels=torch.tensor([True, False])).losses.sum().backward()
+    assert pc.grad[0].item() < 0 < pc.grad[1].item()
+
+
+def test_registry_says_which_losses_skip_the_reference():
+    assert {n for n, s in LOSSES.items() if not s.reference} == {"simpo", "orpo"}
+    assert {n for n, s in LOSSES.items() if s.unpaired} == {"kto"}
+    assert {"sigmoid", "ipo", "hinge", "conservative"} <= set(LOSSES)

@@ -92,7 +92,7 @@ def test_trl_style_pair_file_and_overrides(tiny_model_dir, tmp_path):
     ("args", "message"),
     [
         (["unknown_key=3"], "unknown_key: unknown config key"),
-        (["--loss", "kto"], "unknown loss 'kto'"),
+        (["--loss", "nope"], "unknown loss 'nope'"),
         (["--model", "/nonexistent/model"], "model '/nonexistent/model' not found"),
         (["--data", "{bad}"], "{bad}:2: rejected: missing field"),
         (["parallel=fsdp3"], "parallel: Input should be 'none', 'ddp' or 'fsdp2'"),
@@ -151,3 +151,21 @@ def test_on_the_fly_reference_equals_the_precomputed_one(tiny_model_dir, uti_rec
     for ra, rb in zip(a, b, strict=True):
         for k in ("loss", "chosen_reward", "rejected_reward"):
             assert abs(ra[k] - rb[k]) < 1e-5, (k, ra[k], rb[k])
+
+
+@pytest.mark.parametrize(("loss", "extra"), [("simpo", ["--beta", "2.0", "simpo_gamma=0.5"]),
+                                             ("orpo", ["--beta", "0.5"]), ("kto", ["--beta", "0.5"])])
+def test_simpo_orpo_kto_learn_the_preferences(tiny_model_dir, uti_records, tmp_path, loss, extra):
+    """Each new loss raises reward accuracy on the fixture pairs; the reference-free ones never
+    compute (or cache) reference log-probs. KTO reads the task's pairs as desirable/undesirable rows."""
+    out = tmp_path / loss
+    assert run(["train", "dpo", "--model", str(tiny_model_dir), "--data", str(uti_records), "--task",
+                "uti_classification", "--batch-size", "8", "--no-lora", "max_length=256", "progress=false",
+                "--out", str(out), "--epochs", "6", "--lr", "3e-3", "--loss", loss, *extra]) == 0
+    rows = _rows(out / "metrics.jsonl")
+    per_epoch = len(rows) // 6
+    assert per_epoch == (12 if loss == "kto" else 6)  # KTO: 48 pairs -> 96 rows
+    first, last = rows[:per_epoch], rows[-per_epoch:]
+    acc = [sum(r["reward_accuracy"] for r in e) / per_epoch for e in (first, last)]
+    assert acc[1] > acc[0] + 0.2 and acc[1] > 0.8, acc
+    assert (out / "ref_logps").is_dir() == (loss == "kto")

@@ -79,6 +79,11 @@ class TrainConfig(BaseModel):
     loss: str = "sigmoid"
     label_smoothing: float = 0.0
     rpo_alpha: float | None = None
+    #: SimPO's target reward margin gamma (loss: simpo)
+    simpo_gamma: float = 0.5
+    #: KTO's lambda_D / lambda_U (loss: kto); raise the scarcer side's weight when labels are unbalanced
+    desirable_weight: float = 1.0
+    undesirable_weight: float = 1.0
     #: reference log-probs computed once before training (and cached) instead of a second forward per step
     precompute_ref: bool = True
 

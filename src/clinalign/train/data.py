@@ -34,11 +34,21 @@ class PairRow(BaseModel):
     rejected: Text
 
 
+class KTORow(BaseModel):
+    """TRL's unpaired preference shape: one answer and whether it is desirable."""
+
+    model_config = ConfigDict(extra="ignore")
+    prompt: Text
+    completion: Text
+    label: bool
+
+
 @dataclass
 class Tokenized:
     examples: list[Any]  # SFTExample | PairExample
     truncated: int  # prompts shortened by the "left" policy
     dropped: int  # examples skipped by the "drop" policy (or whose answer alone is too long)
+    kept: list[int]  # index in ``rows`` of each example
 
 
 def load_rows(stage: str, data: str | Path, task: str | None = None, pairs: str | None = None,
@@ -61,8 +71,9 @@ def load_rows(stage: str, data: str | Path, task: str | None = None, pairs: str 
 def tokenize_rows(stage: str, rows: list[dict[str, Any]], tokenizer: Any, max_length: int,
                   truncation: str) -> Tokenized:
     out: list[SFTExample | PairExample] = []
+    kept: list[int] = []
     truncated = dropped = 0
-    for r in rows:
+    for i, r in enumerate(rows):
         if stage == "sft":
             ex = tokenize_sft(tokenizer, r["prompt"], r["completion"], max_length, truncation)
         else:
@@ -72,9 +83,39 @@ def tokenize_rows(stage: str, rows: list[dict[str, Any]], tokenizer: Any, max_le
             continue
         truncated += int(ex.truncated)
         out.append(ex)
+        kept.append(i)
     if not out:
         raise ConfigError(
             f"every example ({len(rows)}) is longer than max_length={max_length} under truncation="
             f"{truncation!r}; raise max_length"
         )
-    return Tokenized(out, truncated, dropped)
+    return Tokenized(out, truncated, dropped, kept)
+
+
+def load_kto_rows(data: str | Path, task: str | None = None, pairs: str | None = None,
+                  seed: int = 0) -> list[dict[str, Any]]:
+    """``{"prompt","completion","label"}`` rows for KTO: a file in that shape, or preference pairs (a
+    pair file or task records) split into a desirable and an undesirable row each."""
+    if task is None:
+        try:
+            return [r.model_dump() for r in read_records(data, KTORow, check_ids=False)]
+        except DataError as kto_error:
+            try:
+                paired = load_rows("dpo", data)
+            except DataError:
+                raise kto_error from None
+    else:
+        paired = load_rows("dpo", data, task=task, pairs=pairs, seed=seed)
+    return [{"prompt": r["prompt"], "completion": r[k], "label": k == "chosen"}
+            for r in paired for k in ("chosen", "rejected")]
+
+
+def kto_as_pairs(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each KTO row as a pair (its answer, another row's answer) on its prompt, so the shared-prompt
+    packing, the reference cache and ``pair_logps`` serve KTO unchanged: the second answer is the
+    mismatched completion whose log-ratio estimates KTO's KL reference point (TRL's KL dataset does the
+    same within a batch). The offset n//2 keeps a split pair's two halves from meeting again."""
+    n = len(rows)
+    shift = max(1, n // 2) if n > 1 else 0
+    return [{"prompt": r["prompt"], "chosen": r["completion"], "rejected": rows[(i + shift) % n]["completion"]}
+            for i, r in enumerate(rows)]

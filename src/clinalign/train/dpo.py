@@ -1,5 +1,8 @@
-"""DPO recipe (and its variants: IPO, hinge, conservative, RPO): raise the policy's log-likelihood
-margin of the chosen over the rejected answer, relative to a frozen reference.
+"""DPO recipe (and its variants: IPO, hinge, conservative, RPO, SimPO, ORPO, KTO; train/losses.py):
+raise the policy's log-likelihood margin of the chosen over the rejected answer, relative to a frozen
+reference. Reference-free losses (SimPO, ORPO) skip the reference pass entirely. KTO trains on unpaired
+``{prompt, completion, label}`` rows (or pairs split in two), each packed as a pair with another row's
+answer, whose log-ratio is KTO's KL estimate (train/data.py:kto_as_pairs).
 
 The reference is the policy as it was before training: the base model (fresh LoRA, whose adapters
 start at zero, or full fine-tuning) or the SFT model (``init_from`` a previous run). By default its
@@ -23,8 +26,8 @@ from clinalign.errors import ConfigError
 from clinalign.train import distributed, loop, prefix
 from clinalign.train.batching import collate_pairs, pair_logps
 from clinalign.train.config import TrainConfig
-from clinalign.train.data import load_rows, tokenize_rows
-from clinalign.train.losses import dpo_loss
+from clinalign.train.data import kto_as_pairs, load_kto_rows, load_rows, tokenize_rows
+from clinalign.train.losses import dpo_loss, loss_spec
 from clinalign.train.ref_cache import (
     cached_reference_logps,
     compute_reference_logps,
@@ -55,35 +58,46 @@ def run(cfg: TrainConfig) -> Path:
     out = loop.check_out(cfg)
     if not cfg.data:
         raise ConfigError("no training data: give --data FILE (prompt/chosen/rejected, or records with --task)")
-    if not cfg.precompute_ref and cfg.lora and cfg.init_from and (Path(cfg.init_from) / "adapter_config.json").is_file():
+    if loss_spec(cfg.loss).reference and not cfg.precompute_ref and cfg.lora and cfg.init_from and (Path(cfg.init_from) / "adapter_config.json").is_file():
         raise ConfigError("precompute_ref: false with LoRA init_from an adapter is not supported "
                           "(the reference would be the base, not the SFT model); use precompute_ref: true")
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
-    rows = load_rows("dpo", cfg.data, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
-    data = tokenize_rows("dpo", rows, tokenizer, cfg.max_length, cfg.truncation)
-    pairs, pad = data.examples, tokenizer.pad_token_id
+    spec = loss_spec(cfg.loss)
+
+    def pair_data(path: str) -> tuple[list, torch.Tensor | None, dict[str, int]]:  # noqa: ANN001
+        if spec.unpaired:
+            kto = load_kto_rows(path, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
+            tok = tokenize_rows("dpo", kto_as_pairs(kto), tokenizer, cfg.max_length, cfg.truncation)
+            labels = torch.tensor([kto[i]["label"] for i in tok.kept])
+        else:
+            rows = load_rows("dpo", path, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
+            tok, labels = tokenize_rows("dpo", rows, tokenizer, cfg.max_length, cfg.truncation), None
+        return tok.examples, labels, {"truncated": tok.truncated, "dropped": tok.dropped}
+
+    pairs, labels, counts = pair_data(cfg.data)
+    pad = tokenizer.pad_token_id
     info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
     try:
         loop.seed_everything(cfg.seed)
-        loop.prepare_out(cfg, info, out, {"pairs": len(pairs), "truncated": data.truncated,
-                                          "dropped": data.dropped})
+        loop.prepare_out(cfg, info, out, {"pairs": len(pairs), **counts})
 
         # 2. policy, and the reference: cached log-probs of the initial policy, or a model per step
         policy = loop.load_policy(cfg, model_path).to(info.device)
-        val_pairs, val_ref_c, val_ref_r = [], None, None
+        val_pairs, val_labels, val_ref_c, val_ref_r = [], None, None, None
         if cfg.val_data:
-            val_rows = load_rows("dpo", cfg.val_data, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
-            val_pairs = tokenize_rows("dpo", val_rows, tokenizer, cfg.max_length, cfg.truncation).examples
+            val_pairs, val_labels, _ = pair_data(cfg.val_data)
         prefix.prepare(cfg, policy, [pairs, val_pairs], pad, info.device)  # frozen layers, once per pair
-        if val_pairs:
+        if val_pairs and spec.reference:
             with torch.no_grad():
                 policy.eval()
                 val_ref_c, val_ref_r = compute_reference_logps(_AsIs(policy), val_pairs, pad_id=pad,
                                                                batch_size=cfg.batch_size, device=info.device)
                 policy.train()
         ref_model = None
-        if cfg.precompute_ref:
+        if not spec.reference:
+            pass  # SimPO / ORPO: no reference pass, no cache, no frozen copy
+        elif cfg.precompute_ref:
             fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
             ref_c, ref_r, _ = cached_reference_logps(
                 _AsIs(policy), pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad,
@@ -94,7 +108,9 @@ def run(cfg: TrainConfig) -> Path:
             ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
         model = distributed.wrap(policy, cfg.parallel, info)
 
-        def reference(idx: list[int], batch) -> tuple[torch.Tensor, torch.Tensor]:  # noqa: ANN001
+        def reference(idx: list[int], batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # noqa: ANN001
+            if not spec.reference:
+                return None, None
             if cfg.precompute_ref:
                 return ref_c[idx].to(info.device), ref_r[idx].to(info.device)
             with torch.no_grad():
@@ -105,6 +121,12 @@ def run(cfg: TrainConfig) -> Path:
                         c, r, _ = pair_logps(ref, batch)
             return c, r
 
+        def loss_of(batch, c, r, nll, ref_c, ref_r, lab):  # noqa: ANN001, ANN202
+            return dpo_loss(c, r, ref_c, ref_r, beta=cfg.beta, loss_type=cfg.loss, label_smoothing=cfg.label_smoothing,
+                            rpo_alpha=cfg.rpo_alpha, chosen_nll=nll, chosen_lengths=batch.chosen_lengths,
+                            rejected_lengths=batch.rejected_lengths, labels=lab, simpo_gamma=cfg.simpo_gamma,
+                            desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
+
         # 3. one optimizer step: grad_accum micro-batches, mean over the pairs of the global batch
         def step(micro: list[list[int]]) -> loop.StepStats:
             denom = cfg.batch_size * cfg.grad_accum
@@ -114,9 +136,8 @@ def run(cfg: TrainConfig) -> Path:
                 batch = collate_pairs([pairs[i] for i in idx], pad).to(info.device)
                 ref_chosen, ref_rejected = reference(idx, batch)
                 chosen, rejected, nll = pair_logps(model, batch)
-                out_ = dpo_loss(chosen, rejected, ref_chosen, ref_rejected, beta=cfg.beta, loss_type=cfg.loss,
-                                label_smoothing=cfg.label_smoothing, rpo_alpha=cfg.rpo_alpha, chosen_nll=nll,
-                                chosen_lengths=batch.chosen_lengths, rejected_lengths=batch.rejected_lengths)
+                lab = labels[idx].to(info.device) if labels is not None else None
+                out_ = loss_of(batch, chosen, rejected, nll, ref_chosen, ref_rejected, lab)
                 (out_.losses.sum() / denom).backward()
                 loss_sum += float(out_.losses.detach().sum())
                 tokens += batch.num_tokens
@@ -141,10 +162,10 @@ def run(cfg: TrainConfig) -> Path:
                         idx = list(range(i, min(i + cfg.batch_size, len(val_pairs))))
                         batch = collate_pairs([val_pairs[j] for j in idx], pad).to(info.device)
                         c, r, nll = pair_logps(model, batch)
-                        o = dpo_loss(c, r, val_ref_c[idx].to(info.device), val_ref_r[idx].to(info.device),
-                                     beta=cfg.beta, loss_type=cfg.loss, label_smoothing=cfg.label_smoothing,
-                                     rpo_alpha=cfg.rpo_alpha, chosen_nll=nll, chosen_lengths=batch.chosen_lengths,
-                                     rejected_lengths=batch.rejected_lengths)
+                        refs = ((val_ref_c[idx].to(info.device), val_ref_r[idx].to(info.device))
+                                if spec.reference else (None, None))
+                        lab = val_labels[idx].to(info.device) if val_labels is not None else None
+                        o = loss_of(batch, c, r, nll, *refs, lab)
                         m = o.chosen_rewards - o.rejected_rewards
                         loss, acc, margin = loss + float(o.losses.sum()), acc + float((m > 0).sum()), margin + float(m.sum())
                 model.train()

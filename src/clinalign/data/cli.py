@@ -144,10 +144,28 @@ def pairs(
     ] = None,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     task_file: TaskFileOpt = None,
+    from_model: Annotated[str | None, typer.Option(
+        "--from-model", help="On-policy pairs: a training run (its final/), adapter or model directory, or "
+                             "'default'; its samples are judged by the task (data/onpolicy.py).")] = None,
+    samples: Annotated[int, typer.Option(min=1, help="With --from-model: answers sampled per prompt.")] = 4,
+    temperature: Annotated[float, typer.Option(min=0.01, help="With --from-model: sampling temperature.")] = 1.0,
+    batch_size: Annotated[int, typer.Option(min=1, help="With --from-model: prompts per batch.")] = 8,
+    max_new_tokens: Annotated[int | None, typer.Option(help="With --from-model: default the task's.")] = None,
 ) -> None:
-    """DPO preference pairs (prompt/chosen/rejected JSONL) built by the task's rejected-answer builders."""
+    """DPO preference pairs (prompt/chosen/rejected JSONL) built by the task's rejected-answer builders,
+    or with --from-model from the model's own samples judged by the task."""
     task, path = _task_and_file(args, task_file)
-    rows = preference_pairs(task, load(task, path), strategy=strategy, seed=seed)
+    records = load(task, path)
+    if from_model is None:
+        rows = preference_pairs(task, records, strategy=strategy, seed=seed)
+    else:
+        from clinalign.data.onpolicy import load_policy, sample_pairs
+
+        model, tokenizer, fp = load_policy(from_model)
+        rows, stats = sample_pairs(task, model, tokenizer, records, samples=samples, temperature=temperature,
+                                   seed=seed, batch_size=batch_size, max_new_tokens=max_new_tokens, fingerprint=fp)
+        console.print(f"sampled {stats['samples']} answers ({stats['samples_per_s']:.1f}/s), mean judge score "
+                      f"{stats['mean_score']:.3f}; {stats['ties_skipped']} prompt(s) tied")
     n = write_jsonl(out, rows)
     by = Counter(r["strategy"] for r in rows)
     console.print(f"wrote {n} pairs to {out} (" + ", ".join(f"{k}: {v}" for k, v in by.items()) + ")")

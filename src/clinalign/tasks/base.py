@@ -140,5 +140,19 @@ class Task(ABC):
     def default_strategy(self) -> str:
         return next(iter(self.rejected_builders))
 
+    def judge(self, record: Any, answer: str) -> float:
+        """How good a model's ``answer`` text is for ``record``, higher is better: the verifier that
+        on-policy preference pairs are ranked by (data/onpolicy.py). Closed-set: 1.0 when the answer
+        parses to the gold label, else 0.0. Generation: the mean per-item value of the task's
+        higher-is-better metrics (a declared task's ROUGE-L and fact recall); tasks whose metrics have
+        different scales (a 1-5 Likert beside a recall) override this."""
+        pred = self.parse(answer)
+        if self.is_closed_set:
+            return float(pred is not None and pred == self.answer(record))
+        scores = [m.per_item(record, pred) for m in self.metrics if m.per_item and m.higher_is_better]
+        if not scores:
+            raise NotImplementedError(f"task {self.id}: no per-item metric to judge answers by; override judge()")
+        return sum(scores) / len(scores)
+
     def evaluate(self, records: Sequence[Any], preds: Sequence[Prediction]) -> dict[str, float]:
         return {m.name: m(records, preds) for m in self.metrics}

@@ -539,6 +539,12 @@ class DischargeSummaryTask(Task):
         t = re.sub(r"[ \t]+", " ", t).strip()
         return t or None
 
+    def judge(self, record: DischargeRecord, answer: str) -> float:
+        """The rubric's Likert (1-5; false facts and length already lower it), with fact recall (0-1)
+        at a tenth of a Likert point to order summaries of the same grade."""
+        s = score_summary(record, self.parse(answer))
+        return s["likert"] + 0.1 * s["fact_recall"]
+
     @property
     def metrics(self) -> tuple[Metric, ...]:
         def metric(key: str, higher_is_better: bool) -> Metric:

@@ -169,3 +169,26 @@ def test_simpo_orpo_kto_learn_the_preferences(tiny_model_dir, uti_records, tmp_p
     acc = [sum(r["reward_accuracy"] for r in e) / per_epoch for e in (first, last)]
     assert acc[1] > acc[0] + 0.2 and acc[1] > 0.8, acc
     assert (out / "ref_logps").is_dir() == (loss == "kto")
+
+
+def test_kto_reads_trls_unpaired_format(tiny_model_dir, tmp_path):
+    from clinalign.data.io import write_jsonl
+    from clinalign.errors import DataError
+    from clinalign.train.data import kto_as_pairs, load_kto_rows
+
+    data = tmp_path / "kto.jsonl"
+    rows = [{"prompt": f"Is {i} even?", "completion": c, "label": (c == "yes") == (i % 2 == 0)}
+            for i in range(4) for c in ("yes", "no")]
+    write_jsonl(data, rows)
+    assert load_kto_rows(data) == rows
+    packed = kto_as_pairs(rows)
+    assert [p["chosen"] for p in packed] == [r["completion"] for r in rows]
+    assert [p["rejected"] for p in packed] == [rows[(i + 4) % 8]["completion"] for i in range(8)]
+    out = tmp_path / "out"
+    assert run(["train", "dpo", "--model", str(tiny_model_dir), "--data", str(data), "--out", str(out),
+                "--loss", "kto", "--batch-size", "4", "--max-steps", "2", "progress=false"]) == 0
+    assert yaml.safe_load((out / "config.yaml").read_text())["loss"] == "kto"
+    assert len(_rows(out / "metrics.jsonl")) == 2
+    write_jsonl(tmp_path / "bad.jsonl", [{"prompt": "p", "completion": "a"}])
+    with pytest.raises(DataError, match="bad.jsonl:1: label"):
+        load_kto_rows(tmp_path / "bad.jsonl")

@@ -73,6 +73,11 @@ def task_meta_line(task_results: Mapping[str, Any]) -> str:
         bits.append("unparseable: " + ", ".join(f"{s} {n}" for s, n in unp.items()))
     if task_results.get("_prompt_truncated"):
         bits.append(f"prompts cut to max_prompt_tokens: {task_results['_prompt_truncated']}")
+    for r in task_results.get("_on_policy") or ():  # study/onpolicy.py: per round of on-policy DPO
+        judged = (f"samples judged correct {r['sample_accuracy']:.2f}" if "sample_accuracy" in r
+                  else f"mean judge score {r['mean_score']:.2f}")
+        bits.append(f"on-policy round {r['round']}: {judged} ({r['samples']} samples at {r['samples_per_s']:.1f}/s; "
+                    f"{r['pairs']} pairs, {r['ties_skipped']} tied prompts skipped)")
     cal = task_results.get("_calibration")
     if cal:
         eces = [f"{s} {v['ece']:.3f}" for s, v in cal.items() if v.get("ece") is not None]

@@ -114,6 +114,10 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
         task_results["_folds"] = fold_summary(per_fold)
     _add_clinician_likert(entry, preds, task_results, cfg.eval_settings(entry))
     task_results["_split"] = split_info  # records per split and duplicate groups kept together
+    from clinalign.study.onpolicy import round_stats
+
+    if round_stats(dpo_dir):  # on-policy DPO: per round, how often the policy's samples were judged right
+        task_results["_on_policy"] = round_stats(dpo_dir)
     cut = sum(bool(r.get("prompt_truncated")) for r in preds["base"])
     if cut:
         task_results["_prompt_truncated"] = cut
@@ -217,7 +221,9 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     )
 
     # 3. DPO on (prompt, chosen, rejected), on top of SFT by default
-    dpo_settings = cfg.train_settings("dpo", entry)
+    from clinalign.study import onpolicy
+
+    on_policy, dpo_settings = onpolicy.split_settings(cfg.train_settings("dpo", entry))
     init = sft_dir / "run" / "final" if cfg.dpo_from == "sft" else None
 
     def train_dpo(d: Path, resume: bool) -> None:
@@ -229,14 +235,20 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
             settings["val_data"] = str(d / "val_pairs.jsonl")
         _train("dpo", base_model, d / "pairs.jsonl", d / "run", settings, cfg.seed, resume, init_from=init)
 
-    dpo_dir, dpo_fp = stages.run(
-        f"{sp}/dpo",
-        {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
-         **({"max_pairs": entry.max_pairs} if entry.max_pairs else {}),
-         "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
-         "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
-        train_dpo,
-    )
+    if on_policy:  # the model's own judged samples, round after round (study/onpolicy.py)
+        dpo_dir, dpo_fp = onpolicy.run_rounds(
+            stages, sp, task, split["train"][: entry.max_pairs], on_policy, dpo_settings, base_model=base_model,
+            base_fp=base_fp, data_fp=data_fp, init=init, init_fp=sft_fp if init else base_fp, seed=cfg.seed,
+            batch_size=cfg.eval_settings(entry).batch_size, train_fn=_train)
+    else:
+        dpo_dir, dpo_fp = stages.run(
+            f"{sp}/dpo",
+            {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
+             **({"max_pairs": entry.max_pairs} if entry.max_pairs else {}),
+             "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
+             "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
+            train_dpo,
+        )
 
     # 4. evaluate the three systems on the same test items
     ev = cfg.eval_settings(entry)

@@ -264,3 +264,38 @@ def test_rate_commands_that_create_a_database_refuse_bad_paths(tmp_path, capsys)
         assert needle in err and err.count("\n") == 1, err
     assert empty.stat().st_size == 0 and not (tmp_path / "no").exists()
     assert run(["rate", "add-rater", "x", "--db", str(tmp_path / "new.sqlite")]) == 0  # a new file is fine
+
+
+def test_kto_export_is_what_train_dpo_loss_kto_reads(voted):
+    from clinalign.rate.export import export_kto
+    from clinalign.train.data import load_kto_rows
+
+    con, tmp = voted
+    out = tmp / "kto.jsonl"
+    assert export_kto(con, out) == 6  # 3 majority picks, a desirable and an undesirable row each
+    rows = load_kto_rows(out)
+    assert [(r["completion"], r["label"]) for r in rows] == [
+        ("A0", True), ("B0", False), ("B1", True), ("A1", False), ("B4", True), ("A4", False)]
+    assert all(r["prompt"] == f"prompt {r['completion'][1]}" for r in rows)
+
+
+def test_campaign_from_on_policy_samples(tmp_path):
+    from clinalign.rate.items import items_from_samples
+
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text("".join(json.dumps({"id": f"r{i}:on_policy", "prompt": f"P{i}", "chosen": f"best {i}",
+                                         "rejected": f"worst {i}", "provenance": {"model": "abc"}}) + "\n"
+                             for i in range(3)))
+    items = items_from_samples(pairs)
+    assert [(i.id, i.prompt, i.output_a, i.output_b, i.system_a) for i in items] == [
+        (f"r{i}:on_policy", f"P{i}", f"best {i}", f"worst {i}", "judge_best") for i in range(3)]
+    dbf = tmp_path / "d.sqlite"
+    assert run(["rate", "create-campaign", "round 1", "--from-samples", str(pairs), "--db", str(dbf)]) == 0
+    con = db.open_db(dbf)
+    assert con.execute("SELECT count(*) FROM items").fetchone()[0] == 3
+    assert run(["rate", "create-campaign", "x", "--from-samples", str(pairs), "--items", str(pairs),
+                "--db", str(dbf)]) == 2
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"prompt": "P", "chosen": "a"}) + "\n")
+    with pytest.raises(DataError, match="bad.jsonl:1: a pair needs"):
+        items_from_samples(bad)

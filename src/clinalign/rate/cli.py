@@ -13,11 +13,16 @@ app = typer.Typer(no_args_is_help=True)
 _DB = typer.Option(Path("ratings.sqlite"), "--db", help="ratings database (SQLite)")
 
 
-def _load_items(items: Path | None, study: Path | None, kind: str | None, task: str, systems: str | None):
-    from clinalign.rate.items import items_from_study, read_items
+def _load_items(items: Path | None, study: Path | None, kind: str | None, task: str, systems: str | None,
+                from_samples: Path | None = None):
+    from clinalign.rate.items import items_from_samples, items_from_study, read_items
 
-    if (items is None) == (study is None):
-        raise ConfigError("give exactly one of --items FILE or --study DIR")
+    if sum(x is not None for x in (items, study, from_samples)) != 1:
+        raise ConfigError("give exactly one of --items FILE, --study DIR or --from-samples PAIRS.jsonl")
+    if from_samples is not None:
+        if kind not in (None, "pairwise"):
+            raise ConfigError("--from-samples makes pairwise items")
+        return "pairwise", items_from_samples(from_samples)
     if kind not in (None, "likert", "pairwise"):
         raise ConfigError(f"--kind must be likert or pairwise, got {kind!r}")
     if items is not None:
@@ -39,12 +44,14 @@ def create_campaign(
     task: str = typer.Option("discharge_summary", help="task whose predictions to rate (with --study)"),
     systems: str | None = typer.Option(None, help="comma-separated systems (with --study; pairwise needs two)"),
     rubric: Path | None = typer.Option(None, help="text file with the Likert rubric shown to raters"),
+    from_samples: Path | None = typer.Option(
+        None, "--from-samples", help="pairs JSONL from `clinalign data pairs --from-model`: blinded pairwise items"),
     db_path: Path = _DB,
 ) -> None:
-    """Create a Likert or pairwise campaign from an items file or a study folder."""
+    """Create a Likert or pairwise campaign from an items file, a study folder or on-policy samples."""
     from clinalign.rate import db
 
-    k, rows = _load_items(items, study, kind, task, systems)
+    k, rows = _load_items(items, study, kind, task, systems, from_samples)
     rubric_text = rubric.read_text(encoding="utf-8") if rubric else None
     con = db.init_db(db_path)
     cid = db.create_campaign(con, name, k, rows, rubric_text)
@@ -119,15 +126,16 @@ def export(
     db_path: Path = _DB,
     likert: Path | None = typer.Option(None, help="write Likert ratings CSV (for the study report)"),
     pairs: Path | None = typer.Option(None, help="write DPO pairs JSONL (prompt/chosen/rejected)"),
+    kto: Path | None = typer.Option(None, "--kto", help="write KTO rows JSONL (prompt/completion/label)"),
 ) -> None:
     """Export Likert ratings (one row per item and rater) and/or majority pairwise picks as DPO pairs."""
     from clinalign.data.io import check_output_file
     from clinalign.rate import db
-    from clinalign.rate.export import export_likert_csv, export_pairs
+    from clinalign.rate.export import export_kto, export_likert_csv, export_pairs
 
-    if likert is None and pairs is None:
-        raise ConfigError("nothing to export: give --likert FILE.csv and/or --pairs FILE.jsonl")
-    for out in (likert, pairs):
+    if likert is None and pairs is None and kto is None:
+        raise ConfigError("nothing to export: give --likert FILE.csv, --pairs FILE.jsonl and/or --kto FILE.jsonl")
+    for out in (likert, pairs, kto):
         if out is not None:
             check_output_file(out)
     con = db.open_db(db_path)
@@ -135,3 +143,5 @@ def export(
         typer.echo(f"{export_likert_csv(con, likert)} Likert ratings -> {likert}")
     if pairs is not None:
         typer.echo(f"{export_pairs(con, pairs)} DPO pairs -> {pairs}")
+    if kto is not None:
+        typer.echo(f"{export_kto(con, kto)} KTO rows -> {kto}")

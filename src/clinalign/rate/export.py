@@ -98,6 +98,14 @@ def export_pairs(con: sqlite3.Connection, path: str | Path) -> int:
     return write_jsonl(path, majority_pairs(con))
 
 
+def export_kto(con: sqlite3.Connection, path: str | Path) -> int:
+    """TRL's unpaired shape for ``loss: kto``: each majority pick as a desirable row (the winner) and an
+    undesirable one (the loser); items the raters tied or split on give no row."""
+    rows = [{"id": f"{p['id']}:{side}", "prompt": p["prompt"], "completion": p[side], "label": side == "chosen",
+             "system": p[f"system_{side}"]} for p in majority_pairs(con) for side in ("chosen", "rejected")]
+    return write_jsonl(path, rows)
+
+
 def load_likert_csv(path: str | Path) -> dict[tuple[str, str], float]:
     """(item_id, system) -> mean clinician score, from ``clinalign rate export --likert``.
 

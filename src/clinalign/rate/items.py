@@ -124,6 +124,23 @@ def items_from_study(study: str | Path, kind: Kind, task: str = "discharge_summa
     return items
 
 
+def items_from_samples(path: str | Path, task: str | None = None) -> list[PairwiseItem]:
+    """Pairwise items from a pairs JSONL (``clinalign data pairs --from-model``: the model's own samples,
+    best and worst by the task's judge), so clinicians see the same samples blinded (the app hides the
+    systems and randomises sides) and their picks become the next round's ``pairs_file``. ``system_a``
+    / ``system_b`` say which answer the judge preferred; exports carry that back for agreement."""
+    rows = [r for _, r, _ in read_raw_rows(path) if r is not None]
+    items = []
+    for i, r in enumerate(rows, 1):
+        if not all(isinstance(r.get(k), str) and r[k] for k in ("prompt", "chosen", "rejected")):
+            raise DataError([f"{path}:{i}: a pair needs text prompt, chosen and rejected"])
+        items.append(PairwiseItem(id=str(r.get("id") or i), task=task, prompt=r["prompt"], output_a=r["chosen"],
+                                  output_b=r["rejected"], system_a="judge_best", system_b="judge_worst"))
+    if not items:
+        raise ConfigError(f"{path}: no pairs")
+    return items
+
+
 def _prompt(task: str, rec: dict[str, Any]) -> str:
     """The prompt the models saw, so exported pairs train on exactly it; the note if the task is unknown."""
     try:

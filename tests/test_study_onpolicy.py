@@ -64,3 +64,10 @@ def test_on_policy_options_are_checked():
                      ({"temperature": 0}, "dpo.temperature")]:
         with pytest.raises(ConfigError, match=msg):
             split_settings(bad)
+
+
+def test_a_bad_on_policy_option_fails_at_load(tmp_path: Path):
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"dpo": {"pairs": "on_policy", "rounds": 0}, "tasks": [{"id": "uti_classification"}]}))
+    with pytest.raises(ConfigError, match=r"s.yaml: tasks.uti_classification.dpo.rounds must be an integer >= 1"):
+        load_study(study)

@@ -137,4 +137,10 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
                 setattr(t, attr, str((base / v).resolve()))
         if t.id.endswith((".yaml", ".yml")) and not Path(t.id).is_absolute():
             t.id = str((base / t.id).resolve())
+        from clinalign.study.onpolicy import split_settings
+
+        try:  # dpo.pairs / rounds / samples / temperature: checked now, not after SFT
+            split_settings(cfg.train_settings("dpo", t))
+        except ConfigError as e:
+            raise ConfigError(f"{path}: tasks.{t.id}.{e}") from None
     return cfg

@@ -9,6 +9,7 @@ import pytest
 from clinalign.cli import run
 from clinalign.data.onpolicy import load_policy, sample_pairs
 from clinalign.data.pairs import preference_pairs
+from clinalign.errors import ConfigError
 from clinalign.tasks import get_task
 
 
@@ -80,6 +81,8 @@ def test_generation_pairs_are_best_vs_worst_sample_and_ties_give_no_pair(policy)
         assert len(p["chosen"]) > len(p["rejected"])
     none, st = sample_pairs(_ByLength(flat=True), model, tok, recs, samples=4, seed=3, max_new_tokens=12)
     assert none == [] and st["ties_skipped"] == 3
+    with pytest.raises(ConfigError, match="best vs worst"):
+        sample_pairs(task, model, tok, recs, samples=1)
 
 
 def test_cli_from_model_writes_judged_pairs(tiny_model_dir, tmp_path):

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from clinalign.errors import ConfigError
 from clinalign.tasks.base import Task
 
 STRATEGY = "on_policy"
@@ -33,7 +34,7 @@ def sample_pairs(task: Task, model: Any, tokenizer: Any, records: Sequence[Any],
     from clinalign.eval.inference import choice_logliks, generate_answers
 
     if samples < 1 or (not task.is_closed_set and samples < 2):
-        raise ValueError("samples must be >= 1 (>= 2 for a generation task: best vs worst)")
+        raise ConfigError("samples must be >= 1 (>= 2 for a generation task: best vs worst)")
     prompts = [task.prompt(r) for r in records]
     t0 = time.perf_counter()
     texts = generate_answers(model, tokenizer, [p for p in prompts for _ in range(samples)],

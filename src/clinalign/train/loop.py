@@ -228,7 +228,7 @@ def train(
     ``final/``; ``early_stopping_patience`` evaluations without improvement end training early.
     """
     per_epoch = steps_per_epoch(n_examples, cfg, info.world)
-    total = per_epoch * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps, per_epoch * cfg.epochs)
+    total = per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps  # max_steps overrides epochs (transformers' rule)
     optimizer, scheduler = optimizer_and_schedule(model, cfg, total)
     step, epoch, pos, skipped = 0, 0, 0, 0
 

@@ -33,7 +33,7 @@ def _ok(x: Any) -> bool:
 
 
 def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
-    """One panel per metric: base / SFT / DPO bars with 95% CI whiskers."""
+    """One panel per metric: base / SFT / DPO bars with 95% CI whiskers, each value written under its bar."""
     metrics = [m for m in metric_names(task_results) if any(_ok(task_results[m].get(s, {}).get("value"))
                                                            for s in SYSTEMS)]
     if not metrics:
@@ -47,8 +47,9 @@ def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
         err = np.array([[v - (e[s]["ci"][0] if _ok(e[s]["ci"][0]) else v),
                          (e[s]["ci"][1] if _ok(e[s]["ci"][1]) else v) - v] for s, v in zip(present, vals,
                                                                                             strict=True)]).T
-        bars = ax.bar(present, vals, yerr=np.clip(err, 0, None), capsize=4, color=[COLORS[s] for s in present])
-        ax.bar_label(bars, fmt="%.3f", fontsize=7, label_type="center")  # a 0.0 bar reads as 0.000, not as missing
+        ax.bar(present, vals, yerr=np.clip(err, 0, None), capsize=4, color=[COLORS[s] for s in present])
+        # each value under its bar, clear of the whiskers: a 0.0 bar reads as 0.000, not as a missing one
+        ax.set_xticks(range(len(present)), [f"{s}\n{v:.3f}" for s, v in zip(present, vals, strict=True)], fontsize=8)
         ax.set_title(m, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(task_id, fontsize=10)
@@ -88,8 +89,8 @@ def reliability_png(task_id: str, summaries: Mapping[str, Mapping[str, Any]]) ->
         ax.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], marker="o", label=label,
                 color=COLORS.get(s))
         for x in b:  # items in the bin: a point from 2 items is not as solid as one from 200
-            ax.annotate(str(x["count"]), (x["confidence"], x["accuracy"]), textcoords="offset points",
-                        xytext=(3, 3), fontsize=6, color=COLORS.get(s))
+            ax.annotate(f"n={x['count']}", (x["confidence"], x["accuracy"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color="#333")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")

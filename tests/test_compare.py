@@ -184,3 +184,17 @@ def test_likert_metric_uses_items_every_system_rated():
     assert out["test"] == "Wilcoxon signed-rank"
     assert out["p_values"]["sft_vs_base"] == pytest.approx(wilcoxon_paired([4, 4, 5, 3], [2, 3, 2, 1]))
     assert out["base"]["ci"][0] <= 2.0 <= out["base"]["ci"][1]
+
+
+def test_verdict_flags_a_raw_p_drop_that_holm_leaves_unproven():
+    e = _entry({"base": 0.8, "sft": 0.7, "dpo": 0.85}, {"sft_vs_base": 0.017, "dpo_vs_base": 0.3,
+                                                        "dpo_vs_sft": 0.2})
+    e["f1"]["p_values_holm"] = {"sft_vs_base": 0.051, "dpo_vs_base": 0.6, "dpo_vs_sft": 0.4}
+    assert verdict(e).endswith(". SFT worse than base (raw p=0.017, not significant after Holm)")
+    e["f1"]["p_values_holm"]["sft_vs_base"] = 0.03
+    assert verdict(e).endswith(". SFT significantly worse than base (p=0.030, Holm)")
+    e["f1"]["p_values"]["sft_vs_base"] = 0.2  # neither raw nor Holm significant: no flag
+    e["f1"]["p_values_holm"]["sft_vs_base"] = 0.6
+    assert "worse" not in verdict(e)
+    e["f1"]["p_values"]["dpo_vs_base"] = 0.01  # significant raw p, but DPO is better: a gain, not a drop
+    assert "worse" not in verdict(e)

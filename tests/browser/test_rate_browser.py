@@ -1,9 +1,11 @@
 """End to end in a real headless browser (Debian chromium driven by Playwright; scripts/setup-browser.sh
 installs it): sign in, rate by keyboard, reload and find the work saved, privacy between raters, inert
-XSS, and the screenshots shown in the README (docs/rate-likert.png, docs/rate-admin.png)."""
+XSS, and the screenshots shown in the README (docs/rate-likert.png, docs/rate-admin.png): written to a
+temporary folder, into docs/ only with CLINALIGN_UPDATE_DOCS=1, so `make test` leaves tracked files alone."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -91,8 +93,9 @@ def _rate_by_keyboard(page, key: str) -> int:
     return pos
 
 
-def test_rater_flow_privacy_xss_and_screenshots(server, browser):
+def test_rater_flow_privacy_xss_and_screenshots(server, browser, tmp_path):
     url, tokens, log = server
+    shots = DOCS if os.environ.get("CLINALIGN_UPDATE_DOCS") == "1" else tmp_path
     page = browser.new_page()
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
@@ -139,8 +142,8 @@ def test_rater_flow_privacy_xss_and_screenshots(server, browser):
     # the screenshot for the README: a rating page with a score picked
     page.goto(f"{url}/c/1/{next(p for p in scores if scores[p] == 4)}")
     page.evaluate("document.activeElement && document.activeElement.blur()")
-    DOCS.mkdir(exist_ok=True)
-    page.screenshot(path=str(DOCS / "rate-likert.png"))
+    shots.mkdir(exist_ok=True)
+    page.screenshot(path=str(shots / "rate-likert.png"))
 
     # a second rater sees none of the first one's work
     _sign_out(page)
@@ -166,7 +169,8 @@ def test_rater_flow_privacy_xss_and_screenshots(server, browser):
     text = page.inner_text("main")
     assert "Krippendorff" in text and "Cohen" in text
     assert re.search(r"Dr Alice\s+3 / 4", text) and re.search(r"Dr Bob\s+4 / 4", text)
-    page.screenshot(path=str(DOCS / "rate-admin.png"), full_page=True)
+    page.screenshot(path=str(shots / "rate-admin.png"), full_page=True)
+    assert all((shots / f"rate-{n}.png").read_bytes()[:4] == b"\x89PNG" for n in ("likert", "admin"))
 
     assert dialogs == []
     assert not any("payload" in line or "HOSPITAL COURSE" in line for line in log)  # no note text in logs

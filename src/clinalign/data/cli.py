@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -95,14 +96,18 @@ def stdout_console() -> Console:
     return Console(width=None if sys.stdout.isatty() else 160)
 
 
-def print_summary(rows: list[tuple[Task, list[Any]]]) -> None:
+def print_summary(rows: list[tuple[Task, list[Any]]], notes: Mapping[str, str] | None = None) -> None:
+    """The data table; ``notes[task id]`` is printed under it (e.g. why a study used fewer records than n)."""
     table = Table(title="clinalign data summary")
     data = [summary_row(t, r) for t, r in rows]
     for col in data[0]:
         table.add_column(col)
     for row in data:
         table.add_row(*(str(v) for v in row.values()))
-    stdout_console().print(table)
+    console = stdout_console()
+    console.print(table)
+    for tid, note in (notes or {}).items():
+        console.print(f"{tid}: {note}", markup=False, highlight=False)
 
 
 @app.command()

@@ -140,6 +140,17 @@ def _drop_nulls(obj: Any) -> Any:
     return obj
 
 
+def _json_error(e: json.JSONDecodeError, line: str) -> str:
+    """Where the parser gave up, not where the value it was reading began: an unterminated string is
+    reported by json at its opening quote, but the line is broken at its end (often a truncated export)."""
+    end = len(line.rstrip()) + 1
+    if e.msg.startswith("Unterminated string"):
+        return f"invalid JSON (string opened at column {e.colno} is not closed; the line ends at column {end})"
+    if e.pos >= end - 1:
+        return f"invalid JSON ({e.msg} at column {e.colno}, the end of the line: is the line truncated?)"
+    return f"invalid JSON ({e.msg} at column {e.colno})"
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     for lineno, text, err in _decode_lines(path):
         if err:
@@ -148,10 +159,11 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | 
         assert text is not None
         if not text.strip():
             continue
+        text = text.rstrip("\r\n")  # with its newline, a line cut short fails on "line 2, column 1"
         try:
             obj = json.loads(text)
         except json.JSONDecodeError as e:
-            yield lineno, None, f"record: invalid JSON ({e.msg} at column {e.colno})"
+            yield lineno, None, f"record: {_json_error(e, text)}"
             continue
         if not isinstance(obj, dict):
             yield lineno, None, f"record: expected a JSON object, got {type(obj).__name__}"

@@ -226,14 +226,25 @@ def verdict(task_results: Mapping[str, Any], alpha: float = ALPHA) -> str:
         return "No metric: nothing to compare"
     e = task_results[m]
     line = _llm_verdict(e, m, alpha)
-    drops = [f"{s.upper()} significantly worse than base ({fmt_p(p_between(e, s, 'base'))}"
-             f"{', Holm' if e.get('p_values_holm') else ''})"
-             for s in ("sft", "dpo") if s in e and "base" in e and significantly_better(e, "base", s, alpha)]
+    drops = [d for s in ("sft", "dpo") if s in e and "base" in e and (d := _drop(e, s, alpha))]
     if drops:
         line += ". " + "; ".join(drops)
     if BASELINE in e:
         line += ". " + _baseline_verdict(e, m, alpha)
     return line
+
+
+def _drop(e: Mapping[str, Any], s: str, alpha: float) -> str | None:
+    """A fine-tuned system worse than base: significant after Holm, or only on the raw p (a committee
+    must see a possible harm even when the correction leaves it unproven)."""
+    if significantly_better(e, "base", s, alpha):
+        return (f"{s.upper()} significantly worse than base ({fmt_p(p_between(e, s, 'base'))}"
+                f"{', Holm' if e.get('p_values_holm') else ''})")
+    raw = {"p_values": e.get("p_values", {}), "base": e["base"], s: e[s],
+           "higher_is_better": e.get("higher_is_better", True)}
+    if e.get("p_values_holm") and significantly_better(raw, "base", s, alpha):
+        return f"{s.upper()} worse than base (raw {fmt_p(p_between(raw, s, 'base'))}, not significant after Holm)"
+    return None
 
 
 def _baseline_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:

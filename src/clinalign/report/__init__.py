@@ -28,7 +28,15 @@ from clinalign.data.io import atomic_path, write_json, write_text_atomic
 from clinalign.eval.calibration import calibration_summary
 from clinalign.report import plots
 from clinalign.report.html import render_html, task_meta_line
-from clinalign.report.tables import LEGEND, label_table_markdown, md_escape, results_table_markdown
+from clinalign.report.methods import methods, model_name
+from clinalign.report.tables import (
+    LEGEND,
+    calibration_rows,
+    label_rows,
+    md_escape,
+    results_table_markdown,
+    table_markdown,
+)
 
 
 def safe_name(text: str) -> str:
@@ -50,13 +58,14 @@ def write_report(
     results: Mapping[str, Any],
     out_dir: str | Path,
     *,
-    curves: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+    curves: Mapping[str, Mapping[str, Sequence[Mapping[str, Any]]]] | None = None,
     calibration: Mapping[str, Mapping[str, Sequence[tuple[Mapping[str, float] | None, str]]]] | None = None,
     confusion: Mapping[str, Mapping[str, tuple[Sequence[str], Sequence[str | None]]]] | None = None,
 ) -> dict[str, Path]:
     """Write every report file into ``out_dir``, each atomically; returns file name -> path.
 
-    ``curves[task]``: DPO metrics.jsonl rows (``step``, ``loss``, ``reward_margin``, ``reward_accuracy``).
+    ``curves[task][stage]``: the sft / dpo run's metrics.jsonl rows (``step``, ``loss``; DPO also
+    ``reward_margin``, ``reward_accuracy``).
     ``calibration[task][system]``: ``(class -> probability, gold)`` per item (scored tasks).
     ``confusion[task][system]``: ``(golds, predictions)``.
     """
@@ -70,9 +79,11 @@ def write_report(
     for tid, task_results in results["tasks"].items():
         if calibration.get(tid):
             task_results["_calibration"] = {s: calibration_summary(items) for s, items in calibration[tid].items()}
+        stage_rows = curves.get(tid) or {}
         images[tid] = {k: png for k, png in (
             ("bars", plots.bars_png(tid, task_results)),
-            ("curves", plots.curves_png(tid, curves.get(tid) or [])),
+            *((f"{stage}_curves", plots.curves_png(tid, stage, stage_rows.get(stage) or []))
+              for stage in plots.STAGE_TITLES),
             ("calibration", plots.reliability_png(tid, task_results.get("_calibration", {}))),
             ("confusion", plots.confusion_png(tid, confusion[tid]) if confusion.get(tid) else None),
         ) if png is not None}
@@ -101,7 +112,8 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
     study = results.get("study", {})
     lines = [f"# clinalign study: {md_escape(study.get('name', ''))}", ""]
     if study.get("model"):
-        lines += [f"Model: `{str(study['model']).replace('`', '')}`", ""]
+        lines += [f"Model: {md_escape(model_name(study))}", ""]
+    lines += ["## Methods", "", md_escape(" ".join(methods(results))), ""]
     lines += ["## Results", "", results_table_markdown(results), LEGEND, ""]
     for tid, task_results in results.get("tasks", {}).items():
         lines += [f"## {md_escape(tid)}", ""]
@@ -109,7 +121,9 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
             lines += [f"**{md_escape(task_results['_verdict'])}**", ""]
         lines += [md_escape(task_meta_line(task_results)), ""]
         if task_results.get("_label_distribution"):
-            lines += ["Predicted labels on the test items (gold first):", "", label_table_markdown(task_results)]
+            lines += ["Predicted labels on the test items (gold first):", "", table_markdown(label_rows(task_results))]
+        if calibration_rows(task_results):
+            lines += ["Calibration: test items per confidence bin:", "", table_markdown(calibration_rows(task_results))]
         for kind, name in png_names.get(tid, {}).items():
             lines += [f"![{md_escape(tid)} {kind}]({name})", ""]
     return "\n".join(lines)

@@ -9,7 +9,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from clinalign.report.tables import LEGEND, label_table_html, results_table_html
+from clinalign.report.methods import methods, model_name
+from clinalign.report.tables import LEGEND, calibration_rows, label_rows, results_table_html, table_html
 
 CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:75rem;
@@ -30,7 +31,7 @@ def _img(png: bytes, alt: str) -> str:
 
 
 def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, bytes]]) -> str:
-    """``images[task][kind] = png bytes`` (kind: bars, curves, calibration, confusion)."""
+    """``images[task][kind] = png bytes`` (kind: bars, sft_curves, dpo_curves, calibration, confusion)."""
     study = results.get("study", {})
     title = f"clinalign study: {study.get('name', '')}".rstrip(": ")
     e = html.escape
@@ -41,7 +42,8 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
         f"<h1>{e(title)}</h1>",
     ]
     if study.get("model"):
-        parts.append(f'<p class="meta">Model: {e(str(study["model"]))}</p>')
+        parts.append(f'<p class="meta">Model: {e(model_name(study))}</p>')
+    parts += ["<h2>Methods</h2>", f'<p class="methods">{e(" ".join(methods(results)))}</p>']
     parts += ["<h2>Results</h2>", results_table_html(results), f'<p class="legend">{e(LEGEND)}</p>']
     for tid, task_results in results.get("tasks", {}).items():
         parts.append(f"<h2>{e(tid)}</h2>")
@@ -50,7 +52,10 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
         parts.append(f'<p class="meta">{e(task_meta_line(task_results))}</p>')
         if task_results.get("_label_distribution"):
             parts += ['<p class="meta">Predicted labels on the test items (gold first):</p>',
-                      label_table_html(task_results)]
+                      table_html(label_rows(task_results))]
+        if calibration_rows(task_results):
+            parts += ['<p class="meta">Calibration: test items per confidence bin:</p>',
+                      table_html(calibration_rows(task_results))]
         for kind, png in images.get(tid, {}).items():
             parts.append(_img(png, f"{tid} {kind}"))
     if study:

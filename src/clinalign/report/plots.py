@@ -16,7 +16,9 @@ from clinalign.eval.compare import SYSTEMS, metric_names
 from clinalign.eval.metrics import UNPARSEABLE
 
 COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", "classical": "#54a24b"}
-CURVES = (("loss", "DPO loss"), ("reward_margin", "reward margin"), ("reward_accuracy", "reward accuracy"))
+CURVES = (("loss", "loss"), ("val_loss", "validation loss"), ("reward_margin", "reward margin"),
+          ("reward_accuracy", "reward accuracy"))
+STAGE_TITLES = {"sft": "SFT", "dpo": "DPO"}
 
 
 def _png(fig: Figure) -> bytes:
@@ -31,7 +33,7 @@ def _ok(x: Any) -> bool:
 
 
 def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
-    """One panel per metric: base / SFT / DPO bars with 95% CI whiskers."""
+    """One panel per metric: base / SFT / DPO bars with 95% CI whiskers, each value written under its bar."""
     metrics = [m for m in metric_names(task_results) if any(_ok(task_results[m].get(s, {}).get("value"))
                                                            for s in SYSTEMS)]
     if not metrics:
@@ -46,14 +48,17 @@ def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
                          (e[s]["ci"][1] if _ok(e[s]["ci"][1]) else v) - v] for s, v in zip(present, vals,
                                                                                             strict=True)]).T
         ax.bar(present, vals, yerr=np.clip(err, 0, None), capsize=4, color=[COLORS[s] for s in present])
+        # each value under its bar, clear of the whiskers: a 0.0 bar reads as 0.000, not as a missing one
+        ax.set_xticks(range(len(present)), [f"{s}\n{v:.3f}" for s, v in zip(present, vals, strict=True)], fontsize=8)
         ax.set_title(m, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(task_id, fontsize=10)
     return _png(fig)
 
 
-def curves_png(task_id: str, rows: Sequence[Mapping[str, Any]]) -> bytes | None:
-    """DPO training curves against step, from metrics.jsonl rows; keys a run did not log are left out."""
+def curves_png(task_id: str, stage: str, rows: Sequence[Mapping[str, Any]]) -> bytes | None:
+    """One stage's training curves (``stage``: sft or dpo) against step, from its metrics.jsonl rows;
+    keys a run did not log are left out."""
     panels = [(k, title) for k, title in CURVES if any(_ok(r.get(k)) for r in rows)]
     if not panels:
         return None
@@ -61,16 +66,17 @@ def curves_png(task_id: str, rows: Sequence[Mapping[str, Any]]) -> bytes | None:
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels, strict=True):
         pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if _ok(r.get(key))]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLORS["dpo"], marker="." if len(pts) < 30 else "")
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLORS[stage], marker="." if len(pts) < 30 else "")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)
-    fig.suptitle(f"{task_id}: DPO training", fontsize=10)
+    fig.suptitle(f"{task_id}: {STAGE_TITLES[stage]} training", fontsize=10)
     return _png(fig)
 
 
 def reliability_png(task_id: str, summaries: Mapping[str, Mapping[str, Any]]) -> bytes | None:
-    """Reliability diagram: accuracy against mean confidence per bin, one line per system, ECE in legend."""
+    """Reliability diagram: accuracy against mean confidence per bin, one line per system, ECE in legend,
+    each point labelled with its bin's item count."""
     drawn = {s: v for s, v in summaries.items() if v.get("n")}
     if not drawn:
         return None
@@ -82,6 +88,9 @@ def reliability_png(task_id: str, summaries: Mapping[str, Mapping[str, Any]]) ->
         label = f"{s} (ECE {v['ece']:.3f})" if _ok(v.get("ece")) else s
         ax.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], marker="o", label=label,
                 color=COLORS.get(s))
+        for x in b:  # items in the bin: a point from 2 items is not as solid as one from 200
+            ax.annotate(f"n={x['count']}", (x["confidence"], x["accuracy"]), textcoords="offset points",
+                        xytext=(4, -10), fontsize=7, color="#333")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")

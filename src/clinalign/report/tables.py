@@ -135,8 +135,23 @@ def label_rows(task_results: Mapping[str, Any]) -> tuple[list[str], list[list[st
     return head, rows
 
 
-def label_table_markdown(task_results: Mapping[str, Any]) -> str:
-    table = label_rows(task_results)
+def calibration_rows(task_results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+    """Items per confidence bin and system (bins no system fell in left out): a reliability point from
+    2 items must not look as solid as one from 200."""
+    cal = task_results.get("_calibration")
+    if not cal:
+        return None
+    systems = {s: v["bins"] for s, v in cal.items() if v.get("n")}
+    used = [i for i, b in enumerate(next(iter(systems.values()), [])) if any(bs[i]["count"] for bs in systems.values())]
+    if not used:
+        return None
+    first = next(iter(systems.values()))
+    head = ["System", *(f"{first[i]['lo']:.1f}-{first[i]['hi']:.1f}" for i in used)]
+    return head, [[LABELS.get(s, s), *(str(bs[i]["count"]) for i in used)] for s, bs in systems.items()]
+
+
+def table_markdown(table: tuple[list[str], list[list[str]]] | None) -> str:
+    """A small count table (label distribution, calibration bins) as escaped Markdown."""
     if table is None:
         return ""
     head, rows = table
@@ -145,8 +160,8 @@ def label_table_markdown(task_results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def label_table_html(task_results: Mapping[str, Any]) -> str:
-    table = label_rows(task_results)
+def table_html(table: tuple[list[str], list[list[str]]] | None) -> str:
+    """The same table as escaped HTML; every column after the first is a number."""
     if table is None:
         return ""
     head, rows = table

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -42,7 +43,7 @@ def run(
     from clinalign.report.tables import results_table_markdown
     from clinalign.tasks import get_task
 
-    summary = []
+    summary, notes = [], {}
     for entry in cfg.tasks:
         task = get_task(entry.id)
         folder = out / "data" / task.id
@@ -52,7 +53,11 @@ def run(
         recs = [r for part in ("train", "val", "test")
                 for r in read_records(folder / f"{part}.jsonl", task.record_type)]
         summary.append((task, recs))
-    print_summary(summary)
+        made = json.loads((folder / "split.json").read_text(encoding="utf-8")) if (folder / "split.json").is_file() else {}
+        note = records_note(made, len(recs), entry.max_train)
+        if note:
+            notes[task.id] = note
+    print_summary(summary, notes)
     console.print(results_table_markdown(results), soft_wrap=True)  # markdown rows stay whole lines
     for tid, r in results["tasks"].items():
         console.print(f"[bold]{tid}[/bold]: {r.get('_verdict', '')}")
@@ -61,3 +66,15 @@ def run(
         typer.echo(f"error: {len(failed)} of {len(cfg.tasks)} task(s) failed: {', '.join(failed)} "
                    "(the others are reported)", err=True)
         raise typer.Exit(1)
+
+
+def records_note(split: dict[str, Any], used: int, max_train: int | None) -> str | None:
+    """Why the summary shows fewer records than the study's ``n`` (``split``: the task's split.json):
+    max_train cut the training split, or the dedupe dropped duplicates; None when all were used."""
+    made = split.get("records", used)
+    if made <= used:
+        return None
+    why = [f"max_train: {max_train} training records kept" if max_train else "",
+           f"{split['dropped']} dropped as duplicates" if split.get("dropped") else ""]
+    why = [w for w in why if w]
+    return f"{used} of {made} records used" + (f" ({'; '.join(why)})" if why else "")

@@ -17,6 +17,12 @@ from clinalign.errors import ConfigError
 from clinalign.study.tracking import ReportTo
 
 
+def merge_settings(study_level: dict[str, Any], task_level: dict[str, Any]) -> dict[str, Any]:
+    """A stage's settings for one task: the study's ``sft:``/``dpo:``, overridden key by key by the task's
+    (also used by the report to state each task's recipe from the saved config)."""
+    return {**study_level, **task_level}
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -99,7 +105,7 @@ class StudyConfig(_Strict):
         return self
 
     def train_settings(self, stage: Literal["sft", "dpo"], task: TaskEntry) -> dict[str, Any]:
-        return {**getattr(self, stage), **getattr(task, stage)}
+        return merge_settings(getattr(self, stage), getattr(task, stage))
 
     def eval_settings(self, task: TaskEntry) -> EvalConfig:
         return self.eval.model_copy(update=task.eval)

@@ -124,7 +124,8 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     if task.is_closed_set:  # a model that answers one label to everything is visible at a glance
         task_results["_label_distribution"] = label_distribution(test, preds, task)
     tid = task.id
-    extras["curves"][tid] = _read_jsonl(dpo_dir / "run" / "metrics.jsonl")
+    extras["curves"][tid] = {"sft": _read_jsonl(dpo_dir.parent / "sft" / "run" / "metrics.jsonl"),
+                             "dpo": _read_jsonl(dpo_dir / "run" / "metrics.jsonl")}
     if task.is_closed_set:
         extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
         extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])

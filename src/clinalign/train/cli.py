@@ -16,6 +16,16 @@ app = typer.Typer(no_args_is_help=True)
 _Over = typer.Argument(None, help="key=value overrides of config keys (e.g. lora_rank=8 parallel=ddp)")
 
 
+def _config_help(example: str) -> str:
+    """--config's help names the built-in defaults, so nobody mistakes the example file for them."""
+    from clinalign.train.config import DEFAULT_EPOCHS, DEFAULT_LR
+
+    lrs = ", ".join(f"{'LoRA' if lora else 'full'} {stage.upper()} {lr:g}" for (stage, lora), lr in DEFAULT_LR.items())
+    epochs = ", ".join(f"{stage.upper()} {n}" for stage, n in DEFAULT_EPOCHS.items())
+    return (f"training YAML of TrainConfig keys; {example} is an example, not the defaults. Without it the "
+            f"built-in defaults apply (train/config.py): epochs {epochs}; lr {lrs}")
+
+
 def _run(stage: str, config: Path | None, overrides: list[str] | None, **flags: object) -> None:
     from clinalign.train.api import run
     from clinalign.train.config import build_config
@@ -29,7 +39,7 @@ def _run(stage: str, config: Path | None, overrides: list[str] | None, **flags: 
 @app.command()
 def sft(
     overrides: list[str] | None = _Over,
-    config: Path | None = typer.Option(None, "--config", "-c", help="training YAML (configs/train_sft.yaml)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help=_config_help("configs/train_sft.yaml")),
     model: str | None = typer.Option(None, help="local HF model directory, or 'default'"),
     data: str | None = typer.Option(None, help="prompt/completion JSONL/CSV (or task records with --task)"),
     task: str | None = typer.Option(None, help="task id or task YAML: --data holds its records"),
@@ -54,7 +64,7 @@ def sft(
 @app.command()
 def dpo(
     overrides: list[str] | None = _Over,
-    config: Path | None = typer.Option(None, "--config", "-c", help="training YAML (configs/train_dpo.yaml)"),
+    config: Path | None = typer.Option(None, "--config", "-c", help=_config_help("configs/train_dpo.yaml")),
     model: str | None = typer.Option(None, help="local HF model directory, or 'default'"),
     data: str | None = typer.Option(None, help="prompt/chosen/rejected JSONL/CSV (or task records with --task)"),
     task: str | None = typer.Option(None, help="task id or task YAML: --data holds its records"),

@@ -168,9 +168,37 @@ class StepStats:
 StepFn = Callable[[list[list[int]]], StepStats]
 
 
+class _LineProgress:
+    """Progress for a pipe or log file: a rich bar redrawn with carriage returns is mangled there, so a
+    plain line at most every ``every_s`` seconds (and at the last step), the same fields as the bar."""
+
+    def __init__(self, every_s: float = 10.0) -> None:
+        self.every_s, self.tasks, self.last = every_s, {}, -math.inf
+
+    def __enter__(self) -> _LineProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def add_task(self, description: str, total: int, completed: int = 0, stats: str = "") -> str:
+        self.tasks[description] = {"total": total, "completed": completed}
+        return description
+
+    def update(self, task: str, completed: int | None = None, total: int | None = None, stats: str = "") -> None:
+        t = self.tasks[task]
+        t.update({k: v for k, v in (("completed", completed), ("total", total)) if v is not None})
+        now = time.monotonic()
+        if completed is not None and (now - self.last >= self.every_s or t["completed"] >= t["total"]):
+            self.last = now
+            print(f"{task} step {t['completed']}/{t['total']}  {stats}".rstrip(), flush=True)
+
+
 def _progress(enabled: bool) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    if enabled and not sys.stdout.isatty():
+        return _LineProgress()
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
         TextColumn("{task.fields[stats]}"), disable=not enabled, transient=False,

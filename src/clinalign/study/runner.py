@@ -322,7 +322,8 @@ def _predict(task: Task, models: dict[str, str | Path], records: list[Any], ev: 
     from clinalign.eval.predict import predict_systems
 
     rows = predict_systems(task, models, records, batch_size=ev.batch_size, mode=ev.closed_set_mode,
-                           max_new_tokens=ev.max_new_tokens, max_prompt_tokens=ev.max_prompt_tokens)
+                           max_new_tokens=ev.max_new_tokens, max_prompt_tokens=ev.max_prompt_tokens,
+                           device=ev.device, dtype=ev.dtype)
     for system, r in rows.items():
         write_jsonl(out / f"{system}.jsonl", r)
 

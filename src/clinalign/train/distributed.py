@@ -36,11 +36,10 @@ def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo
     """Join the process group torchrun describes in the environment (nccl on CUDA, gloo on CPU)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    from clinalign.models.device import resolve
+
+    dev = resolve(device).device  # cuda:LOCAL_RANK on a GPU
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     if world > 1 and parallel == "none":
         raise ConfigError(f"launched with {world} processes but parallel is 'none'; set parallel=ddp or fsdp2")

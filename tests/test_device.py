@@ -78,10 +78,10 @@ def test_study_device_and_dtype_reach_training_and_evaluation(tmp_path, tiny_mod
     from clinalign.study.config import load_study
 
     cfg = load_study(_study(tmp_path, tiny_model_dir, device="cpu", dtype="bfloat16",
-                            dpo={"dtype": "float32"}))
+                            dpo={"dtype": "float32"}, parallel="ddp"))
     entry = cfg.tasks[0]
     sft = cfg.train_settings("sft", entry)
-    assert (sft["device"], sft["dtype"]) == ("cpu", "bfloat16")
+    assert (sft["device"], sft["dtype"]) == ("cpu", "bfloat16") and "parallel" not in sft  # one process
     assert cfg.train_settings("dpo", entry)["dtype"] == "float32"  # a stage may override the study
     ev = cfg.eval_settings(entry)
     assert (ev.device, ev.dtype) == ("cpu", "bfloat16")

@@ -75,6 +75,9 @@ class StudyConfig(_Strict):
     #: present, bfloat16 on a GPU that has it, else float32; a stage's sft:/dpo:/eval: may override it
     device: Device = "auto"
     dtype: DType = "auto"
+    #: how training stages use the processes of `torchrun ... -m clinalign study run` (train/distributed.py);
+    #: ignored on one process, so the same file runs with and without torchrun
+    parallel: Literal["none", "ddp", "fsdp2"] = "none"
     #: DPO starts from the SFT output (the study's design) or from the base model
     dpo_from: Literal["sft", "base"] = "sft"
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -113,8 +116,12 @@ class StudyConfig(_Strict):
         return self
 
     def train_settings(self, stage: Literal["sft", "dpo"], task: TaskEntry) -> dict[str, Any]:
-        """The stage's TrainConfig values: the study's device/dtype unless the stage names its own."""
-        launch = {"device": self.device, "dtype": self.dtype}
+        """The stage's TrainConfig values: the study's device/dtype (and, under torchrun, its
+        ``parallel``) unless the stage names its own."""
+        from clinalign.study.parallel import world
+
+        launch = {"device": self.device, "dtype": self.dtype,
+                  **({"parallel": self.parallel} if world() > 1 else {})}
         return {**launch, **getattr(self, stage), **getattr(task, stage)}
 
     def eval_settings(self, task: TaskEntry) -> EvalConfig:

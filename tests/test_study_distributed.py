@@ -27,12 +27,12 @@ def _study(path: Path, model: Path, batch: int, **extra) -> Path:
     return path
 
 
-def _clinalign(tmp_path: Path, *args: str, procs: int = 1) -> str:
+def _clinalign(tmp_path: Path, *args: str, procs: int = 1, rc: int = 0) -> str:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     launch = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs)] if procs > 1 else [])
     res = subprocess.run([sys.executable, *launch, "-m", "clinalign", *args], env=env, capture_output=True,
                          text=True, timeout=300, cwd=tmp_path)
-    assert res.returncode == 0, (res.stdout + res.stderr)[-4000:]
+    assert res.returncode == rc, (res.stdout + res.stderr)[-4000:]
     return res.stdout
 
 
@@ -73,9 +73,17 @@ def test_two_processes_give_the_same_study_as_one(tiny_model_dir, tmp_path):
     assert len(sft1) > 1 and sft2 == pytest.approx(sft1, abs=1e-5)  # the training really was distributed alike
     assert sft1[0] != sft1[-1]
 
-    again = _clinalign(tmp_path, "study", "run", str(study2), "--out", str(two), procs=2)
-    saved = json.loads((two / "results.json").read_text())["study"]
-    assert saved["stages_run"] == [] and any(s.endswith("/dpo") for s in saved["stages_cached"]), again[-2000:]
+    # again, with a third task whose data is bad: it fails on every rank (none is left waiting), is
+    # reported beside the others (exit 1), and every finished stage is reused
+    (tmp_path / "bad.jsonl").write_text('{"id": "x1", "vignette": 3}\n')
+    cfg = yaml.safe_load(study2.read_text())
+    cfg["tasks"].append({"id": "clinical_reasoning", "data": str(tmp_path / "bad.jsonl")})
+    study2.write_text(yaml.safe_dump(cfg))
+    log = _clinalign(tmp_path, "study", "run", str(study2), "--out", str(two), procs=2, rc=1)
+    saved = json.loads((two / "results.json").read_text())
+    assert set(saved["study"]["failed"]) == {"clinical_reasoning"}, log[-2000:]
+    assert saved["study"]["stages_run"] == [] and any(s.endswith("/dpo") for s in saved["study"]["stages_cached"])
+    assert {t: m for t, m in _metrics(two).items() if t in m2} == m2  # Holm over the same finished tasks
 
 
 def test_a_study_launched_on_several_processes_needs_parallel(tiny_model_dir, tmp_path, monkeypatch, capsys):

@@ -38,8 +38,8 @@ def run(
         results = run_study(cfg, out, log=console.print)
     except StudyFailed as e:  # the finished tasks were reported; say so, then exit non-zero
         results, failed = e.results, e.failed
-    if not is_main():  # under torchrun, rank 0 alone reports
-        raise typer.Exit(1 if failed else 0)
+    if not is_main():  # under torchrun rank 0 alone reports and sets the exit code; torchrun would stop
+        return       # rank 0 mid-report if another process left non-zero first
     minutes = (time.perf_counter() - t0) / 60
     from clinalign.data.io import read_records
     from clinalign.report.tables import results_table_markdown

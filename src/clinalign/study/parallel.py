@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
+from clinalign.errors import ClinalignError
 from clinalign.train import distributed
 
 T = TypeVar("T")
@@ -25,11 +26,24 @@ def is_main() -> bool:
     return int(os.environ.get("RANK", "0")) == 0
 
 
+class MainFailed(ClinalignError):
+    """What rank 0 raised in :func:`on_main`, raised on the other ranks too (so none waits forever)."""
+
+
 def on_main(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
-    """``fn`` on rank 0 (a write), then every rank waits for it, so what it wrote can be read."""
+    """``fn`` on rank 0 (a write), then every rank waits for it, so what it wrote can be read. When it
+    fails, every rank raises (rank 0 its own error), so a task that fails fails on all of them."""
+    error: Exception | None = None
     if is_main():
-        fn(*args, **kwargs)
-    distributed.barrier()
+        try:
+            fn(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - handed to the other ranks, then re-raised
+            error = e
+    failed = distributed.all_gather_objects(None if error is None else str(error).replace("\n", " "))[0]
+    if error is not None:
+        raise error
+    if failed is not None:
+        raise MainFailed(failed)
 
 
 def from_main(fn: Callable[[], T]) -> T:

@@ -213,8 +213,8 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     sft_settings = cfg.train_settings("sft", entry)
 
     def train_sft(d: Path, resume: bool) -> None:
-        if not (d / "sft.jsonl").exists():
-            parallel.on_main(write_jsonl, d / "sft.jsonl", sft_examples(task, split["train"]))
+        # rank 0 checks and writes (a check on every rank would race with rank 0's write)
+        parallel.on_main(lambda: (d / "sft.jsonl").exists() or write_jsonl(d / "sft.jsonl", sft_examples(task, split["train"])))
         settings = dict(sft_settings)
         if cfg.validate_training and split["val"]:
             parallel.on_main(write_jsonl, d / "val.jsonl", sft_examples(task, split["val"]))
@@ -233,8 +233,8 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     init = sft_dir / "run" / "final" if cfg.dpo_from == "sft" else None
 
     def train_dpo(d: Path, resume: bool) -> None:
-        if not (d / "pairs.jsonl").exists():
-            parallel.on_main(_write_pairs, task, entry, split["train"][: entry.max_pairs], cfg.seed, d / "pairs.jsonl")
+        parallel.on_main(lambda: (d / "pairs.jsonl").exists()
+                         or _write_pairs(task, entry, split["train"][: entry.max_pairs], cfg.seed, d / "pairs.jsonl"))
         settings = dict(dpo_settings)
         if cfg.validate_training and split["val"]:
             parallel.on_main(write_jsonl, d / "val_pairs.jsonl",

@@ -23,7 +23,7 @@ def _study(path: Path, model: Path, batch: int, **extra) -> Path:
     path.write_text(yaml.safe_dump({
         "name": "mini", "model": str(model), "seed": 0, "split": {"val": 0.1, "test": 0.3, "seed": 0},
         "sft": train, "dpo": {**train, "beta": 0.1}, "eval": {"batch_size": 4, "n_boot": 200},
-        "tasks": [{"id": "uti_classification", "n": 32}, {"id": "hyponatremia_urine", "n": 32}], **extra}))
+        "tasks": [{"id": "uti_classification", "n": 24}, {"id": "hyponatremia_urine", "n": 24}], **extra}))
     return path
 
 

@@ -21,15 +21,17 @@ def predict_records(
     mode: str = "score",
     max_new_tokens: int | None = None,
     max_prompt_tokens: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> list[dict[str, Any]]:
     """One row per record. Prompts longer than ``max_prompt_tokens`` lose their start, as in training,
-    and their rows say so (``prompt_truncated``)."""
+    and their rows say so (``prompt_truncated``). ``device``/``dtype``: models/device.py's policy."""
     import torch
 
     from clinalign.eval.inference import predict_closed_set, predict_generation
     from clinalign.models.loading import load_model, load_tokenizer
 
-    model = load_model(model_path)
+    model = load_model(model_path, dtype=dtype, device=device)
     model.eval()
     tokenizer = load_tokenizer(_tokenizer_dir(model_path))
     with torch.inference_mode():
@@ -49,6 +51,8 @@ def predict_systems(
     mode: str = "score",
     max_new_tokens: int | None = None,
     max_prompt_tokens: int | None = None,
+    device: str = "auto",
+    dtype: str = "auto",
 ) -> dict[str, list[dict[str, Any]]]:
     """:func:`predict_records` for several systems on the same records, sharing what they share.
 
@@ -70,16 +74,18 @@ def predict_systems(
                 shared[name] = Path(p)
     out = {}
     if len(shared) > 1:
-        out.update(_predict_shared(task, base_dir, shared, records, batch_size, max_prompt_tokens))
+        out.update(_predict_shared(task, base_dir, shared, records, batch_size, max_prompt_tokens, device, dtype))
     for name, p in models.items():
         if name not in out:
             out[name] = predict_records(task, p, records, batch_size=batch_size, mode=mode,
-                                        max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens)
+                                        max_new_tokens=max_new_tokens, max_prompt_tokens=max_prompt_tokens,
+                                        device=device, dtype=dtype)
     return {name: out[name] for name in models}
 
 
 def _predict_shared(task: Task, base_dir: Path, systems: Mapping[str, Path | None], records: Sequence[Any],
-                    batch_size: int, max_prompt_tokens: int | None) -> dict[str, list[dict[str, Any]]]:
+                    batch_size: int, max_prompt_tokens: int | None, device: str = "auto", dtype: str = "auto"
+                    ) -> dict[str, list[dict[str, Any]]]:
     import json
     from contextlib import nullcontext
 
@@ -89,7 +95,7 @@ def _predict_shared(task: Task, base_dir: Path, systems: Mapping[str, Path | Non
     from clinalign.eval.inference import closed_set_rows, shared_choice_logliks
     from clinalign.models.loading import load_model, load_tokenizer
 
-    model: Any = load_model(base_dir)
+    model: Any = load_model(base_dir, dtype=dtype, device=device)
     tokenizer = load_tokenizer(base_dir)
     adapters = {n: p for n, p in systems.items() if p is not None}
     first = model.config.num_hidden_layers

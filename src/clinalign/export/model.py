@@ -52,7 +52,7 @@ def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
         else:
-            model = load_model(final)
+            model = load_model(final, dtype="float32", device="cpu")  # merged in full precision, as before
             if is_adapter:
                 model = model.merge_and_unload()
             hf = tmp / ".hf" if fmt == "gguf" else tmp  # GGUF is converted from the merged HF directory

@@ -22,7 +22,7 @@ def info(path: str = typer.Argument(..., help="A model or adapter directory, or 
     from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path
 
     p = resolve_model_path(path)
-    model = load_model(p)
+    model = load_model(p, device="cpu")
     tok = load_tokenizer(_tokenizer_dir(p))
     total = sum(x.numel() for x in model.parameters())
     adapter = sum(x.numel() for n, x in model.named_parameters() if "lora_" in n)

@@ -38,17 +38,27 @@ def load_tokenizer(path: str | Path) -> Any:
     return tok
 
 
-def load_model(path: str | Path, dtype: str = "float32", device: str = "cpu") -> Any:
-    """Load a full model directory, or a peft adapter directory on top of its base model."""
-    import torch
+def load_model(path: str | Path, dtype: str = "auto", device: str = "auto", load_in_4bit: bool = False) -> Any:
+    """Load a full model directory, or a peft adapter directory on top of its base model, placed by the
+    study's device/precision policy (``models/device.py``). ``load_in_4bit``: QLoRA's NF4 base weights
+    (bitsandbytes, CUDA only), computing in ``dtype``."""
     from transformers import AutoModelForCausalLM
 
-    torch_dtype = getattr(torch, dtype)
+    from clinalign.models.device import resolve
+
+    place = resolve(device, dtype, load_in_4bit)
+    kw: dict[str, Any] = {"dtype": place.torch_dtype}
+    if load_in_4bit:
+        from transformers import BitsAndBytesConfig
+
+        kw["quantization_config"] = BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4",
+                                                       bnb_4bit_compute_dtype=place.torch_dtype)
+        kw["device_map"] = {"": place.device}
     path = Path(path)
     if (path / "adapter_config.json").is_file():
         from peft import AutoPeftModelForCausalLM
 
-        model = AutoPeftModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
+        model = AutoPeftModelForCausalLM.from_pretrained(str(path), **kw)
     else:
-        model = AutoModelForCausalLM.from_pretrained(str(path), dtype=torch_dtype)
-    return model.to(device)
+        model = AutoModelForCausalLM.from_pretrained(str(path), **kw)
+    return model if load_in_4bit else model.to(place.device)

@@ -27,6 +27,7 @@ def run(
     Finished stages are cached by a fingerprint of their inputs and settings; a killed run resumes.
     """
     from clinalign.data.cli import print_summary, stdout_console
+    from clinalign.study.parallel import is_main
     from clinalign.study.runner import StudyFailed, run_study
 
     cfg = load_study(study, overrides)
@@ -38,6 +39,8 @@ def run(
         results = run_study(cfg, out, log=console.print)
     except StudyFailed as e:  # the finished tasks were reported; say so, then exit non-zero
         results, failed = e.results, e.failed
+    if not is_main():  # under torchrun rank 0 alone reports and sets the exit code; torchrun would stop
+        return       # rank 0 mid-report if another process left non-zero first
     minutes = (time.perf_counter() - t0) / 60
     from clinalign.data.io import read_records
     from clinalign.report.tables import results_table_markdown

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clinalign.errors import ConfigError
+from clinalign.models.device import Device, DType
 from clinalign.study.tracking import ReportTo
 
 
@@ -46,6 +47,9 @@ class EvalConfig(_Strict):
     max_items: int | None = None
     n_boot: int = 1000
     seed: int = 0
+    #: models/device.py's policy for scoring and generation; None = the study's ``device``/``dtype``
+    device: Device | None = None
+    dtype: DType | None = None
 
 
 class TaskEntry(_Strict):
@@ -73,6 +77,13 @@ class StudyConfig(_Strict):
     name: str = "study"
     model: str = "default"
     seed: int = 0
+    #: one device/precision policy for training and evaluation (models/device.py): auto = CUDA when
+    #: present, bfloat16 on a GPU that has it, else float32; a stage's sft:/dpo:/eval: may override it
+    device: Device = "auto"
+    dtype: DType = "auto"
+    #: how training stages use the processes of `torchrun ... -m clinalign study run` (train/distributed.py);
+    #: ignored on one process, so the same file runs with and without torchrun
+    parallel: Literal["none", "ddp", "fsdp2"] = "none"
     #: DPO starts from the SFT output (the study's design) or from the base model
     dpo_from: Literal["sft", "base"] = "sft"
     split: SplitConfig = Field(default_factory=SplitConfig)
@@ -102,13 +113,26 @@ class StudyConfig(_Strict):
             raise ValueError(f"task listed twice: {', '.join(sorted(dup))}")
         if not ids:
             raise ValueError("a study needs at least one task")
+        from clinalign.models.device import resolve
+
+        try:  # a study that cannot run on this machine fails before any work starts
+            resolve(self.device, self.dtype)
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         return self
 
     def train_settings(self, stage: Literal["sft", "dpo"], task: TaskEntry) -> dict[str, Any]:
-        return merge_settings(getattr(self, stage), getattr(task, stage))
+        """The stage's TrainConfig values: the study's device/dtype (and, under torchrun, its
+        ``parallel``) unless the stage names its own."""
+        from clinalign.study.parallel import world
+
+        launch = {"device": self.device, "dtype": self.dtype,
+                  **({"parallel": self.parallel} if world() > 1 else {})}
+        return merge_settings({**launch, **getattr(self, stage)}, getattr(task, stage))
 
     def eval_settings(self, task: TaskEntry) -> EvalConfig:
-        return self.eval.model_copy(update=task.eval)
+        ev = self.eval.model_copy(update=task.eval)
+        return ev.model_copy(update={"device": ev.device or self.device, "dtype": ev.dtype or self.dtype})
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
@@ -133,8 +157,9 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
         cfg = StudyConfig.model_validate(raw)
     except ValidationError as e:
         err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"]) or "study"
-        raise ConfigError(f"{path}: {where}: {err['msg']}") from None
+        where = ".".join(str(p) for p in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{path}: {where}: {msg}" if where else f"{path}: {msg}") from None
     base = path.parent
     for t in cfg.tasks:  # relative data paths are relative to the study file
         for attr in ("data", "pairs_file", "likert_csv"):

@@ -22,6 +22,7 @@ from clinalign.data.splits import kfold_split, split_records
 from clinalign.errors import ClinalignError
 from clinalign.eval import baselines
 from clinalign.report import safe_name
+from clinalign.study import parallel
 from clinalign.study.config import StudyConfig, TaskEntry
 from clinalign.study.stages import StageRunner, file_fingerprint, fingerprint
 from clinalign.tasks import Task, get_task
@@ -49,6 +50,17 @@ def model_fingerprint(path: str | Path) -> str:
 
 
 def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
+    from clinalign.train import distributed
+
+    if parallel.world() > 1:  # torchrun: one process group for the study (study/parallel.py)
+        distributed.init(cfg.parallel, "auto", cfg.device)
+    try:
+        return _run_study(cfg, out, log if parallel.is_main() else (lambda _m: None))
+    finally:
+        distributed.shutdown()
+
+
+def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
     from clinalign.eval.compare import apply_holm, verdict
     from clinalign.models.loading import resolve_model_path
     from clinalign.report import write_report
@@ -78,9 +90,10 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
                         "stages_run": stages.ran, "stages_cached": stages.skipped,
                         "stage_seconds": {k: round(v, 1) for k, v in stages.timings.items()},
                         "config": cfg.model_dump(mode="json")}
-    write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
-                 confusion=extras["confusion"])
-    report_to(cfg.report_to, results, out)
+    if parallel.is_main():
+        write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
+                     confusion=extras["confusion"])
+        report_to(cfg.report_to, results, out)
     if failed:
         raise StudyFailed(results, failed)
     return results
@@ -142,8 +155,9 @@ def _failure(e: Exception, trace: Path) -> str:
 
     from clinalign.data.io import write_text_atomic
 
-    trace.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(trace, "".join(traceback.format_exception(e)))
+    if parallel.is_main():
+        trace.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(trace, "".join(traceback.format_exception(e)))
     return f"{type(e).__name__}: {e} (traceback in {trace})".replace("\n", " ")
 
 
@@ -193,9 +207,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     )
     split = {k: read_records(data_dir / f"{k}.jsonl", task.record_type) for k in ("train", "val", "test")}
     public = out / "data" / sp
-    public.mkdir(parents=True, exist_ok=True)
-    for k in split:
-        shutil.copyfile(data_dir / f"{k}.jsonl", public / f"{k}.jsonl")
+    parallel.on_main(_copy_split, data_dir, public, list(split))
     split_info = json.loads((data_dir / "split.json").read_text()) if (data_dir / "split.json").is_file() else {}
     if split_info.get("duplicate_groups"):
         stages.log(f"split: {split_info['duplicate_groups']} duplicate group(s) of {split_info['records_in_groups']} "
@@ -206,11 +218,11 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     sft_settings = cfg.train_settings("sft", entry)
 
     def train_sft(d: Path, resume: bool) -> None:
-        if not (d / "sft.jsonl").exists():
-            write_jsonl(d / "sft.jsonl", sft_examples(task, split["train"]))
+        # rank 0 checks and writes (a check on every rank would race with rank 0's write)
+        parallel.on_main(lambda: (d / "sft.jsonl").exists() or write_jsonl(d / "sft.jsonl", sft_examples(task, split["train"])))
         settings = dict(sft_settings)
         if cfg.validate_training and split["val"]:
-            write_jsonl(d / "val.jsonl", sft_examples(task, split["val"]))
+            parallel.on_main(write_jsonl, d / "val.jsonl", sft_examples(task, split["val"]))
             settings["val_data"] = str(d / "val.jsonl")
         _train("sft", base_model, d / "sft.jsonl", d / "run", settings, cfg.seed, resume)
 
@@ -218,7 +230,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
         f"{sp}/sft",
         {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed,
          **({"validate": True} if cfg.validate_training else {})},
-        train_sft,
+        train_sft, every_rank=True,
     )
 
     # 3. DPO on (prompt, chosen, rejected), on top of SFT by default
@@ -228,11 +240,12 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     init = sft_dir / "run" / "final" if cfg.dpo_from == "sft" else None
 
     def train_dpo(d: Path, resume: bool) -> None:
-        if not (d / "pairs.jsonl").exists():
-            _write_pairs(task, entry, split["train"][: entry.max_pairs], cfg.seed, d / "pairs.jsonl")
+        parallel.on_main(lambda: (d / "pairs.jsonl").exists()
+                         or _write_pairs(task, entry, split["train"][: entry.max_pairs], cfg.seed, d / "pairs.jsonl"))
         settings = dict(dpo_settings)
         if cfg.validate_training and split["val"]:
-            write_jsonl(d / "val_pairs.jsonl", preference_pairs(task, split["val"], strategy=entry.pairs, seed=cfg.seed))
+            parallel.on_main(write_jsonl, d / "val_pairs.jsonl",
+                             preference_pairs(task, split["val"], strategy=entry.pairs, seed=cfg.seed))
             settings["val_data"] = str(d / "val_pairs.jsonl")
         _train("dpo", base_model, d / "pairs.jsonl", d / "run", settings, cfg.seed, resume, init_from=init)
 
@@ -248,7 +261,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
              **({"max_pairs": entry.max_pairs} if entry.max_pairs else {}),
              "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
              "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
-            train_dpo,
+            train_dpo, every_rank=True,
         )
 
     # 4. evaluate the three systems on the same test items
@@ -263,6 +276,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
             f"{sp}/eval", {"models": {s: fp for s, (_p, fp) in models.items()}, "data": data_fp,
                            "eval": ev.model_dump()},
             lambda d, _resume: _predict(task, {s: p for s, (p, _fp) in models.items()}, test, ev, d),
+            every_rank=True,
         )
         preds = {system: _read_jsonl(pred_dir / f"{system}.jsonl") for system in models}
     else:  # generation: nothing to share, and each system's outputs are worth keeping on their own
@@ -270,6 +284,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
             pred_dir, _ = stages.run(
                 f"{sp}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
                 lambda d, _resume, s=system, path=path: _predict(task, {s: path}, test, ev, d),
+                every_rank=True,
             )
             preds[system] = _read_jsonl(pred_dir / f"{system}.jsonl")
 
@@ -282,10 +297,17 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
                                            baselines.predict(task, split["train"], test, seed=cfg.seed)),
         )
         preds[name] = _read_jsonl(pred_dir / "predictions.jsonl")
-    (out / "predictions" / sp).mkdir(parents=True, exist_ok=True)
-    for system in preds:
-        write_jsonl(out / "predictions" / sp / f"{system}.jsonl", preds[system])
+    if parallel.is_main():
+        (out / "predictions" / sp).mkdir(parents=True, exist_ok=True)
+        for system in preds:
+            write_jsonl(out / "predictions" / sp / f"{system}.jsonl", preds[system])
     return test, preds, dpo_dir, split_info
+
+
+def _copy_split(data_dir: Path, public: Path, parts: list[str]) -> None:
+    public.mkdir(parents=True, exist_ok=True)
+    for k in parts:
+        shutil.copyfile(data_dir / f"{k}.jsonl", public / f"{k}.jsonl")
 
 
 def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path, fold: int | None = None) -> None:
@@ -331,13 +353,16 @@ def _train(stage: str, model: str, data: Path, out: Path, settings: dict[str, An
 
 
 def _predict(task: Task, models: dict[str, str | Path], records: list[Any], ev: Any, out: Path) -> None:
-    """``OUT/<system>.jsonl`` for every system, predicted together where they share layers."""
+    """``OUT/<system>.jsonl`` for every system, predicted together where they share layers (sharded
+    across the processes of a torchrun launch, written by rank 0)."""
     from clinalign.eval.predict import predict_systems
 
-    rows = predict_systems(task, models, records, batch_size=ev.batch_size, mode=ev.closed_set_mode,
-                           max_new_tokens=ev.max_new_tokens, max_prompt_tokens=ev.max_prompt_tokens)
-    for system, r in rows.items():
-        write_jsonl(out / f"{system}.jsonl", r)
+    rows = parallel.sharded(lambda recs: predict_systems(
+        task, models, recs, batch_size=ev.batch_size, mode=ev.closed_set_mode, max_new_tokens=ev.max_new_tokens,
+        max_prompt_tokens=ev.max_prompt_tokens, device=ev.device, dtype=ev.dtype), records)
+    if parallel.is_main():
+        for system, r in rows.items():
+            write_jsonl(out / f"{system}.jsonl", r)
 
 
 def _add_clinician_likert(entry: TaskEntry, preds: dict[str, list[dict]], task_results: dict[str, Any],

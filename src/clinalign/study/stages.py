@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from clinalign.data.io import write_text_atomic
+from clinalign.train import distributed
 
 
 def fingerprint(obj: Any) -> str:
@@ -82,29 +83,51 @@ class StageRunner:
     skipped: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
 
-    def run(self, name: str, settings: dict[str, Any], fn: Callable[[Path, bool], None]) -> tuple[Path, str]:
-        """Run ``fn(out_dir, resume)`` unless cached; returns (out_dir, fingerprint)."""
+    def run(self, name: str, settings: dict[str, Any], fn: Callable[[Path, bool], None],
+            every_rank: bool = False) -> tuple[Path, str]:
+        """Run ``fn(out_dir, resume)`` unless cached; returns (out_dir, fingerprint).
+
+        Under torchrun (study/parallel.py) rank 0 decides, clears and marks the folder; ``fn`` runs on
+        every rank when ``every_rank`` (training, sharded evaluation), else on rank 0 alone."""
+        from clinalign.study import parallel
+
         out = self.root / name
         fp = fingerprint({"stage": name, "settings": settings})
+        cached, resume = parallel.from_main(lambda: self._decide(name, out, fp))
+        if cached:
+            self.skipped.append(name)
+            return out, fp
+        parallel.on_main(self._start, out, fp, resume)
+        self.log(f"[bold]{'resume' if resume else 'run'}[/bold]    {name}")
+        t0 = time.perf_counter()
+        if every_rank:
+            fn(out, resume)
+            distributed.barrier()
+        else:
+            parallel.on_main(fn, out, resume)
+        self.timings[name] = time.perf_counter() - t0
+        parallel.on_main(lambda: write_text_atomic(
+            out / ".done", json.dumps({"fingerprint": fp, "files": stage_files(out)}, indent=1) + "\n"))
+        self.ran.append(name)
+        return out, fp
+
+    def _decide(self, name: str, out: Path, fp: str) -> tuple[bool, bool]:
+        """(cached, resume) for this stage's folder; see the module docstring."""
         done, started = out / ".done", out / ".fingerprint"
         resume = started.is_file() and started.read_text().strip() == fp
         if done.is_file():
             problem = _untrusted(out, done, fp)
             if problem is None:
-                self.skipped.append(name)
                 self.log(f"[dim]cached[/dim]  {name}")
-                return out, fp
+                return True, False
             if problem != "settings changed":
                 self.log(f"[yellow]not trusted[/yellow] {name}: {problem} since it finished; recomputing")
             resume = False  # a finished stage's folder that was touched: start it again from nothing
+        return False, resume
+
+    @staticmethod
+    def _start(out: Path, fp: str, resume: bool) -> None:
         if not resume and out.exists():
             shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(started, fp)
-        self.log(f"[bold]{'resume' if resume else 'run'}[/bold]    {name}")
-        t0 = time.perf_counter()
-        fn(out, resume)
-        self.timings[name] = time.perf_counter() - t0
-        write_text_atomic(done, json.dumps({"fingerprint": fp, "files": stage_files(out)}, indent=1) + "\n")
-        self.ran.append(name)
-        return out, fp
+        write_text_atomic(out / ".fingerprint", fp)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, model_validator
 
 from clinalign.errors import ConfigError
+from clinalign.models.device import Device, DType
 from clinalign.train.losses import LOSS_TYPES
 
 #: Defaults measured on small clinical datasets (a few hundred records; see benchmarks/RESULTS.md,
@@ -64,8 +65,15 @@ class TrainConfig(BaseModel):
     scheduler: Literal["constant", "linear", "cosine"] = "linear"
     max_grad_norm: float | None = 1.0
     seed: int = 0
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    device: str = "auto"
+    #: models/device.py: auto = CUDA when present; bfloat16 on a GPU that has it, else float32
+    dtype: DType = "auto"
+    device: Device = "auto"
+    #: recompute each decoder layer's activations in the backward pass (HF's activation
+    #: checkpointing, use_reentrant=False):
+    #: less memory for long prompts, about a third more compute, the same gradients
+    gradient_checkpointing: bool = False
+    #: QLoRA: the frozen base in 4-bit NF4 (bitsandbytes; CUDA only, `pip install 'clinalign[qlora]'`)
+    load_in_4bit: bool = False
 
     lora: bool = True
     lora_rank: int = 16
@@ -124,6 +132,9 @@ class TrainConfig(BaseModel):
             raise ValueError("save_every must be >= 1")
         if self.beta <= 0:
             raise ValueError("beta must be > 0")
+        if self.load_in_4bit and (not self.lora or self.parallel == "fsdp2"):
+            raise ValueError("load_in_4bit (QLoRA) trains LoRA adapters on a frozen 4-bit base: it needs "
+                             "lora: true and parallel none or ddp")
         if self.prefix_cache and (not self.lora or self.parallel == "fsdp2"):
             raise ValueError("prefix_cache needs LoRA with lora_layers (frozen leading layers) and "
                              "parallel none or ddp")

@@ -32,15 +32,21 @@ class DistInfo:
         return self.rank == 0
 
 
+_users = 0  # nested init()s sharing the group this module created: a study's, then each training stage's
+
+
 def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo:
-    """Join the process group torchrun describes in the environment (nccl on CUDA, gloo on CPU)."""
+    """Join the process group torchrun describes in the environment (nccl on CUDA, gloo on CPU).
+
+    Nested calls (a study's group, then each training stage inside it) share one group; the matching
+    :func:`shutdown` of the outermost call destroys it."""
+    global _users
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    from clinalign.models.device import resolve
+
+    dev = resolve(device).device  # cuda:LOCAL_RANK on a GPU
     if dev.type == "cuda":
-        dev = torch.device("cuda", local_rank)
         torch.cuda.set_device(dev)
     if world > 1 and parallel == "none":
         raise ConfigError(f"launched with {world} processes but parallel is 'none'; set parallel=ddp or fsdp2")
@@ -48,10 +54,19 @@ def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo
         if backend == "auto":
             backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
+        _users = 1
+    elif parallel != "none" and _users:
+        _users += 1
     return DistInfo(rank, world, local_rank, dev)
 
 
 def shutdown() -> None:
+    """Leave what :func:`init` joined; the group itself goes when its outermost user leaves."""
+    global _users
+    if _users > 1:
+        _users -= 1
+        return
+    _users = 0
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -66,6 +81,15 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if active():
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def all_gather_objects(obj: Any) -> list[Any]:
+    """Every process's ``obj`` (picklable), in rank order; ``[obj]`` on one process."""
+    if not active():
+        return [obj]
+    gathered: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
 
 
 def barrier() -> None:

@@ -81,7 +81,14 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
         raise ConfigError(f"init_from {cfg.init_from} is not a directory (expected a previous run's final/)")
     if cfg.init_from and not _is_adapter(cfg.init_from):
         model_path = cfg.init_from
-    model = load_model(model_path, dtype=cfg.dtype)
+    model = load_model(model_path, dtype=cfg.dtype, device=cfg.device, load_in_4bit=cfg.load_in_4bit)
+    if cfg.gradient_checkpointing:  # before peft wraps it; non-reentrant works with frozen embeddings
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+    if cfg.load_in_4bit:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
+                                                gradient_checkpointing_kwargs={"use_reentrant": False})
     if _is_adapter(cfg.init_from):
         from peft import PeftModel
 

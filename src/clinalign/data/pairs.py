@@ -96,7 +96,8 @@ def balanced_pairs(task: Task, records: Sequence[Any], seed: int = 0) -> list[di
     q = -(-len(records) // len(order))
     pairs: list[dict[str, str]] = []
     for label in order:
-        wrong = [x for x in others[others.index(label) + 1:] + others[: others.index(label)]]
+        at = others.index(label)
+        wrong = others[at + 1:] + others[:at]  # the other labels, in turn after this one
         pool = list(by_label[label])
         rng.shuffle(pool)
         for j in range(q):

@@ -61,16 +61,15 @@ def predict_systems(
     first adapted one run once per batch for all of them (``shared_choice_logliks``). Any other system
     (merged or fully fine-tuned weights) is predicted on its own. Same rows as separate calls.
     """
-    import json
+    from clinalign.models.loading import adapter_base
 
-    base_dir = next((Path(p) for p in models.values() if not _is_adapter(p)), None)
+    base_dir = next((Path(p) for p in models.values() if adapter_base(p) is None), None)
     shared: dict[str, Path | None] = {}
     if base_dir is not None and task.is_closed_set and mode == "score":
         for name, p in models.items():
             if Path(p).resolve() == base_dir.resolve():
                 shared[name] = None
-            elif _is_adapter(p) and Path(json.loads((Path(p) / "adapter_config.json").read_text())
-                                          ["base_model_name_or_path"]).resolve() == base_dir.resolve():
+            elif (base := adapter_base(p)) is not None and base.resolve() == base_dir.resolve():
                 shared[name] = Path(p)
     out = {}
     if len(shared) > 1:
@@ -124,18 +123,11 @@ def _predict_shared(task: Task, base_dir: Path, systems: Mapping[str, Path | Non
     return {n: closed_set_rows(task, records, ll, tokenizer, max_prompt_tokens) for n, ll in logliks.items()}
 
 
-def _is_adapter(path: str | Path) -> bool:
-    return (Path(path) / "adapter_config.json").is_file()
-
-
 def _tokenizer_dir(model_path: str | Path) -> Path:
     """Adapters saved without a tokenizer use their base model's."""
+    from clinalign.models.loading import adapter_base
+
     p = Path(model_path)
     if (p / "tokenizer_config.json").is_file():
         return p
-    cfg = p / "adapter_config.json"
-    if cfg.is_file():
-        import json
-
-        return Path(json.loads(cfg.read_text())["base_model_name_or_path"])
-    return p
+    return adapter_base(p) or p

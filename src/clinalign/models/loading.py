@@ -29,6 +29,16 @@ def resolve_model_path(name: str | Path, allow_network: bool = False) -> str:
     )
 
 
+def adapter_base(path: str | Path) -> Path | None:
+    """The base model directory a peft adapter directory was trained on; None when ``path`` is not one."""
+    cfg = Path(path) / "adapter_config.json"
+    if not cfg.is_file():
+        return None
+    import json
+
+    return Path(json.loads(cfg.read_text())["base_model_name_or_path"])
+
+
 def load_tokenizer(path: str | Path) -> Any:
     from transformers import AutoTokenizer
 

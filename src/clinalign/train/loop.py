@@ -63,7 +63,9 @@ def check_out(cfg: TrainConfig) -> Path:
 
 
 def _is_adapter(path: str | None) -> bool:
-    return bool(path) and (Path(path) / "adapter_config.json").is_file()  # type: ignore[arg-type]
+    from clinalign.models.loading import adapter_base
+
+    return bool(path) and adapter_base(path) is not None  # type: ignore[arg-type]
 
 
 def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:

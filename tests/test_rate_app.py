@@ -229,7 +229,7 @@ def test_admin_page_shows_progress_and_agreement(app_db):
     assert "Krippendorff" in r.text and "1.000" in r.text  # identical scores: alpha = 1
     assert "Cohen" in r.text
     assert re.search(r"alice</td><td>4 / 4", r.text) and re.search(r"bob</td><td>3 / 6", r.text)
-    from clinalign.rate.app import admin_summary
+    from clinalign.rate.admin import admin_summary
 
     summary = admin_summary(con)
     assert summary[0]["agreement"] == pytest.approx(1.0) and summary[0]["shared"] == 4
@@ -280,7 +280,7 @@ def test_admins_cannot_rate_and_old_admin_rows_count_nowhere(app_db):
     alice_id = db.rater_for_token(con, tokens["alice"]).id
     for rid, score in ((admin_id, 1), (alice_id, 5)):
         db.save_rating(con, rid, db.Slot(1, 1, False), score, None, "")
-    from clinalign.rate.app import admin_summary
+    from clinalign.rate.admin import admin_summary
     from clinalign.rate.export import likert_rows
 
     assert [(r["rater"], r["score"]) for r in likert_rows(con)] == [("alice", 5)]
@@ -417,3 +417,20 @@ def test_a_slow_request_body_is_cut_off(app_db, monkeypatch):
     body = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
     assert start["status"] == 408 and b"not received within 0.2 s" in body
     assert _count(path) == 0
+
+
+def test_the_likert_page_shows_the_studys_rubric(app_db):
+    """Clinicians rate on the scale the study scores with: a Likert campaign made without a rubric of
+    its own shows discharge_summary's RUBRIC, anchor by anchor, on the rating page."""
+    import html
+
+    from clinalign.tasks.discharge_summary import RUBRIC
+
+    path, tokens = app_db
+    c, _ = sign_in(path, tokens["alice"])
+    page = c.get("/c/1/1")
+    assert page.status_code == 200
+    shown = re.search(r'<div class="rubric">(.*?)</div>', page.text, re.S).group(1)
+    assert html.unescape(shown) == RUBRIC
+    for score in range(1, 6):
+        assert f"{score} = " in shown

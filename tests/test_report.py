@@ -181,3 +181,23 @@ def test_report_names_a_user_model_by_its_path_escaped(tmp_path):
     write_report(results, tmp_path)
     page = (tmp_path / "report.html").read_text()
     assert "Model: /models/&lt;script&gt;" in page and "<script>" not in page
+
+
+def test_report_templates_ship_as_package_data():
+    """report.html comes from jinja2 templates read through the package (PackageLoader), so an
+    installed wheel needs them: every template file must match pyproject's package-data globs."""
+    import fnmatch
+    from pathlib import Path
+
+    import clinalign.report
+
+    tomllib = pytest.importorskip("tomllib")  # the standard library from Python 3.11
+
+    root = Path(__file__).resolve().parents[1]
+    globs = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["clinalign"]
+    pkg = Path(clinalign.report.__file__).parent
+    templates = [p for p in (pkg / "templates").rglob("*") if p.is_file()]
+    assert templates
+    for p in templates:
+        rel = p.relative_to(pkg.parent).as_posix()
+        assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not package data"

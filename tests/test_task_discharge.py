@@ -236,3 +236,26 @@ def test_records_validate_with_file_line_errors(tmp_path: Path):
         read_records(path, TASK.record_type)
     path.write_text("".join(json.dumps(r.model_dump()) + "\n" for r in recs))
     assert read_records(path, TASK.record_type) == recs
+
+
+def test_assess_runs_once_per_record_and_answer_for_every_metric():
+    """The three metrics, their per-item values (what the paired tests read) and the judge share one
+    assessment per (record, answer): matching is not redone per metric."""
+    from clinalign.tasks.discharge_summary import scoring
+
+    recs = TASK.generate(6, seed=11)
+    preds = [r.summary for r in recs[:3]] + [None, "Admitted. Discharged home.", recs[5].note[:200]]
+    scoring._assess.cache_clear()
+    TASK.evaluate(recs, preds)
+    for m in TASK.metrics:
+        assert m.per_item is not None
+        [m.per_item(r, p) for r, p in zip(recs, preds, strict=True)]
+    TASK.judge(recs[0], recs[0].summary)
+    info = scoring._assess.cache_info()
+    assert info.misses == len(recs) and info.hits >= 5 * len(recs)
+    # the cache is keyed by what assess reads (note and facts), not by the record object or its id
+    copy = recs[1].model_copy(update={"id": "other"})
+    assert assess(copy, preds[1]) is assess(recs[1], preds[1])
+    changed = recs[1].model_copy(update={"facts": recs[1].facts[:1]})
+    assert assess(changed, preds[1]) is not assess(recs[1], preds[1])
+    assert scoring._assess.cache_info().misses == len(recs) + 1

@@ -27,13 +27,11 @@ from pydantic import ValidationError
 
 from clinalign.errors import ConfigError, DataError
 from clinalign.rate.items import Item, Kind, LikertItem, PairwiseItem, item_key
+from clinalign.tasks.discharge_summary.scoring import RUBRIC
 
-DEFAULT_RUBRIC = """\
-1 - Unusable: wrong or unsafe content, or misses most key facts.
-2 - Poor: major omissions or errors a clinician would have to fix.
-3 - Acceptable: the key facts are there, with notable omissions, errors or clutter.
-4 - Good: accurate and complete, minor issues only.
-5 - Excellent: accurate, complete and concise; ready to use as written."""
+#: a Likert campaign created without a rubric of its own shows the study's: one scale for clinicians and
+#: the rubric scorer, so their scores can sit side by side in the report
+DEFAULT_RUBRIC = RUBRIC
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -180,6 +178,12 @@ def rater_for_token(con: sqlite3.Connection, token: str | None) -> Rater | None:
     return Rater(row["id"], row["name"], bool(row["is_admin"]), row["token_hash"]) if row else None
 
 
+def raters(con: sqlite3.Connection) -> list[Rater]:
+    """Every rater who rates (admins left out), by name."""
+    rows = con.execute("SELECT id, name, is_admin, token_hash FROM raters WHERE is_admin = 0 ORDER BY name")
+    return [Rater(r["id"], r["name"], bool(r["is_admin"]), r["token_hash"]) for r in rows]
+
+
 def revoke_rater(con: sqlite3.Connection, name: str) -> int:
     """Make a rater's token useless and end their sessions; their ratings stay. Returns sessions ended."""
     with transaction(con):
@@ -274,6 +278,11 @@ def rater_order(con: sqlite3.Connection, rater_id: int, cid: int) -> list[Slot]:
     rng = random.Random(row["seed"])
     rng.shuffle(ids)
     return [Slot(n + 1, iid, rng.random() < 0.5) for n, iid in enumerate(ids)]
+
+
+def order_seeds(con: sqlite3.Connection, cid: int) -> dict[int, int]:
+    """rater id -> the seed of their order in a campaign (raters who have not started have none)."""
+    return {r[0]: r[1] for r in con.execute("SELECT rater_id, seed FROM orders WHERE campaign_id=?", (cid,))}
 
 
 def db_file(con: sqlite3.Connection) -> str:

@@ -29,14 +29,7 @@ from clinalign.eval.calibration import calibration_summary
 from clinalign.report import plots
 from clinalign.report.html import render_html, task_meta_line
 from clinalign.report.methods import methods, model_name
-from clinalign.report.tables import (
-    LEGEND,
-    calibration_rows,
-    label_rows,
-    md_escape,
-    results_table_markdown,
-    table_markdown,
-)
+from clinalign.report.tables import LEGEND, md_escape, results_table_markdown, table_markdown, task_tables
 
 
 def safe_name(text: str) -> str:
@@ -120,10 +113,8 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
         if task_results.get("_verdict"):
             lines += [f"**{md_escape(task_results['_verdict'])}**", ""]
         lines += [md_escape(task_meta_line(task_results)), ""]
-        if task_results.get("_label_distribution"):
-            lines += ["Predicted labels on the test items (gold first):", "", table_markdown(label_rows(task_results))]
-        if calibration_rows(task_results):
-            lines += ["Calibration: test items per confidence bin:", "", table_markdown(calibration_rows(task_results))]
+        for caption, head, rows in task_tables(task_results):
+            lines += [caption, "", table_markdown((head, rows))]
         for kind, name in png_names.get(tid, {}).items():
             lines += [f"![{md_escape(tid)} {kind}]({name})", ""]
     return "\n".join(lines)

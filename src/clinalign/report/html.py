@@ -1,67 +1,42 @@
 """Self-contained HTML report: inline CSS, figures as base64 PNG, no external asset of any kind, so
-the page opens offline and can be mailed to a committee. All user text is escaped."""
+the page opens offline and can be mailed to a committee. The page is the jinja2 template
+``templates/report.html.jinja`` with autoescaping on, so all user text is escaped by the template."""
 
 from __future__ import annotations
 
 import base64
-import html
 import json
 from collections.abc import Mapping
+from functools import cache
 from typing import Any
 
+from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+
 from clinalign.report.methods import methods, model_name
-from clinalign.report.tables import LEGEND, calibration_rows, label_rows, results_table_html, table_html
-
-CSS = """
-body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem auto;max-width:75rem;
-color:#222;padding:0 1rem}
-h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
-table{border-collapse:collapse;font-size:.85rem;margin:1rem 0}
-th,td{border:1px solid #ccc;padding:.3rem .5rem;text-align:left}th{background:#f3f3f3}
-td.num{font-variant-numeric:tabular-nums;white-space:nowrap}
-.verdict{background:#f6f8fa;border-left:4px solid #4c78a8;padding:.4rem .8rem}
-.legend,.meta{color:#555;font-size:.85rem}img{max-width:100%;margin:.5rem 0}
-pre{background:#f6f8fa;padding:.6rem;font-size:.75rem;overflow-x:auto}
-"""
+from clinalign.report.tables import LEGEND, header, table_rows, task_tables
 
 
-def _img(png: bytes, alt: str) -> str:
-    data = base64.b64encode(png).decode("ascii")
-    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+@cache
+def _template() -> Template:
+    env = Environment(loader=PackageLoader("clinalign.report", "templates"), autoescape=True,
+                      undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
+    return env.get_template("report.html.jinja")
 
 
 def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, bytes]]) -> str:
     """``images[task][kind] = png bytes`` (kind: bars, sft_curves, dpo_curves, calibration, confusion)."""
     study = results.get("study", {})
-    title = f"clinalign study: {study.get('name', '')}".rstrip(": ")
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{e(title)}</title><style>{CSS}</style></head><body>",
-        f"<h1>{e(title)}</h1>",
-    ]
-    if study.get("model"):
-        parts.append(f'<p class="meta">Model: {e(model_name(study))}</p>')
-    parts += ["<h2>Methods</h2>", f'<p class="methods">{e(" ".join(methods(results)))}</p>']
-    parts += ["<h2>Results</h2>", results_table_html(results), f'<p class="legend">{e(LEGEND)}</p>']
-    for tid, task_results in results.get("tasks", {}).items():
-        parts.append(f"<h2>{e(tid)}</h2>")
-        if task_results.get("_verdict"):
-            parts.append(f'<p class="verdict">{e(task_results["_verdict"])}</p>')
-        parts.append(f'<p class="meta">{e(task_meta_line(task_results))}</p>')
-        if task_results.get("_label_distribution"):
-            parts += ['<p class="meta">Predicted labels on the test items (gold first):</p>',
-                      table_html(label_rows(task_results))]
-        if calibration_rows(task_results):
-            parts += ['<p class="meta">Calibration: test items per confidence bin:</p>',
-                      table_html(calibration_rows(task_results))]
-        for kind, png in images.get(tid, {}).items():
-            parts.append(_img(png, f"{tid} {kind}"))
-    if study:
-        parts += ["<h2>Study</h2>", f"<pre>{e(json.dumps(study, indent=2, default=str))}</pre>"]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    tasks = [{"id": tid, "verdict": task_results.get("_verdict"), "meta": task_meta_line(task_results),
+              "tables": task_tables(task_results),
+              "images": [(f"{tid} {kind}", base64.b64encode(png).decode("ascii"))
+                         for kind, png in images.get(tid, {}).items()]}
+             for tid, task_results in results.get("tasks", {}).items()]
+    return _template().render(
+        title=f"clinalign study: {study.get('name', '')}".rstrip(": "),
+        model=model_name(study) if study.get("model") else None,
+        methods=" ".join(methods(results)),
+        results_head=header(results), results_rows=table_rows(results), legend=LEGEND, tasks=tasks,
+        study_json=json.dumps(study, indent=2, default=str) if study else None)
 
 
 def task_meta_line(task_results: Mapping[str, Any]) -> str:

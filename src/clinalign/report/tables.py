@@ -8,10 +8,9 @@ system on that row; ``*`` = significantly better than base.
 
 from __future__ import annotations
 
-import html
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from clinalign.eval.compare import BASELINE, SYSTEMS, metric_names, p_between, significantly_better
@@ -22,6 +21,9 @@ PAIR_LABELS = {"sft_vs_base": "SFT vs base", "dpo_vs_base": "DPO vs base", "dpo_
 LEGEND = ("Values: estimate [95% bootstrap CI]. p-values: raw (Holm-adjusted across the study). "
           "Bold: best system, significantly better than every other (Holm p < 0.05); "
           "*: significantly better than base (Holm p < 0.05).")
+
+
+Table = tuple[list[str], list[list[str]]]  # header, rows: plain text, escaped by whoever renders it
 
 
 def fmt_value(x: float | None) -> str:
@@ -108,20 +110,7 @@ def results_table_markdown(results: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def results_table_html(results: Mapping[str, Any]) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header(results))
-    body = []
-    for r in table_rows(results):
-        tds = [f"<td>{html.escape(str(r[k]))}</td>" for k in ("task", "metric", "test")]
-        for c in r["cells"].values():
-            text = html.escape(c["text"] + ("*" if c["star"] else ""))
-            tds.append(f"<td class=\"num\">{'<b>' + text + '</b>' if c['bold'] else text}</td>")
-        tds += [f"<td class=\"num\">{html.escape(v)}</td>" for v in r["p"].values()]
-        body.append("<tr>" + "".join(tds) + "</tr>")
-    return f"<table>\n<thead><tr>{head}</tr></thead>\n<tbody>\n" + "\n".join(body) + "\n</tbody>\n</table>"
-
-
-def label_rows(task_results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+def label_rows(task_results: Mapping[str, Any]) -> Table | None:
     """The predicted-label distribution per system (and the gold one) as a header and rows of counts,
     so a model that gives one answer to every item stands out; None for tasks without labels."""
     dist = task_results.get("_label_distribution")
@@ -135,7 +124,7 @@ def label_rows(task_results: Mapping[str, Any]) -> tuple[list[str], list[list[st
     return head, rows
 
 
-def calibration_rows(task_results: Mapping[str, Any]) -> tuple[list[str], list[list[str]]] | None:
+def calibration_rows(task_results: Mapping[str, Any]) -> Table | None:
     """Items per confidence bin and system (bins no system fell in left out): a reliability point from
     2 items must not look as solid as one from 200."""
     cal = task_results.get("_calibration")
@@ -150,7 +139,7 @@ def calibration_rows(task_results: Mapping[str, Any]) -> tuple[list[str], list[l
     return head, [[LABELS.get(s, s), *(str(bs[i]["count"]) for i in used)] for s, bs in systems.items()]
 
 
-def table_markdown(table: tuple[list[str], list[list[str]]] | None) -> str:
+def table_markdown(table: Table | None) -> str:
     """A small count table (label distribution, calibration bins) as escaped Markdown."""
     if table is None:
         return ""
@@ -160,13 +149,20 @@ def table_markdown(table: tuple[list[str], list[list[str]]] | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def table_html(table: tuple[list[str], list[list[str]]] | None) -> str:
-    """The same table as escaped HTML; every column after the first is a number."""
-    if table is None:
-        return ""
-    head, rows = table
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    num = ' class="num"'
-    body = "".join("<tr>" + "".join(f"<td{num if i else ''}>{html.escape(c)}</td>" for i, c in enumerate(r))
-                   + "</tr>" for r in rows)
-    return f'<table class="labels"><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>'
+#: The tables under each task's heading in report.md and report.html, in order: (caption, builder).
+#: A builder reads one task's results and gives a header and rows of plain text, or None where it does
+#: not apply; both renderings show every entry, so a new per-task table is one function added here.
+TASK_TABLES: list[tuple[str, Callable[[Mapping[str, Any]], Table | None]]] = [
+    ("Predicted labels on the test items (gold first):", label_rows),
+    ("Calibration: test items per confidence bin:", calibration_rows),
+]
+
+
+def task_tables(task_results: Mapping[str, Any]) -> list[tuple[str, list[str], list[list[str]]]]:
+    """(caption, header, rows) of every `TASK_TABLES` entry that applies to this task."""
+    out = []
+    for caption, build in TASK_TABLES:
+        table = build(task_results)
+        if table is not None:
+            out.append((caption, *table))
+    return out

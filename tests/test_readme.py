@@ -4,13 +4,11 @@ Every ```bash block of README.md is run, top to bottom, through the same entry p
 ``clinalign`` command, in a temporary folder holding the tracked files of this working tree (so an
 edit to README.md is tested before it is committed). A block preceded by
 ``<!-- readme-test: skip (why) -->`` is not run (GPUs, servers, outside tools); every line of the
-other blocks must be a ``clinalign`` command. Three stand-ins keep it to the quick parts, each the
+other blocks must be a ``clinalign`` command. Stand-ins keep it to the quick parts, each the
 smallest change that lets the real command run here:
 
 - the embedded default model is replaced by the tiny test model (``--model default`` and a study's
   ``model:``), with LoRA on its last layer where the README says the last 6 (it has 2);
-- ``make demo`` (30 minutes) is replaced by the demo study file restricted to one small
-  discharge-summary task, since the rating commands read ``runs/demo``;
 - before ``rate export``, a stand-in rater rates every item of the database (the clinicians' part);
 - the data are smaller: ``data generate --n 400`` makes 80 records, a study's tasks 40 records each,
   with 200 bootstrap draws.
@@ -32,8 +30,6 @@ from clinalign.cli import run
 
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"(?:<!-- readme-test: skip \((?P<why>.*?)\) -->\n)?```bash\n(?P<body>.*?)```", re.S)
-DEMO_STAND_IN = ("tasks=[{id: discharge_summary, n: 24, max_train: 8, max_pairs: 8,"
-                 " eval: {max_items: 4, max_new_tokens: 16}}]")
 
 
 def readme_blocks(text: str) -> list[tuple[str | None, list[list[str]]]]:
@@ -129,7 +125,6 @@ def test_readme_commands_run_in_order(tmp_path, tiny_model_dir, monkeypatch, cap
         assert rc == 0, f"README command failed (exit {rc}): clinalign {shlex.join(args)}\n{out.out[-1500:]}{out.err[-1500:]}"
         ran.append(shlex.join(args))
 
-    clinalign(on_tiny(["study", "run", "configs/demo.yaml", "--out", "runs/demo", DEMO_STAND_IN], tiny))
     for why, cmds in readme_blocks((repo / "README.md").read_text(encoding="utf-8")):
         if why:
             continue
@@ -139,11 +134,11 @@ def test_readme_commands_run_in_order(tmp_path, tiny_model_dir, monkeypatch, cap
                 assert rate_everything(repo / args[args.index("--db") + 1]) > 0
             clinalign(args)
     print(*sorted(seconds, reverse=True)[:8], sep="\n")
-    assert len(ran) >= 25
+    assert len(ran) >= 24
     # the sequence's files are where the README says, and nothing was written outside runs/
     for f in ("runs/data/uti/test.jsonl", "runs/dpo/final", "runs/data/picks-kto.jsonl", "runs/kto/final",
               "runs/quick/results.json", "runs/merged/README.md", "runs/audit.json", "runs/gguf/Modelfile",
-              "runs/vertex-preference.jsonl", "runs/likert.csv", "runs/data/clinician-pairs.jsonl"):
+              "runs/vertex-preference.jsonl", "runs/likert.csv"):
         assert (repo / f).exists(), f
     tracked = set(tracked_files())
     strays = [p for p in repo.rglob("*") if p.is_file() and p.relative_to(repo).parts[0] != "runs"

@@ -46,7 +46,7 @@ def test_a_typo_in_any_stage_section_fails_at_load_and_nothing_is_written(tmp_pa
 
 def test_stage_values_and_rules_are_checked_at_load(tmp_path, tiny_model_dir):
     for task, top, message in [
-        ({"dpo": {"beta": 0}}, {}, "tasks.uti_classification.dpo: beta must be > 0"),
+        ({"dpo": {"beta": 0}}, {}, "tasks.uti_classification.dpo.beta: must be > 0"),
         ({"eval": {"max_items": "many"}}, {}, "tasks.uti_classification.eval.max_items: Input should be a valid integer"),
         ({}, {"sft": {"lr": "fast"}}, "sft.lr: Input should be a valid number"),
         ({}, {"sft": {"prefix_cache": True}}, "sft: prefix_cache: the first decoder layer trains"),

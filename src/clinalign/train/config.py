@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
 from clinalign.config import apply_overrides, read_yaml, validate
 from clinalign.models.device import Device, DType
@@ -118,23 +118,35 @@ class TrainConfig(BaseModel):
     resume: bool = False
     progress: bool = True
 
+    @field_validator("epochs", "max_steps", "save_every", "batch_size", "grad_accum", "lora_rank", "max_length",
+                     "log_every")
+    @classmethod
+    def _at_least_one(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("beta")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        if v not in LOSS_TYPES:
+            raise ValueError(f"unknown loss {v!r}; choose one of {', '.join(LOSS_TYPES)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        """Defaults that depend on other keys, and rules between keys."""
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS[self.stage]
         if self.lr is None:
             self.lr = DEFAULT_LR[(self.stage, self.lora)]
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_TYPES)}")
-        for name in ("epochs", "batch_size", "grad_accum", "lora_rank", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1")
-        if self.save_every is not None and self.save_every < 1:
-            raise ValueError("save_every must be >= 1")
-        if self.beta <= 0:
-            raise ValueError("beta must be > 0")
         if self.load_in_4bit and (not self.lora or self.parallel == "fsdp2"):
             raise ValueError("load_in_4bit (QLoRA) trains LoRA adapters on a frozen 4-bit base: it needs "
                              "lora: true and parallel none or ddp")

@@ -161,8 +161,8 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
 
 
 #: TrainConfig keys the study sets itself for each stage: in a stage section they would be ignored
-SET_BY_STUDY = ("stage", "model", "data", "val_data", "task", "pairs", "out", "seed", "resume", "init_from",
-                "progress")
+#: (``progress`` is accepted, though a study's stages never show a bar: train/api.train turns it off)
+SET_BY_STUDY = ("stage", "model", "data", "val_data", "task", "pairs", "out", "seed", "resume", "init_from")
 
 
 def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:

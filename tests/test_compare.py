@@ -198,3 +198,62 @@ def test_verdict_flags_a_raw_p_drop_that_holm_leaves_unproven():
     assert "worse" not in verdict(e)
     e["f1"]["p_values"]["dpo_vs_base"] = 0.01  # significant raw p, but DPO is better: a gain, not a drop
     assert "worse" not in verdict(e)
+
+
+class MeanTask(FakeTask):
+    """The fake task with accuracy declared a mean of its per-item scores (as the built-in tasks do)."""
+
+    @property
+    def metrics(self) -> tuple[Metric, ...]:
+        f1, acc, lik = super().metrics
+        return (f1, Metric("accuracy", "paired_bootstrap", acc.compute, per_item=acc.per_item, mean=True), lik)
+
+
+def test_the_study_numbers_are_the_stats_functions_on_the_same_inputs():
+    """CIs, paired bootstrap p-values and Holm of compare_systems/apply_holm equal eval/stats' own
+    functions called directly: one draw of items serves every system and every pair."""
+    from clinalign.eval.compare import pairs
+    from clinalign.eval.stats import bootstrap_ci, paired_bootstrap
+
+    recs, preds = _systems(90, seed=3)
+    n, n_boot, seed = len(recs), 300, 7
+    out = compare_systems(MeanTask(), recs, preds, n_boot=n_boot, seed=seed)
+
+    def f1(ps):
+        return lambda idx: M.f1_for([recs[i].label for i in idx], [ps[i] for i in idx], "yes")
+
+    def acc(ps):
+        right = np.array([float(p == r.label) for r, p in zip(recs, ps, strict=True)])
+        return lambda idx: float(right[idx].mean())
+
+    for name, fn in (("f1_yes", f1), ("accuracy", acc)):
+        for s, ps in preds.items():
+            assert tuple(out[name][s]["ci"]) == bootstrap_ci(fn(ps), n, n_boot=n_boot, seed=seed)
+            assert out[name][s]["value"] == fn(ps)(np.arange(n))
+        for a, b in pairs(list(preds)):
+            assert out[name]["p_values"][f"{a}_vs_{b}"] == paired_bootstrap(fn(preds[a]), fn(preds[b]), n,
+                                                                            n_boot=n_boot, seed=seed)
+    results = apply_holm({"tasks": {"t": out}})
+    flat = {f"{m}/{k}": p for m in ("f1_yes", "accuracy", "likert") for k, p in out[m]["p_values"].items()}
+    for key, p in holm(flat).items():
+        m, k = key.split("/")
+        assert results["tasks"]["t"][m]["p_values_holm"][k] == p
+
+
+def test_metrics_declared_a_mean_are_the_mean_of_their_per_item_scores():
+    """The declaration decides the bootstrap path, so it must be true of every built-in task."""
+    from clinalign.tasks import all_tasks
+
+    checked = 0
+    for task in all_tasks():
+        tid = task.id
+        recs = task.generate(12, seed=1)
+        answers = [task.answer(r) for r in recs]
+        preds = [task.parse(a) for a in answers[:6]] + [None] * 3 + [task.parse(a) for a in answers[9:]]
+        for m in task.metrics:
+            if m.mean:
+                assert m.per_item is not None
+                mean = float(np.mean([m.per_item(r, p) for r, p in zip(recs, preds, strict=True)]))
+                assert m.compute(recs, preds) == pytest.approx(mean, rel=1e-12), (tid, m.name)
+                checked += 1
+    assert checked >= 8  # accuracy of four closed-set tasks (two for triage), the summary rubric's three

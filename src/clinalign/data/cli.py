@@ -192,19 +192,13 @@ def audit(
     net, not a de-identification tool.
     """
     from clinalign.data import audit as A
-    from clinalign.data.io import read_raw_rows, write_json, write_text_atomic
+    from clinalign.data.io import write_json, write_text_atomic
+    from clinalign.data.rows import PairRow, read_rows
 
     task, path = _task_and_file(args, task_file)
     records = load(task, path)
     test = load(task, against) if against else None
-    pairs = None
-    if pairs_file:
-        pairs = []
-        for lineno, row, problem in read_raw_rows(pairs_file):
-            missing = [k for k in ("prompt", "chosen", "rejected") if row is not None and k not in row]
-            if problem or missing:
-                raise DataError([f"{pairs_file}:{lineno}: {problem or (missing[0] + ': missing field')}"])
-            pairs.append(row)
+    pairs = [row for _, row in read_rows(pairs_file, PairRow)] if pairs_file else None
     tokenizer = None
     if model:
         from clinalign.models.loading import load_tokenizer, resolve_model_path

@@ -204,8 +204,14 @@ def _csv_cell(value: str) -> Any:
 
 def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool = True) -> list[Any]:
     """Read and validate every record; raise DataError listing every problem, file:line: field."""
+    return [rec for _, rec in read_numbered(path, record_type, check_ids)]
+
+
+def read_numbered(path: str | Path, record_type: type[BaseModel], check_ids: bool = True
+                  ) -> list[tuple[int, Any]]:
+    """(line, record) for every record, validated; DataError listing every problem, file:line: field."""
     path = Path(path)
-    records: list[Any] = []
+    records: list[tuple[int, Any]] = []
     problems: list[str] = []
     seen: dict[str, int] = {}
     for lineno, row, problem in read_raw_rows(path):
@@ -224,7 +230,7 @@ def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool
                 else:
                     if rid is not None:
                         seen[rid] = lineno
-                    records.append(rec)
+                    records.append((lineno, rec))
         if len(problems) >= MAX_PROBLEMS:
             break
     if problems:
@@ -232,6 +238,23 @@ def read_records(path: str | Path, record_type: type[BaseModel], check_ids: bool
     if not records:
         raise DataError([f"{path}: no records"])
     return records
+
+
+def read_jsonl(path: str | Path, missing_ok: bool = False) -> list[dict[str, Any]]:
+    """Every object of a JSONL file, unvalidated (our own outputs: predictions, metrics); a broken line
+    is a DataError naming FILE:LINE. ``missing_ok``: a missing file is no rows."""
+    path = Path(path)
+    if missing_ok and not path.exists():
+        return []
+    rows, problems = [], []
+    for lineno, row, problem in read_raw_rows(path):
+        if problem:
+            problems.append(f"{path}:{lineno}: {problem}")
+        else:
+            rows.append(row)
+    if problems:
+        raise DataError(problems)
+    return rows
 
 
 def validation_problems(where: str, e: ValidationError) -> list[str]:

@@ -29,11 +29,12 @@ import numpy as np
 
 from clinalign.errors import DataError, TaskError
 from clinalign.eval.stats import (
-    bootstrap_samples,
+    Bootstrapped,
+    IndexMetric,
+    bootstrap_systems,
     holm,
     mcnemar_exact,
     paired_bootstrap_p,
-    percentile_ci,
     wilcoxon_paired,
 )
 from clinalign.tasks.base import Metric, Prediction, Task
@@ -78,8 +79,8 @@ def compare_systems(
 ) -> dict[str, Any]:
     """Every metric of ``task`` for every system with a CI, and the paired test of every two systems.
 
-    All systems are bootstrapped on the same item indices (same seed), so the CI draws double as the
-    paired-bootstrap draws.
+    All systems are bootstrapped on one draw of item indices (eval/stats.bootstrap_systems), so the
+    CI draws double as the paired-bootstrap draws.
     """
     if not preds:
         raise DataError(["no predictions to compare: at least one system is needed"])
@@ -100,54 +101,50 @@ def compare_systems(
 
 def _compare_metric(metric: Metric, records: Sequence[Any], preds: dict[str, list[Prediction]],
                     n_boot: int, seed: int, alpha: float) -> dict[str, Any]:
-    n = len(records)
     per_item: dict[str, np.ndarray] = {}
     if metric.per_item is not None:
         per_item = {s: np.array([metric.per_item(r, p) for r, p in zip(records, ps, strict=True)], dtype=float)
                     for s, ps in preds.items()}
-    elif metric.test in ("mcnemar", "wilcoxon"):
-        raise TaskError(f"metric {metric.name!r} uses the {TEST_NAMES[metric.test]} test but has no per_item scores")
+    elif metric.test in ("mcnemar", "wilcoxon") or metric.mean:
+        need = "is declared a mean" if metric.mean else f"uses the {TEST_NAMES[metric.test]} test"
+        raise TaskError(f"metric {metric.name!r} {need} but has no per_item scores")
     if metric.test == "mcnemar":
         for s, v in per_item.items():
             if not np.isin(v, (0.0, 1.0)).all():
                 raise TaskError(f"metric {metric.name!r} uses McNemar's test but {s!r} has per-item scores "
                                 "other than 0/1")
+    fns = {s: _index_metric(metric, records, ps, per_item.get(s)) for s, ps in preds.items()}
+    return _entry(bootstrap_systems(fns, len(records), n_boot, seed, alpha), per_item, metric.test,
+                  metric.higher_is_better)
 
-    values = {s: float(metric.compute(records, ps)) if n else math.nan for s, ps in preds.items()}
-    samples = {s: _samples(metric, records, ps, per_item.get(s), values[s], n_boot, seed) for s, ps in preds.items()}
-    result: dict[str, Any] = {
-        s: {"value": _num(values[s]), "ci": [_num(x) for x in percentile_ci(samples[s], alpha)]} for s in preds
-    }
-    result["p_values"] = {
-        f"{a}_vs_{b}": _num(_paired_p(metric.test, per_item, samples, values, a, b)) for a, b in pairs(list(preds))
-    }
-    result["test"] = TEST_NAMES[metric.test]
-    result["higher_is_better"] = metric.higher_is_better
+
+def _index_metric(metric: Metric, records: Sequence[Any], preds: list[Prediction],
+                  per_item: np.ndarray | None) -> IndexMetric:
+    """The metric on any resample of the items: a declared mean of per-item scores averages them (each
+    item scored once); any other metric is recomputed by the task on the resampled items."""
+    if metric.mean:
+        assert per_item is not None
+        return lambda idx: float(per_item[idx].mean())
+    return lambda idx: float(metric.compute([records[i] for i in idx], [preds[i] for i in idx]))
+
+
+def _entry(boot: Mapping[str, Bootstrapped], per_item: Mapping[str, np.ndarray], test: str,
+           higher_is_better: bool) -> dict[str, Any]:
+    """One metric's results entry: each system's value and CI, and the paired test of every pair."""
+    result: dict[str, Any] = {s: {"value": _num(b.value), "ci": [_num(x) for x in b.ci]} for s, b in boot.items()}
+    result["p_values"] = {f"{a}_vs_{b}": _num(_paired_p(test, per_item, boot, a, b)) for a, b in pairs(list(boot))}
+    result["test"] = TEST_NAMES[test]
+    result["higher_is_better"] = higher_is_better
     return result
 
 
-def _samples(metric: Metric, records: Sequence[Any], preds: list[Prediction], per_item: np.ndarray | None,
-             value: float, n_boot: int, seed: int) -> np.ndarray:
-    """Bootstrap draws of the metric. A mean of per-item scores is resampled as a mean (fast, exact);
-    any other metric is recomputed by the task on each resample."""
-    n = len(records)
-    if n == 0:
-        return np.full(n_boot, np.nan)
-    if per_item is not None and math.isclose(float(per_item.mean()), value, rel_tol=1e-9, abs_tol=1e-12):
-        rng = np.random.default_rng(seed)
-        return per_item[rng.integers(0, n, size=(n_boot, n))].mean(axis=1)
-    return bootstrap_samples(
-        lambda idx: metric.compute([records[i] for i in idx], [preds[i] for i in idx]), n, n_boot, seed
-    )
-
-
-def _paired_p(test: str, per_item: dict[str, np.ndarray], samples: dict[str, np.ndarray],
-              values: dict[str, float], a: str, b: str) -> float:
+def _paired_p(test: str, per_item: Mapping[str, np.ndarray], boot: Mapping[str, Bootstrapped], a: str, b: str
+              ) -> float:
     if test == "mcnemar":
         return mcnemar_exact(per_item[a] == 1.0, per_item[b] == 1.0) if per_item[a].size else math.nan
     if test == "wilcoxon":
         return wilcoxon_paired(per_item[a], per_item[b])
-    return paired_bootstrap_p(samples[a], samples[b], values[a] - values[b])
+    return paired_bootstrap_p(boot[a].samples, boot[b].samples, boot[a].value - boot[b].value)
 
 
 def likert_metric(per_system: Mapping[str, Mapping[str, float | None]], n_boot: int = 1000,
@@ -159,16 +156,8 @@ def likert_metric(per_system: Mapping[str, Mapping[str, float | None]], n_boot: 
     first = per_system[systems[0]] if systems else {}
     ids = [i for i in first if all(per_system[s].get(i) is not None for s in systems)]
     scores = {s: np.array([per_system[s][i] for i in ids], dtype=float) for s in systems}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(ids), size=(n_boot, len(ids))) if ids else None
-    result: dict[str, Any] = {}
-    for s in systems:
-        samples = scores[s][idx].mean(axis=1) if idx is not None else np.full(n_boot, np.nan)
-        value = float(scores[s].mean()) if ids else math.nan
-        result[s] = {"value": _num(value), "ci": [_num(x) for x in percentile_ci(samples, alpha)]}
-    result["p_values"] = {f"{a}_vs_{b}": _num(wilcoxon_paired(scores[a], scores[b])) for a, b in pairs(systems)}
-    result["test"] = TEST_NAMES["wilcoxon"]
-    result["higher_is_better"] = True
+    fns: dict[str, IndexMetric] = {s: (lambda idx, v=scores[s]: float(v[idx].mean())) for s in systems}
+    result = _entry(bootstrap_systems(fns, len(ids), n_boot, seed, alpha), scores, "wilcoxon", True)
     result["n_items"] = len(ids)
     return result
 

@@ -1,9 +1,10 @@
 """Confidence intervals and paired tests for comparing systems on the same test items.
 
-Everything is paired by item: the bootstrap draws *item indices*, and every system is scored on the
-same draws (same seed -> same indices), so system differences are not blurred by which items
-happened to be drawn. The tests themselves come from scipy / statsmodels; only the bootstrap loop,
-which must work for any corpus-level metric (F1 is not a mean of per-item values), is ours.
+Everything is paired by item: the bootstrap draws *item indices* once (`bootstrap_systems`), and
+every system is scored on that one draw, so system differences are not blurred by which items
+happened to be drawn. The study's numbers (eval/compare.py) go through these same functions. The
+tests themselves come from scipy / statsmodels; only the bootstrap loop, which must work for any
+corpus-level metric (F1 is not a mean of per-item values), is ours.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy.stats import norm, wilcoxon
@@ -22,17 +24,19 @@ IndexMetric = Callable[[np.ndarray], float]
 
 
 def resample_indices(n_items: int, n_boot: int, seed: int) -> np.ndarray:
-    """``(n_boot, n_items)`` item indices drawn with replacement; the same for the same seed, which is
-    what pairs two systems' bootstrap distributions."""
+    """``(n_boot, n_items)`` item indices drawn with replacement: the one draw every bootstrap here
+    uses (the same for the same seed)."""
+    if n_items <= 0:
+        return np.zeros((n_boot, 0), dtype=np.int64)
     rng = np.random.default_rng(seed)
     return rng.integers(0, n_items, size=(n_boot, n_items))
 
 
-def bootstrap_samples(metric_fn: IndexMetric, n_items: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """The metric on each of ``n_boot`` resamples of the items."""
-    if n_items <= 0:
-        return np.full(n_boot, np.nan)
-    return np.array([metric_fn(idx) for idx in resample_indices(n_items, n_boot, seed)], dtype=float)
+def bootstrap_samples(metric_fn: IndexMetric, draws: np.ndarray) -> np.ndarray:
+    """The metric on each row of ``draws`` (from `resample_indices`); NaN for no items."""
+    if draws.shape[1] == 0:
+        return np.full(draws.shape[0], np.nan)
+    return np.array([metric_fn(idx) for idx in draws], dtype=float)
 
 
 def percentile_ci(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, float]:
@@ -45,11 +49,34 @@ def percentile_ci(samples: np.ndarray, alpha: float = 0.05) -> tuple[float, floa
     return (float(lo), float(hi))
 
 
+@dataclass(frozen=True)
+class Bootstrapped:
+    """One system's metric on all items, its percentile interval and its bootstrap samples."""
+
+    value: float
+    ci: tuple[float, float]
+    samples: np.ndarray
+
+
+def bootstrap_systems(
+    metric_fns: Mapping[str, IndexMetric], n_items: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> dict[str, Bootstrapped]:
+    """Every system's metric with its interval, all on one draw of item indices: the samples of any
+    two systems are then paired item by item, as `paired_bootstrap_p` needs."""
+    draws = resample_indices(n_items, n_boot, seed)
+    every = np.arange(n_items)
+    out = {}
+    for name, fn in metric_fns.items():
+        samples = bootstrap_samples(fn, draws)
+        out[name] = Bootstrapped(float(fn(every)) if n_items > 0 else math.nan, percentile_ci(samples, alpha), samples)
+    return out
+
+
 def bootstrap_ci(
     metric_fn: IndexMetric, n_items: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
 ) -> tuple[float, float]:
     """Percentile bootstrap ``1 - alpha`` interval of any metric computable on a subset of items."""
-    return percentile_ci(bootstrap_samples(metric_fn, n_items, n_boot, seed), alpha)
+    return bootstrap_systems({"": metric_fn}, n_items, n_boot, seed, alpha)[""].ci
 
 
 def paired_bootstrap_p(
@@ -98,14 +125,8 @@ def paired_bootstrap(
     """Two-sided paired bootstrap p for ``metric(a) - metric(b)`` (see `paired_bootstrap_p`)."""
     if n_items <= 0:
         return math.nan
-    every = np.arange(n_items)
-    observed = metric_fn_a(every) - metric_fn_b(every)
-    return paired_bootstrap_p(
-        bootstrap_samples(metric_fn_a, n_items, n_boot, seed),
-        bootstrap_samples(metric_fn_b, n_items, n_boot, seed),
-        observed,
-        method,
-    )
+    both = bootstrap_systems({"a": metric_fn_a, "b": metric_fn_b}, n_items, n_boot, seed)
+    return paired_bootstrap_p(both["a"].samples, both["b"].samples, both["a"].value - both["b"].value, method)
 
 
 def mcnemar_exact(correct_a: Sequence[bool], correct_b: Sequence[bool]) -> float:

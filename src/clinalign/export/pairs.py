@@ -22,34 +22,13 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from clinalign.data.io import read_raw_rows, read_records, validation_problems, write_jsonl
+from clinalign.data.io import read_records, validation_problems, write_jsonl
+from clinalign.data.rows import PairRow, SFTRow, read_rows
 from clinalign.errors import ConfigError, DataError
 from clinalign.export import vendor
 
-PAIR_FIELDS = ("prompt", "chosen", "rejected")
-SFT_FIELDS = ("prompt", "completion")
+PAIR_FIELDS = tuple(PairRow.model_fields)
 Messages = list[dict[str, Any]]
-
-
-def read_rows(path: Path, fields: tuple[str, ...]) -> list[tuple[int, dict[str, Any]]]:
-    """(line, row) for every row holding ``fields``; DataError listing every bad row otherwise."""
-    rows, problems = [], []
-    for lineno, row, problem in read_raw_rows(path):
-        if problem:
-            problems.append(f"{path}:{lineno}: {problem}")
-            continue
-        assert row is not None
-        for f in fields:
-            if f not in row:
-                problems.append(f"{path}:{lineno}: {f}: missing field")
-            elif not isinstance(row[f], str | list) or not row[f]:
-                problems.append(f"{path}:{lineno}: {f}: expected non-empty text or messages")
-        rows.append((lineno, row))
-    if problems:
-        raise DataError(problems)
-    if not rows:
-        raise DataError([f"{path}: no records"])
-    return rows
 
 
 def _messages(prompt: str | Messages) -> Messages:
@@ -103,20 +82,20 @@ def to_vertex_sft(row: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Format:
-    fields: tuple[str, ...]  # what each source row must hold
+    rows: type[PairRow] | type[SFTRow]  # what each source row must be (data/rows.py)
     convert: Callable[[dict[str, Any]], dict[str, Any]] | None  # None: a datasets directory
     schema: type[BaseModel] | None = None  # the vendor's record rules; None: no vendor to satisfy
 
 
 FORMATS: dict[str, Format] = {
-    "jsonl": Format(PAIR_FIELDS, to_jsonl),
-    "openai-dpo": Format(PAIR_FIELDS, to_openai_dpo, vendor.OpenAIDpoRecord),
-    "azure-openai-dpo": Format(PAIR_FIELDS, to_openai_dpo, vendor.OpenAIDpoRecord),
-    "vertex-gemini-preference": Format(PAIR_FIELDS, to_vertex_preference, vendor.VertexPreferenceRecord),
-    "openai-sft": Format(SFT_FIELDS, to_openai_sft, vendor.OpenAISftRecord),
-    "azure-openai-sft": Format(SFT_FIELDS, to_openai_sft, vendor.OpenAISftRecord),
-    "vertex-gemini-sft": Format(SFT_FIELDS, to_vertex_sft, vendor.VertexSftRecord),
-    "hf-dataset": Format(PAIR_FIELDS, None),
+    "jsonl": Format(PairRow, to_jsonl),
+    "openai-dpo": Format(PairRow, to_openai_dpo, vendor.OpenAIDpoRecord),
+    "azure-openai-dpo": Format(PairRow, to_openai_dpo, vendor.OpenAIDpoRecord),
+    "vertex-gemini-preference": Format(PairRow, to_vertex_preference, vendor.VertexPreferenceRecord),
+    "openai-sft": Format(SFTRow, to_openai_sft, vendor.OpenAISftRecord),
+    "azure-openai-sft": Format(SFTRow, to_openai_sft, vendor.OpenAISftRecord),
+    "vertex-gemini-sft": Format(SFTRow, to_vertex_sft, vendor.VertexSftRecord),
+    "hf-dataset": Format(PairRow, None),
 }
 
 
@@ -131,7 +110,7 @@ def convert_rows(path: Path, fmt: str) -> list[dict[str, Any]]:
     spec = get_format(fmt)
     assert spec.convert is not None
     out, problems = [], []
-    for lineno, row in read_rows(path, spec.fields):
+    for lineno, row in read_rows(path, spec.rows):
         rec = spec.convert(row)
         if spec.schema is not None:
             try:
@@ -156,7 +135,7 @@ def export(path: Path, out: Path, fmt: str) -> int:
     spec = get_format(fmt)
     if spec.convert is not None:
         return write_jsonl(out, convert_rows(path, fmt))
-    rows = [row for _, row in read_rows(path, spec.fields)]
+    rows = [row for _, row in read_rows(path, spec.rows)]
     from datasets import Dataset
 
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,13 +21,12 @@ per rater, so ``output_a`` is simply the first of the pair, not a position on sc
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clinalign.data.io import read_raw_rows, read_records
+from clinalign.data.io import read_jsonl, read_raw_rows, read_records
 from clinalign.errors import ConfigError, DataError
 
 Kind = Literal["likert", "pairwise"]
@@ -95,7 +94,7 @@ def items_from_study(study: str | Path, kind: Kind, task: str = "discharge_summa
     pred_dir, test_file = study / "predictions" / task, study / "data" / task / "test.jsonl"
     if not pred_dir.is_dir() or not test_file.is_file():
         raise ConfigError(f"{study}: not a study folder with predictions/{task}/ and data/{task}/test.jsonl")
-    records = {str(r["id"]): r for r in _jsonl(test_file) if "id" in r}
+    records = {str(r["id"]): r for r in read_jsonl(test_file) if "id" in r}
     available = sorted(p.stem for p in pred_dir.glob("*.jsonl"))
     if systems is None:
         systems = available if kind == "likert" else (
@@ -105,7 +104,7 @@ def items_from_study(study: str | Path, kind: Kind, task: str = "discharge_summa
         raise ConfigError(f"{pred_dir}: no predictions for {missing or 'any system'} (found {available})")
     if kind == "pairwise" and len(systems) != 2:
         raise ConfigError(f"pairwise items need exactly two systems, got {systems}; pass --systems A,B")
-    outputs = {s: {str(r["id"]): _output_text(r) for r in _jsonl(pred_dir / f"{s}.jsonl")} for s in systems}
+    outputs = {s: {str(r["id"]): _output_text(r) for r in read_jsonl(pred_dir / f"{s}.jsonl")} for s in systems}
     items: list[Item] = []
     for rid, rec in records.items():
         outs = {s: outputs[s].get(rid) for s in systems}
@@ -159,5 +158,3 @@ def _output_text(row: dict[str, Any]) -> str:
     return text.strip() if isinstance(text, str) else ""
 
 
-def _jsonl(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

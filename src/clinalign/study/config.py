@@ -2,7 +2,8 @@
 
 Training settings are given once under ``sft:`` / ``dpo:`` and may be overridden per task (a
 discharge summary needs a longer ``max_length`` than a yes/no question). Unknown keys are errors,
-so a typo cannot silently fall back to a default.
+so a typo cannot silently fall back to a default: the stage sections of every task are validated as
+the TrainConfig / EvalConfig they become when the file is loaded (`load_study`), before any work.
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from clinalign.config import apply_overrides, config_error, read_yaml, validate
 from clinalign.errors import ConfigError
 from clinalign.models.device import Device, DType
 from clinalign.study.tracking import ReportTo
@@ -131,35 +132,21 @@ class StudyConfig(_Strict):
         return merge_settings({**launch, **getattr(self, stage)}, getattr(task, stage))
 
     def eval_settings(self, task: TaskEntry) -> EvalConfig:
-        ev = self.eval.model_copy(update=task.eval)
+        """The study's ``eval:`` overridden key by key by the task's, validated (a typo is an error, never
+        a silently ignored key); device/dtype default to the study's."""
+        ev = EvalConfig.model_validate({**self.eval.model_dump(), **task.eval})
         return ev.model_copy(update={"device": ev.device or self.device, "dtype": ev.dtype or self.dtype})
 
 
 def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyConfig:
-    """Read a study YAML; ``overrides`` are ``dotted.key=value`` strings (value parsed as YAML)."""
+    """Read a study YAML; ``overrides`` are ``dotted.key=value`` strings (value parsed as YAML).
+
+    Everything is checked here, before any work: the study's own keys, and each task's ``sft:``,
+    ``dpo:`` and ``eval:`` settings (the study's, overridden by the task's) as the TrainConfig /
+    EvalConfig the stages will run with."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"study file {path} not found") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
-    for item in overrides or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ConfigError(f"override {item!r} must look like key=value")
-        node = raw
-        parts = key.split(".")
-        for part in parts[:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = yaml.safe_load(value)
-    try:
-        cfg = StudyConfig.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        where = ".".join(str(p) for p in err["loc"])
-        msg = err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {where}: {msg}" if where else f"{path}: {msg}") from None
+    raw = apply_overrides(read_yaml(path, what="study"), overrides)
+    cfg = validate(StudyConfig, raw, str(path), unknown_key=None)
     base = path.parent
     for t in cfg.tasks:  # relative data paths are relative to the study file
         for attr in ("data", "pairs_file", "likert_csv"):
@@ -168,10 +155,50 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
                 setattr(t, attr, str((base / v).resolve()))
         if t.id.endswith((".yaml", ".yml")) and not Path(t.id).is_absolute():
             t.id = str((base / t.id).resolve())
-        from clinalign.study.onpolicy import split_settings
-
-        try:  # dpo.pairs / rounds / samples / temperature: checked now, not after SFT
-            split_settings(cfg.train_settings("dpo", t))
-        except ConfigError as e:
-            raise ConfigError(f"{path}: tasks.{t.id}.{e}") from None
+    for t in cfg.tasks:
+        _check_sections(cfg, t, str(path))
     return cfg
+
+
+#: TrainConfig keys the study sets itself for each stage: in a stage section they would be ignored
+#: (``progress`` is accepted, though a study's stages never show a bar: train/api.train turns it off)
+SET_BY_STUDY = ("stage", "model", "data", "val_data", "task", "pairs", "out", "seed", "resume", "init_from")
+
+
+def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
+    """Validate one task's stage settings as the stages will: a key of the merged settings is
+    reported where it was written (``tasks.<id>.sft.<key>``, else ``sft.<key>``)."""
+    from clinalign.study.onpolicy import split_settings
+    from clinalign.train.config import TrainConfig
+
+    name = f"tasks.{task.id}"
+
+    def owner(stage: str, key: str | int | None) -> str:
+        if key is None:  # a rule between keys: the section that has them
+            return f"{name}.{stage}" if getattr(task, stage) else stage
+        if key in getattr(task, stage):
+            return f"{name}.{stage}"
+        return stage if key in (getattr(cfg, stage) if stage != "eval" else cfg.eval.model_fields_set) else ""
+
+    for stage in ("sft", "dpo"):
+        settings = cfg.train_settings(stage, task)
+        if stage == "dpo":
+            try:  # dpo.pairs / rounds / samples / temperature: the study's on-policy options
+                _, settings = split_settings(settings)
+            except ConfigError as e:
+                raise ConfigError(f"{where}: {name}.{e}") from None
+        for key in SET_BY_STUDY:
+            if key in settings:
+                raise ConfigError(f"{where}: {owner(stage, key)}.{key}: set by the study for every stage, not "
+                                  f"under {stage}:" + (" (the task's pairs: chooses rejected answers)"
+                                                       if key == "pairs" else ""))
+        try:
+            TrainConfig.model_validate({**settings, "stage": stage})
+        except ValidationError as e:
+            loc = e.errors()[0]["loc"]
+            raise config_error(where, e, prefix=owner(stage, loc[0] if loc else None), unknown_key=None) from None
+    try:
+        cfg.eval_settings(task)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        raise config_error(where, e, prefix=owner("eval", loc[0] if loc else None), unknown_key=None) from None

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from clinalign.data.io import read_records, write_json, write_jsonl
+from clinalign.data.io import read_jsonl, read_records, write_json, write_jsonl
 from clinalign.data.pairs import preference_pairs, sft_examples
 from clinalign.data.splits import kfold_split, split_records
 from clinalign.errors import ClinalignError
@@ -137,8 +137,8 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     if task.is_closed_set:  # a model that answers one label to everything is visible at a glance
         task_results["_label_distribution"] = label_distribution(test, preds, task)
     tid = task.id
-    extras["curves"][tid] = {"sft": _read_jsonl(dpo_dir.parent / "sft" / "run" / "metrics.jsonl"),
-                             "dpo": _read_jsonl(dpo_dir / "run" / "metrics.jsonl")}
+    extras["curves"][tid] = {"sft": read_jsonl(dpo_dir.parent / "sft" / "run" / "metrics.jsonl", missing_ok=True),
+                             "dpo": read_jsonl(dpo_dir / "run" / "metrics.jsonl", missing_ok=True)}
     if task.is_closed_set:
         extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
         extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
@@ -278,7 +278,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
             lambda d, _resume: _predict(task, {s: p for s, (p, _fp) in models.items()}, test, ev, d),
             every_rank=True,
         )
-        preds = {system: _read_jsonl(pred_dir / f"{system}.jsonl") for system in models}
+        preds = {system: read_jsonl(pred_dir / f"{system}.jsonl") for system in models}
     else:  # generation: nothing to share, and each system's outputs are worth keeping on their own
         for system, (path, fp) in models.items():
             pred_dir, _ = stages.run(
@@ -286,7 +286,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
                 lambda d, _resume, s=system, path=path: _predict(task, {s: path}, test, ev, d),
                 every_rank=True,
             )
-            preds[system] = _read_jsonl(pred_dir / f"{system}.jsonl")
+            preds[system] = read_jsonl(pred_dir / f"{system}.jsonl")
 
     # 5. the classical baseline (eval/baselines.py), trained on the same training split
     for name in cfg.baselines:
@@ -296,7 +296,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
             lambda d, _resume: write_jsonl(d / "predictions.jsonl",
                                            baselines.predict(task, split["train"], test, seed=cfg.seed)),
         )
-        preds[name] = _read_jsonl(pred_dir / "predictions.jsonl")
+        preds[name] = read_jsonl(pred_dir / "predictions.jsonl")
     if parallel.is_main():
         (out / "predictions" / sp).mkdir(parents=True, exist_ok=True)
         for system in preds:
@@ -378,11 +378,3 @@ def _add_clinician_likert(entry: TaskEntry, preds: dict[str, list[dict]], task_r
     per_system = {s: {r["id"]: scores.get((r["id"], s)) for r in rows} for s, rows in preds.items()
                   if any((r["id"], s) in scores for r in rows)}  # systems no clinician rated are left out
     task_results["likert_clinician"] = likert_metric(per_system, n_boot=ev.n_boot, seed=ev.seed)
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]

@@ -42,8 +42,10 @@ StatTest = Literal["mcnemar", "paired_bootstrap", "wilcoxon"]
 class Metric:
     """One reported number.
 
-    ``compute`` gives the corpus-level value. ``per_item`` (when the metric is a mean of per-item
-    values: accuracy, Likert, recall) gives each item's value, which the paired tests need.
+    ``compute`` gives the corpus-level value. ``per_item`` gives each item's value, which McNemar's
+    and Wilcoxon's tests need. ``mean`` declares that ``compute`` is the mean of ``per_item``
+    (accuracy, Likert, recall): the bootstrap then averages per-item scores computed once instead of
+    recomputing the metric on every resample.
     ``test`` names the paired test the report uses for this metric: McNemar's exact test for 0/1
     per-item outcomes, a paired bootstrap for corpus-level scores such as F1, Wilcoxon signed-rank
     for ordinal or continuous per-item scores such as Likert.
@@ -54,6 +56,7 @@ class Metric:
     compute: Callable[[Sequence[Any], Sequence[Prediction]], float]
     per_item: Callable[[Any, Prediction], float] | None = None
     higher_is_better: bool = True
+    mean: bool = False
 
     def __call__(self, records: Sequence[Any], preds: Sequence[Prediction]) -> float:
         return self.compute(records, preds)

@@ -123,7 +123,7 @@ class ClinicalReasoningTask(Task):
     @property
     def metrics(self) -> tuple[Metric, ...]:
         return (Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.answer for r in recs], preds),
-                       per_item=lambda r, p: float(r.answer == p)),)
+                       per_item=lambda r, p: float(r.answer == p), mean=True),)
 
     @property
     def rejected_builders(self):

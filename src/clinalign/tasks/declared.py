@@ -168,7 +168,7 @@ class DeclaredClassification(Task):
             "f1": lambda: Metric(f"f1_{pos}", "paired_bootstrap", lambda rs, ps: f1_for(golds(rs), ps, pos or "")),
             "f1_macro": lambda: Metric("f1_macro", "paired_bootstrap", lambda rs, ps: macro_f1(golds(rs), ps, labels)),
             "accuracy": lambda: Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(golds(rs), ps),
-                                       per_item=lambda r, p: float(gold(r) == p)),
+                                       per_item=lambda r, p: float(gold(r) == p), mean=True),
         }
         return tuple(built[name]() for name in _metric_names(self.decl))
 
@@ -255,7 +255,7 @@ class DeclaredGeneration(Task):
             return fact_recall(self.facts(r), p)
 
         per_item = {"rouge_l": rl, "fact_recall": fr}
-        return tuple(Metric(name, "wilcoxon", _mean(per_item[name]), per_item=per_item[name])
+        return tuple(Metric(name, "wilcoxon", _mean(per_item[name]), per_item=per_item[name], mean=True)
                      for name in _metric_names(self.decl))
 
     @property

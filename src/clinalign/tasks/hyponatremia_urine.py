@@ -269,7 +269,7 @@ class HyponatremiaUrineTask(Task):
             Metric("macro_f1", "paired_bootstrap",
                    lambda recs, preds: macro_f1([r.label for r in recs], preds, CATEGORIES)),
             Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.label for r in recs], preds),
-                   per_item=lambda r, p: float(r.label == p)),
+                   per_item=lambda r, p: float(r.label == p), mean=True),
         )
 
     @property

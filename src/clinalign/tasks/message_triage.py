@@ -539,8 +539,8 @@ class MessageTriage(Task):
         return (
             Metric("f1_personnel", "paired_bootstrap", _field_f1(0, PERSONNEL)),
             Metric("f1_urgency", "paired_bootstrap", _field_f1(1, URGENCY)),
-            Metric("accuracy_personnel", "mcnemar", _field_acc(0), per_item=_field_item(0)),
-            Metric("accuracy_urgency", "mcnemar", _field_acc(1), per_item=_field_item(1)),
+            Metric("accuracy_personnel", "mcnemar", _field_acc(0), per_item=_field_item(0), mean=True),
+            Metric("accuracy_urgency", "mcnemar", _field_acc(1), per_item=_field_item(1), mean=True),
         )
 
     @property

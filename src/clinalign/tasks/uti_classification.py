@@ -504,7 +504,7 @@ class UtiClassification(Task):
         return (
             Metric("f1_yes", "paired_bootstrap", lambda rs, ps: f1_for(_golds(rs), ps, "yes")),
             Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(_golds(rs), ps),
-                   per_item=lambda r, p: float(p == r.label)),
+                   per_item=lambda r, p: float(p == r.label), mean=True),
         )
 
     @property

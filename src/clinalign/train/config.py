@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
-from clinalign.errors import ConfigError
+from clinalign.config import apply_overrides, read_yaml, validate
 from clinalign.models.device import Device, DType
 from clinalign.train.losses import LOSS_TYPES
 
@@ -51,10 +51,13 @@ class TrainConfig(BaseModel):
     #: a previous run's ``final/`` (peft adapter dir: keep training that adapter; full model dir: start from it)
     init_from: str | None = None
 
-    #: None = the stage's default (DEFAULT_EPOCHS); ``max_steps`` overrides it, as in transformers/TRL
-    epochs: int | None = None
-    #: optimizer steps to run, across epochs if need be (the data order continues into the next epoch)
-    max_steps: int | None = None
+    epochs: int | None = Field(None, description=(
+        "passes over the training data; None = the stage's default (DEFAULT_EPOCHS). Ignored when "
+        "max_steps is set"))
+    max_steps: int | None = Field(None, description=(
+        "optimizer steps to run; when set it overrides epochs, as transformers' TrainingArguments and TRL "
+        "do: training runs exactly this many steps, fewer or more than one epoch, continuing the data "
+        "order into the next epoch"))
     #: examples per process per micro-batch; the global batch is batch_size * processes * grad_accum
     batch_size: int = 8
     grad_accum: int = 1
@@ -115,67 +118,68 @@ class TrainConfig(BaseModel):
     resume: bool = False
     progress: bool = True
 
+    @field_validator("epochs", "max_steps", "save_every", "batch_size", "grad_accum", "lora_rank", "max_length",
+                     "log_every")
+    @classmethod
+    def _at_least_one(cls, v: int | None) -> int | None:
+        if v is not None and v < 1:
+            raise ValueError("must be >= 1")
+        return v
+
+    @field_validator("beta")
+    @classmethod
+    def _positive(cls, v: float) -> float:
+        if v <= 0:
+            raise ValueError("must be > 0")
+        return v
+
+    @field_validator("loss")
+    @classmethod
+    def _known_loss(cls, v: str) -> str:
+        if v not in LOSS_TYPES:
+            raise ValueError(f"unknown loss {v!r}; choose one of {', '.join(LOSS_TYPES)}")
+        return v
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
+        """Defaults that depend on other keys, and rules between keys."""
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS[self.stage]
         if self.lr is None:
             self.lr = DEFAULT_LR[(self.stage, self.lora)]
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_TYPES)}")
-        for name in ("epochs", "batch_size", "grad_accum", "lora_rank", "max_length", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1")
-        if self.save_every is not None and self.save_every < 1:
-            raise ValueError("save_every must be >= 1")
-        if self.beta <= 0:
-            raise ValueError("beta must be > 0")
         if self.load_in_4bit and (not self.lora or self.parallel == "fsdp2"):
             raise ValueError("load_in_4bit (QLoRA) trains LoRA adapters on a frozen 4-bit base: it needs "
                              "lora: true and parallel none or ddp")
-        if self.prefix_cache and (not self.lora or self.parallel == "fsdp2"):
-            raise ValueError("prefix_cache needs LoRA with lora_layers (frozen leading layers) and "
-                             "parallel none or ddp")
+        problem = prefix_cache_problem(self)
+        if problem:
+            raise ValueError(problem)
         return self
 
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
 
-def _parse_overrides(items: list[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise ConfigError(f"override {item!r} must look like key=value")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
+def prefix_cache_problem(cfg: TrainConfig, frozen: int | None = None) -> str | None:
+    """The rule of ``prefix_cache`` (train/prefix.py), in one place: it needs LoRA on the last
+    ``lora_layers`` only, so that leading layers stay frozen, and unsharded layers (not FSDP2).
+    ``frozen`` is the number of leading layers no gradient reaches, once the model is known (the
+    trainer checks again then, before anything is written); without it only the config is judged.
+    Returns what is wrong, or None."""
+    if not cfg.prefix_cache:
+        return None
+    if not cfg.lora or cfg.parallel == "fsdp2":
+        return "prefix_cache needs LoRA with lora_layers (frozen leading layers) and parallel none or ddp"
+    if frozen == 0 or (frozen is None and cfg.lora_layers is None and cfg.init_from is None):
+        return ("prefix_cache: the first decoder layer trains, so there is nothing to cache; "
+                "set lora_layers to fewer layers than the model has")
+    return None
 
 
 def build_config(
     path: str | Path | None, overrides: list[str] | None = None, values: dict[str, Any] | None = None
 ) -> TrainConfig:
     """YAML file < ``key=value`` overrides < explicit ``values`` (the CLI's flags), then validated."""
-    raw: dict[str, Any] = {}
-    where = "config"
-    if path is not None:
-        where = str(path)
-        try:
-            raw = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} not found") from None
-        except yaml.YAMLError as e:
-            raise ConfigError(f"{path}: not valid YAML ({e})".replace("\n", " ")) from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: expected a mapping of key: value")
-    raw.update(_parse_overrides(overrides or []))
+    raw = read_yaml(path) if path is not None else {}
+    apply_overrides(raw, overrides)
     raw.update({k: v for k, v in (values or {}).items() if v is not None})
-    try:
-        return TrainConfig.model_validate(raw)
-    except ValidationError as e:
-        err = e.errors()[0]
-        key = ".".join(str(p) for p in err["loc"]) or "config"
-        msg = "unknown config key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{where}: {key}: {msg}" if key != "config" else f"{where}: {msg}") from None
+    return validate(TrainConfig, raw, str(path) if path is not None else "config")

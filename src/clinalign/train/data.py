@@ -1,6 +1,7 @@
 """Training data: the shapes users already have (TRL's ``prompt/completion`` and ``prompt/chosen/
-rejected`` JSONL or CSV), or a task's own records, which go through the task's prompt, answer and
-rejected-answer builders. Rows are validated with file:line: field errors before anything is written.
+rejected`` JSONL or CSV, validated by data/rows.py), or a task's own records, which go through the
+task's prompt, answer and rejected-answer builders. Rows are validated with file:line: field errors
+before anything is written.
 
 Prompts and answers may be strings or chat message lists; the tokenizer's chat template is applied in
 ``batching``. Over-long examples follow ``truncation`` and are counted, never dropped silently.
@@ -12,35 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from clinalign.data.io import read_records
+from clinalign.data.rows import KTORow, PairRow, SFTRow, read_rows
 from clinalign.errors import ConfigError, DataError
 from clinalign.train.batching import PairExample, SFTExample, tokenize_pair, tokenize_sft
-
-Text = str | list[dict[str, Any]]
-
-
-class SFTRow(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    prompt: Text
-    completion: Text
-
-
-class PairRow(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-    prompt: Text
-    chosen: Text
-    rejected: Text
-
-
-class KTORow(BaseModel):
-    """TRL's unpaired preference shape: one answer and whether it is desirable."""
-
-    model_config = ConfigDict(extra="ignore")
-    prompt: Text
-    completion: Text
-    label: bool
 
 
 @dataclass
@@ -55,8 +31,7 @@ def load_rows(stage: str, data: str | Path, task: str | None = None, pairs: str 
               seed: int = 0) -> list[dict[str, Any]]:
     """Rows as ``{"prompt","completion"}`` (sft) or ``{"prompt","chosen","rejected"}`` (dpo)."""
     if task is None:
-        row_type = SFTRow if stage == "sft" else PairRow
-        return [r.model_dump() for r in read_records(data, row_type, check_ids=False)]
+        return _fields(data, SFTRow if stage == "sft" else PairRow)
     from clinalign.data.pairs import preference_pairs, sft_examples
     from clinalign.tasks import get_task
 
@@ -66,6 +41,11 @@ def load_rows(stage: str, data: str | Path, task: str | None = None, pairs: str 
     if not rows:
         raise DataError([f"{data}: no training examples could be built"])
     return rows
+
+
+def _fields(data: str | Path, row_type: type[SFTRow] | type[PairRow] | type[KTORow]) -> list[dict[str, Any]]:
+    """The rows of a user's file (data/rows.py validates them), without their tracing columns."""
+    return [{k: row[k] for k in row_type.model_fields} for _, row in read_rows(data, row_type)]
 
 
 def tokenize_rows(stage: str, rows: list[dict[str, Any]], tokenizer: Any, max_length: int,
@@ -98,7 +78,7 @@ def load_kto_rows(data: str | Path, task: str | None = None, pairs: str | None =
     pair file or task records) split into a desirable and an undesirable row each."""
     if task is None:
         try:
-            return [r.model_dump() for r in read_records(data, KTORow, check_ids=False)]
+            return _fields(data, KTORow)
         except DataError as kto_error:
             try:
                 paired = load_rows("dpo", data)

@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from clinalign.data.io import write_text_atomic
+from clinalign.data.io import read_jsonl, write_text_atomic
 from clinalign.errors import RESUMABLE, ConfigError, TrainingStopped
 from clinalign.train import checkpoint, distributed
 from clinalign.train.config import TrainConfig
@@ -243,7 +243,7 @@ def _restore_metrics(path: Path, step: int) -> None:
     """After a resume, drop metric rows written after the checkpoint (they will be redone)."""
     if not path.is_file():
         return
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    rows = read_jsonl(path)
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
 

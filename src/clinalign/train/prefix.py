@@ -29,6 +29,7 @@ from clinalign.train.batching import (
     decoder_stack,
     only_layers,
 )
+from clinalign.train.config import prefix_cache_problem
 
 
 def frozen_layers(model: Any) -> int:
@@ -65,8 +66,8 @@ def prepare(cfg: Any, model: Any, example_sets: Sequence[Sequence[SFTExample] | 
     if not cfg.prefix_cache:
         return
     start = frozen_layers(model)
-    if start == 0:
-        raise ConfigError("prefix_cache: the first decoder layer trains, so there is nothing to cache; "
-                          "set lora_layers to fewer layers than the model has")
+    problem = prefix_cache_problem(cfg, frozen=start)  # checked before OUT was written, but for an
+    if problem:  # init_from adapter, whose layers only the loaded model shows
+        raise ConfigError(problem)
     for examples in example_sets:
         fill(model, examples, start, pad_id, device)

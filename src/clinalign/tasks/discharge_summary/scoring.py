@@ -361,6 +361,7 @@ def metrics() -> tuple[Metric, ...]:
             vals = [per_item(r, p) for r, p in zip(recs, preds, strict=True)]
             return sum(vals) / len(vals) if vals else float("nan")
 
-        return Metric(key, "wilcoxon", compute, per_item=per_item, higher_is_better=higher_is_better)
+        return Metric(key, "wilcoxon", compute, per_item=per_item, higher_is_better=higher_is_better,
+                      mean=True)
 
     return (metric("likert", True), metric("fact_recall", True), metric("false_facts", False))

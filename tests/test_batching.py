@@ -7,23 +7,15 @@ import torch
 
 from clinalign.errors import ConfigError
 from clinalign.models.loading import load_model, load_tokenizer
-from clinalign.train.batching import (
-    IGNORE,
-    collate_pairs,
-    collate_sft,
-    pair_logps,
-    pair_logps_concat,
-    sft_forward,
-    sft_logps,
-    tokenize_pair,
-    tokenize_sft,
-)
+from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, pair_logps_concat, sft_forward
 from clinalign.train.ref_cache import (
     cached_reference_logps,
     compute_reference_logps,
     fingerprint_model,
     fingerprint_pairs,
 )
+from clinalign.train.tokenize import IGNORE, tokenize_pair, tokenize_sft
+from helpers import sft_logps
 
 PROMPTS = [
     "Passage: 34F with dysuria, urinary frequency and suprapubic pain for two days. Does it describe a UTI?",
@@ -247,27 +239,6 @@ def test_fingerprints_change_with_weights_and_data(model, tok, tmp_path):
     assert fingerprint_model(tmp_path / "m") != fingerprint_model(model.name_or_path)
     pairs = _pairs(tok)
     assert fingerprint_pairs(pairs) != fingerprint_pairs(pairs[::-1])
-
-
-def test_bucket_batches_cover_everything_once_and_cut_padding():
-    import random
-
-    from clinalign.train.batching import bucket_batches
-
-    rng = random.Random(0)
-    lengths = [rng.randint(50, 1000) for _ in range(1000)]
-    batches = bucket_batches(lengths, 8, seed=3)
-    assert sorted(i for b in batches for i in b) == list(range(1000))
-    assert all(1 <= len(b) <= 8 for b in batches)
-    assert batches == bucket_batches(lengths, 8, seed=3) and batches != bucket_batches(lengths, 8, seed=4)
-
-    def padding(bs):
-        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
-
-    order = list(range(1000))
-    rng.shuffle(order)
-    naive = [order[i : i + 8] for i in range(0, 1000, 8)]
-    assert padding(batches) < 0.1 * padding(naive)
 
 
 def test_pair_logps_through_ddp_and_fsdp2_wrappers(tiny_model_dir, tok, tmp_path):

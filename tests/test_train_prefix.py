@@ -9,18 +9,11 @@ import pytest
 import torch
 
 from clinalign.cli import run
+from clinalign.models.layers import decoder_stack
 from clinalign.train import prefix
-from clinalign.train.batching import (
-    IGNORE,
-    PairExample,
-    SFTExample,
-    collate_pairs,
-    collate_sft,
-    decoder_stack,
-    pair_logps,
-    sft_forward,
-)
+from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, sft_forward
 from clinalign.train.ref_cache import reference_mode
+from clinalign.train.tokenize import IGNORE, PairExample, SFTExample
 
 
 @pytest.fixture

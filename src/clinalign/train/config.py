@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, NonNegativeInt, ValidationError, mod
 
 from clinalign.errors import ConfigError
 from clinalign.models.device import Device, DType
-from clinalign.train.losses import LOSS_TYPES
+from clinalign.train.losses import loss_spec
 
 #: Defaults measured on small clinical datasets (a few hundred records; see benchmarks/RESULTS.md,
 #: "SFT that fits"): one epoch of LoRA SFT at 5e-4 left the model at chance on its own training set
@@ -121,8 +121,10 @@ class TrainConfig(BaseModel):
             self.epochs = DEFAULT_EPOCHS[self.stage]
         if self.lr is None:
             self.lr = DEFAULT_LR[(self.stage, self.lora)]
-        if self.loss not in LOSS_TYPES:
-            raise ValueError(f"unknown loss {self.loss!r}; choose one of {', '.join(LOSS_TYPES)}")
+        try:
+            loss_spec(self.loss, key="loss")
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         for name in ("epochs", "batch_size", "grad_accum", "lora_rank", "max_length", "log_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")

@@ -9,6 +9,7 @@ from clinalign.errors import ConfigError
 from clinalign.models.loading import load_model, load_tokenizer
 from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, pair_logps_concat, sft_forward
 from clinalign.train.ref_cache import (
+    adapters_off,
     cached_reference_logps,
     compute_reference_logps,
     fingerprint_model,
@@ -197,7 +198,8 @@ def test_reference_with_lora_is_base_model_and_cache_hits(model, tok, tmp_path):
         load_model(model.name_or_path), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)
     )
     lora.train()
-    ref_c, ref_r = compute_reference_logps(lora, pairs, pad_id=tok.pad_token_id, batch_size=4)
+    with adapters_off(lora):
+        ref_c, ref_r = compute_reference_logps(lora, pairs, pad_id=tok.pad_token_id, batch_size=4)
     torch.testing.assert_close(ref_c, base_c, atol=1e-5, rtol=0)  # adapters were off, order kept
     torch.testing.assert_close(ref_r, base_r, atol=1e-5, rtol=0)
     assert lora.training  # mode restored

@@ -25,7 +25,6 @@ def unwrap(model: Any) -> Any:
 def decoder_stack(model: Any) -> Any:
     """The decoder (``LlamaModel`` and kin: ``.layers``, ``.norm``) under DDP, peft and the LM head."""
     m = unwrap(model)
-    m = getattr(m, "inner", m)  # the DPO recipe's as-is reference wrapper
     if hasattr(m, "get_base_model"):
         m = m.get_base_model()
     dec = getattr(m, "model", None)

@@ -140,16 +140,9 @@ def worker(config: str, model_dir: str, pairs: list[dict], batch_size: int, step
     import torch
 
     from clinalign.models.loading import load_model, load_tokenizer
-    from clinalign.train.batching import (
-        collate_pairs,
-        collate_sft,
-        pair_logps,
-        pair_logps_concat,
-        sft_forward,
-        tokenize_pair,
-        tokenize_sft,
-    )
     from clinalign.train.losses import dpo_loss
+    from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, pair_logps_concat, sft_forward
+    from clinalign.train.tokenize import tokenize_pair, tokenize_sft
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     torch.manual_seed(0)
@@ -286,7 +279,7 @@ def main() -> None:
     pairs = make_pairs(n, tok, prompt_tokens=a.prompt_tokens)
     data.write_text(json.dumps(pairs))
     from clinalign.models.loading import load_tokenizer
-    from clinalign.train.batching import tokenize_pair
+    from clinalign.train.tokenize import tokenize_pair
 
     t = load_tokenizer(model_dir)
     ex = [tokenize_pair(t, p["prompt"], p["chosen"], p["rejected"], 4096) for p in pairs]

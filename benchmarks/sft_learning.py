@@ -24,7 +24,7 @@ from clinalign.data.splits import split_records
 from clinalign.eval.inference import predict_closed_set
 from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path
 from clinalign.tasks import get_task
-from clinalign.train.batching import _answer_ids, _prompt_ids
+from clinalign.train.tokenize import answer_ids, prompt_ids
 
 
 def baseline(task, train, test):
@@ -42,9 +42,9 @@ def decision_loss(task, model, tok, recs):
     """mean NLL on decision tokens (where choices branch) vs forced format tokens."""
     dec, fmt = [], []
     for r in recs:
-        p = _prompt_ids(tok, task.prompt(r))
-        choices = [_answer_ids(tok, task.prompt(r), p, c) for c in task.choices_for(r)]
-        gold = _answer_ids(tok, task.prompt(r), p, task.answer(r))
+        p = prompt_ids(tok, task.prompt(r))
+        choices = [answer_ids(tok, task.prompt(r), p, c) for c in task.choices_for(r)]
+        gold = answer_ids(tok, task.prompt(r), p, task.answer(r))
         ids = torch.tensor([p + gold])
         with torch.no_grad():
             lg = model(input_ids=ids).logits[0, len(p)-1:-1].float()

@@ -115,8 +115,9 @@ def worker_check(model_dir: str, pairs: list[dict[str, str]], a: argparse.Namesp
     import torch
 
     from clinalign.models.loading import load_model, load_tokenizer
-    from clinalign.train.batching import PairExample, collate_pairs, pair_logps, tokenize_pair
     from clinalign.train.losses import dpo_loss
+    from clinalign.train.packing import collate_pairs, pair_logps
+    from clinalign.train.tokenize import PairExample, tokenize_pair
 
     batch = pairs[: a.batch_size]
     torch.manual_seed(0)

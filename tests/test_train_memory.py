@@ -7,16 +7,10 @@ import pytest
 import torch
 
 from clinalign.models.loading import load_tokenizer
-from clinalign.train.batching import (
-    collate_pairs,
-    collate_sft,
-    pair_logps,
-    sft_forward,
-    tokenize_pair,
-    tokenize_sft,
-)
 from clinalign.train.config import build_config
 from clinalign.train.loop import load_policy
+from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, sft_forward
+from clinalign.train.tokenize import tokenize_pair, tokenize_sft
 
 PROMPT = "Does this note describe a urinary tract infection? Dysuria, frequency, positive nitrites."
 

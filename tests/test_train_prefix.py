@@ -9,18 +9,11 @@ import pytest
 import torch
 
 from clinalign.cli import run
+from clinalign.models.layers import decoder_stack
 from clinalign.train import prefix
-from clinalign.train.batching import (
-    IGNORE,
-    PairExample,
-    SFTExample,
-    collate_pairs,
-    collate_sft,
-    decoder_stack,
-    pair_logps,
-    sft_forward,
-)
-from clinalign.train.ref_cache import reference_mode
+from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, sft_forward
+from clinalign.train.ref_cache import adapters_off
+from clinalign.train.tokenize import IGNORE, PairExample, SFTExample
 
 
 @pytest.fixture
@@ -83,13 +76,13 @@ def test_pair_logps_equal_the_plain_forward_with_and_without_adapters(lora_tiny)
     pairs = [PairExample(_ids(g, p), _ids(g, c), _ids(g, r)) for p, c, r in [(30, 2, 4), (12, 5, 1), (25, 1, 1)]]
     with torch.no_grad():
         plain = pair_logps(lora_tiny, collate_pairs(pairs, 0))
-        with reference_mode(lora_tiny) as ref:
+        with adapters_off(lora_tiny) as ref:
             plain_ref = pair_logps(ref, collate_pairs(pairs, 0))
         prefix.fill(lora_tiny, pairs, 1, 0, "cpu")
         batch = collate_pairs(pairs, 0)
         assert batch.inputs_embeds is not None and batch.prefix_start == 1
         cached = pair_logps(lora_tiny, batch)
-        with reference_mode(lora_tiny) as ref:
+        with adapters_off(lora_tiny) as ref:
             cached_ref = pair_logps(ref, batch)
     for want, got in zip((*plain, *plain_ref), (*cached, *cached_ref), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)

@@ -1,7 +1,7 @@
 """Inference for evaluation: closed-set answers scored by log-likelihood, free text generated.
 
 **What is scored.** An allowed answer is scored as the complete assistant reply exactly as training
-tokenises it (chat template, answer text, end-of-turn token; see ``train/batching._answer_ids``).
+tokenises it (chat template, answer text, end-of-turn token; see ``train/tokenize.answer_ids``).
 Including the end-of-turn token is what makes "no" and "not sure" comparable: "no" cannot win by
 being a prefix of "not sure", because "no<end>" must also say the reply ends there. The score of an
 answer is the sum of its tokens' log-probs (no length normalisation: each candidate is a whole
@@ -29,15 +29,8 @@ import torch
 
 from clinalign.errors import TaskError
 from clinalign.tasks.base import Task
-from clinalign.train.batching import (
-    _answer_ids,
-    _fit_prompt,
-    _model_mask,
-    _prompt_ids,
-    _token_logps,
-    decoder_stack,
-    only_layers,
-)
+from clinalign.train.packing import answer_logps, hidden_before, pack
+from clinalign.train.tokenize import answer_ids, fit_prompt, prompt_ids
 
 Mode = Literal["score", "generate"]
 
@@ -48,58 +41,11 @@ def _device(model: Any) -> torch.device:
 
 def _prompt(tokenizer: Any, prompt: str, max_prompt_tokens: int | None) -> tuple[list[int], bool]:
     """Prompt ids (chat template applied), cut from the left like training does when too long."""
-    ids = _prompt_ids(tokenizer, prompt)
+    ids = prompt_ids(tokenizer, prompt)
     if max_prompt_tokens is None:
         return ids, False
-    kept, truncated = _fit_prompt(tokenizer, ids, 0, max_prompt_tokens, "left")
+    kept, truncated = fit_prompt(tokenizer, ids, 0, max_prompt_tokens, "left")
     return (kept if kept is not None else ids[-max_prompt_tokens:]), truncated
-
-
-def _packed_batch(items: Sequence[tuple[list[int], list[list[int]]]], pad_id: int) -> dict[str, Any]:
-    """Pack each (prompt ids, [answer ids...]) as one right-padded row; see the module docstring.
-
-    Returns the model inputs plus ``index``/``targets``/``owner``: for every answer token, the row of
-    the flat answer-only logits that predicts it, the token, and which (item, answer) it belongs to
-    (numbered item-major across the batch).
-    """
-    b = len(items)
-    width = max(len(p) + sum(len(a) for a in answers) for p, answers in items)
-    ids = torch.full((b, width), pad_id, dtype=torch.long)
-    pos = torch.zeros((b, width), dtype=torch.long)
-    seg = torch.full((b, width), -1, dtype=torch.long)  # 0 prompt, k answer k, -1 pad
-    keep = torch.zeros((b, width), dtype=torch.bool)
-    predictor: list[tuple[int, int]] = []  # (row, position) predicting each answer token
-    targets: list[int] = []
-    owner: list[int] = []
-    n_answers = 0
-    for i, (p, answers) in enumerate(items):
-        ids[i, : len(p)] = torch.tensor(p)
-        pos[i, : len(p)] = torch.arange(len(p))
-        seg[i, : len(p)] = 0
-        keep[i, len(p) - 1] = True  # the last prompt token predicts every answer's first token
-        start = len(p)
-        for k, a in enumerate(answers, start=1):
-            end = start + len(a)
-            ids[i, start:end] = torch.tensor(a)
-            pos[i, start:end] = torch.arange(len(p), len(p) + len(a))
-            seg[i, start:end] = k
-            keep[i, start : end - 1] = True  # each answer token but the last predicts the next one
-            predictor += [(i, len(p) - 1)] + [(i, t) for t in range(start, end - 1)]
-            targets += a
-            owner += [n_answers] * len(a)
-            n_answers += 1
-            start = end
-    q, k = seg[:, :, None], seg[:, None, :]
-    causal = torch.ones((width, width), dtype=torch.bool).tril()
-    allowed = causal & (((k == 0) & (q >= 0)) | (k == q))  # prompt, or own answer; pads see pads
-    flat_row = (keep.flatten().cumsum(0) - 1).view(b, width)  # row of the flat logits per kept position
-    at = torch.tensor(predictor, dtype=torch.long)
-    index = flat_row[at[:, 0], at[:, 1]]
-    return {
-        "input_ids": ids, "attention_mask": allowed[:, None], "position_ids": pos, "logits_to_keep": keep,
-        "index": index, "targets": torch.tensor(targets, dtype=torch.long),
-        "owner": torch.tensor(owner, dtype=torch.long), "n_answers": n_answers,
-    }
 
 
 Variant = Callable[[], AbstractContextManager[Any]]
@@ -129,49 +75,33 @@ def shared_choice_logliks(model: Any, variants: Mapping[str, Variant], tokenizer
     for prompt, opts in zip(prompts, choices, strict=True):
         if not opts:
             raise TaskError(f"no allowed answers to score for the prompt {prompt[:60]!r}")
-        full = _prompt_ids(tokenizer, prompt)
+        full = prompt_ids(tokenizer, prompt)
         p, _ = _prompt(tokenizer, prompt, max_prompt_tokens)
-        items.append((p, [_answer_ids(tokenizer, prompt, full, c) for c in opts]))
+        items.append((p, [answer_ids(tokenizer, prompt, full, c) for c in opts]))
     device = _device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(items)), key=lambda j: -(len(items[j][0]) + sum(map(len, items[j][1]))))
     out: dict[str, list[list[float]]] = {name: [[] for _ in items] for name in variants}
     for s in range(0, len(order), batch_size):
         chunk = order[s : s + batch_size]
-        batch = _packed_batch([items[j] for j in chunk], pad)
-        mask = _model_mask(model, batch["attention_mask"].to(device))
-        position_ids = batch["position_ids"].to(device)
-        inputs: dict[str, Any] = {"input_ids": batch["input_ids"].to(device)}
+        batch = pack([items[j] for j in chunk], pad).to(device)
         if start_layer:  # the layers every variant shares, once
-            with only_layers(model, 0, start_layer, final_norm=False):
-                hidden = decoder_stack(model)(**inputs, attention_mask=mask, position_ids=position_ids,
-                                              use_cache=False).last_hidden_state
-            inputs = {"inputs_embeds": hidden}
+            batch.inputs_embeds, batch.prefix_start = hidden_before(model, batch, start_layer), start_layer
         for name, variant in variants.items():
-            with variant(), only_layers(model, start_layer) if start_layer else nullcontext():
-                logits = model(**inputs, attention_mask=mask, position_ids=position_ids,
-                               logits_to_keep=batch["logits_to_keep"].to(device), use_cache=False).logits
-            tok = _token_logps(logits[batch["index"].to(device)], batch["targets"].to(device))
-            sums = torch.zeros(batch["n_answers"], dtype=tok.dtype, device=device)
-            sums = sums.index_add(0, batch["owner"].to(device), tok).tolist()
+            with variant():
+                sums = answer_logps(model, batch).tolist()
             for j in chunk:
                 k = len(items[j][1])
                 out[name][j], sums = sums[:k], sums[k:]
     return out
 
 
-def _softmax(logliks: Sequence[float]) -> list[float]:
+def answer_probs(logliks: Sequence[float]) -> list[float]:
+    """The probability of each allowed answer: the softmax of their log-likelihoods."""
     top = max(logliks)
     e = [math.exp(x - top) for x in logliks]
     z = sum(e)
     return [x / z for x in e]
-
-
-def score_choices(model: Any, tokenizer: Any, prompts: Sequence[str], choices: Sequence[Sequence[str]],
-                  batch_size: int = 8, max_prompt_tokens: int | None = None) -> list[dict[str, float]]:
-    """Per prompt, a probability per allowed answer: the softmax of the answers' log-likelihoods."""
-    logliks = choice_logliks(model, tokenizer, prompts, choices, batch_size, max_prompt_tokens)
-    return [dict(zip(opts, _softmax(ll), strict=True)) for opts, ll in zip(choices, logliks, strict=True)]
 
 
 def predict_closed_set(task: Task, model: Any, tokenizer: Any, records: Sequence[Any], batch_size: int = 8,
@@ -201,7 +131,7 @@ def closed_set_rows(task: Task, records: Sequence[Any], logliks: Sequence[Sequen
     prompts = [task.prompt(r) for r in records]
     rows = []
     for r, o, ll in zip(records, opts, logliks, strict=True):
-        probs = dict(zip(o, _softmax(ll), strict=True))
+        probs = dict(zip(o, answer_probs(ll), strict=True))
         rows.append({"id": r.id, "gold": task.answer(r), "pred": o[max(range(len(o)), key=ll.__getitem__)],
                      "probs": probs, "logliks": dict(zip(o, ll, strict=True))})
     return _mark_cut(rows, tokenizer, prompts, max_prompt_tokens)
@@ -279,7 +209,3 @@ def predict_generation(task: Task, model: Any, tokenizer: Any, records: Sequence
             for r, t in zip(records, texts, strict=True)]
     return _mark_cut(rows, tokenizer, prompts, max_prompt_tokens)
 
-
-def count_unparseable(rows: Sequence[dict[str, Any]]) -> int:
-    """Generated rows whose text the task could not parse."""
-    return sum(1 for r in rows if "text" in r and r["pred"] is None)

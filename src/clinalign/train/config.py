@@ -14,8 +14,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
 
 from clinalign.config import apply_overrides, read_yaml, validate
+from clinalign.errors import ConfigError
 from clinalign.models.device import Device, DType
-from clinalign.train.losses import LOSS_TYPES
+from clinalign.train.losses import loss_spec
 
 #: Defaults measured on small clinical datasets (a few hundred records; see benchmarks/RESULTS.md,
 #: "SFT that fits"): one epoch of LoRA SFT at 5e-4 left the model at chance on its own training set
@@ -136,8 +137,10 @@ class TrainConfig(BaseModel):
     @field_validator("loss")
     @classmethod
     def _known_loss(cls, v: str) -> str:
-        if v not in LOSS_TYPES:
-            raise ValueError(f"unknown loss {v!r}; choose one of {', '.join(LOSS_TYPES)}")
+        try:
+            loss_spec(v, key="loss")  # the registry is the one place a loss name is checked
+        except ConfigError as e:
+            raise ValueError(str(e)) from None
         return v
 
     @model_validator(mode="after")

@@ -24,31 +24,20 @@ import torch
 
 from clinalign.errors import ConfigError
 from clinalign.train import distributed, loop, prefix
-from clinalign.train.batching import collate_pairs, pair_logps
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import kto_as_pairs, load_kto_rows, load_rows, tokenize_rows
-from clinalign.train.losses import dpo_loss, loss_spec
+from clinalign.train.losses import DPOLoss, DPOOutput
+from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
 from clinalign.train.ref_cache import (
+    Live,
+    Precomputed,
+    Reference,
     cached_reference_logps,
     compute_reference_logps,
     fingerprint_model,
-    reference_mode,
 )
 
 METRICS = ("reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
-
-
-class _AsIs(torch.nn.Module):
-    """The policy exactly as it is (adapters on): before the first step it *is* the reference, also
-    when it starts from an SFT adapter, which "adapters disabled" would skip."""
-
-    def __init__(self, model: torch.nn.Module):
-        super().__init__()
-        self.inner = model
-        self.config = model.config
-
-    def forward(self, **kw):  # noqa: ANN003
-        return self.inner(**kw)
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -58,12 +47,13 @@ def run(cfg: TrainConfig) -> Path:
     out = loop.check_out(cfg)
     if not cfg.data:
         raise ConfigError("no training data: give --data FILE (prompt/chosen/rejected, or records with --task)")
-    if loss_spec(cfg.loss).reference and not cfg.precompute_ref and cfg.lora and cfg.init_from and (Path(cfg.init_from) / "adapter_config.json").is_file():
+    loss_fn = DPOLoss.from_config(cfg)
+    spec = loss_fn.spec
+    if spec.reference and not cfg.precompute_ref and cfg.lora and cfg.init_from and (Path(cfg.init_from) / "adapter_config.json").is_file():
         raise ConfigError("precompute_ref: false with LoRA init_from an adapter is not supported "
                           "(the reference would be the base, not the SFT model); use precompute_ref: true")
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
-    spec = loss_spec(cfg.loss)
 
     def pair_data(path: str) -> tuple[list, torch.Tensor | None, dict[str, int]]:  # noqa: ANN001
         if spec.unpaired:
@@ -82,50 +72,27 @@ def run(cfg: TrainConfig) -> Path:
         loop.seed_everything(cfg.seed)
         loop.prepare_out(cfg, info, out, {"pairs": len(pairs), **counts})
 
-        # 2. policy, and the reference: cached log-probs of the initial policy, or a model per step
+        # 2. policy, and the reference (None for SimPO / ORPO: no reference pass, no cache, no copy)
         policy = loop.load_policy(cfg, model_path).to(info.device)
-        val_pairs, val_labels, val_ref_c, val_ref_r = [], None, None, None
+        val_pairs, val_labels = [], None
         if cfg.val_data:
             val_pairs, val_labels, _ = pair_data(cfg.val_data)
         prefix.prepare(cfg, policy, [pairs, val_pairs], pad, info.device)  # frozen layers, once per pair
+        # validation is always against the initial policy, computed once before the first step
+        val_ref: Reference | None = None
         if val_pairs and spec.reference:
-            with torch.no_grad():
-                policy.eval()
-                val_ref_c, val_ref_r = compute_reference_logps(_AsIs(policy), val_pairs, pad_id=pad,
-                                                               batch_size=cfg.batch_size, device=info.device)
-                policy.train()
-        ref_model = None
-        if not spec.reference:
-            pass  # SimPO / ORPO: no reference pass, no cache, no frozen copy
-        elif cfg.precompute_ref:
-            fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
-            ref_c, ref_r, _ = cached_reference_logps(
-                _AsIs(policy), pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad,
-                batch_size=cfg.batch_size, device=info.device,
-                settings={"max_length": cfg.max_length, "truncation": cfg.truncation, "dtype": cfg.dtype})
-            policy.train()
-        elif not cfg.lora:
-            ref_model = copy.deepcopy(policy).eval().requires_grad_(False)
+            val_ref = Precomputed(*compute_reference_logps(policy, val_pairs, pad_id=pad, batch_size=cfg.batch_size,
+                                                           device=info.device))
+        reference = _reference(cfg, out, policy, pairs, pad, info.device, model_path) if spec.reference else None
         model = distributed.wrap(policy, cfg.parallel, info)
 
-        def reference(idx: list[int], batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:  # noqa: ANN001
-            if not spec.reference:
-                return None, None
-            if cfg.precompute_ref:
-                return ref_c[idx].to(info.device), ref_r[idx].to(info.device)
-            with torch.no_grad():
-                if ref_model is not None:
-                    c, r, _ = pair_logps(ref_model, batch)
-                else:
-                    with reference_mode(model) as ref:
-                        c, r, _ = pair_logps(ref, batch)
-            return c, r
-
-        def loss_of(batch, c, r, nll, ref_c, ref_r, lab):  # noqa: ANN001, ANN202
-            return dpo_loss(c, r, ref_c, ref_r, beta=cfg.beta, loss_type=cfg.loss, label_smoothing=cfg.label_smoothing,
-                            rpo_alpha=cfg.rpo_alpha, chosen_nll=nll, chosen_lengths=batch.chosen_lengths,
-                            rejected_lengths=batch.rejected_lengths, labels=lab, simpo_gamma=cfg.simpo_gamma,
-                            desirable_weight=cfg.desirable_weight, undesirable_weight=cfg.undesirable_weight)
+        def forward(idx: list[int], batch: PairBatch, ref: Reference | None,
+                    lab: torch.Tensor | None) -> DPOOutput:
+            """The policy's and the reference's log-probs of a batch, and its loss: every step and evaluation."""
+            ref_c, ref_r = ref.logps(idx, batch) if ref is not None else (None, None)
+            chosen, rejected, nll = pair_logps(model, batch)
+            return loss_fn(chosen, rejected, ref_c, ref_r, chosen_nll=nll, chosen_lengths=batch.chosen_lengths,
+                           rejected_lengths=batch.rejected_lengths, labels=lab)
 
         # 3. one optimizer step: grad_accum micro-batches, mean over the pairs of the global batch
         def step(micro: list[list[int]]) -> loop.StepStats:
@@ -134,10 +101,8 @@ def run(cfg: TrainConfig) -> Path:
             sums = dict.fromkeys(METRICS, 0.0)
             for idx in micro:
                 batch = collate_pairs([pairs[i] for i in idx], pad).to(info.device)
-                ref_chosen, ref_rejected = reference(idx, batch)
-                chosen, rejected, nll = pair_logps(model, batch)
                 lab = labels[idx].to(info.device) if labels is not None else None
-                out_ = loss_of(batch, chosen, rejected, nll, ref_chosen, ref_rejected, lab)
+                out_ = forward(idx, batch, reference, lab)
                 (out_.losses.sum() / denom).backward()
                 loss_sum += float(out_.losses.detach().sum())
                 tokens += batch.num_tokens
@@ -161,11 +126,8 @@ def run(cfg: TrainConfig) -> Path:
                     for i in range(0, len(val_pairs), cfg.batch_size):
                         idx = list(range(i, min(i + cfg.batch_size, len(val_pairs))))
                         batch = collate_pairs([val_pairs[j] for j in idx], pad).to(info.device)
-                        c, r, nll = pair_logps(model, batch)
-                        refs = ((val_ref_c[idx].to(info.device), val_ref_r[idx].to(info.device))
-                                if spec.reference else (None, None))
                         lab = val_labels[idx].to(info.device) if val_labels is not None else None
-                        o = loss_of(batch, c, r, nll, *refs, lab)
+                        o = forward(idx, batch, val_ref, lab)
                         m = o.chosen_rewards - o.rejected_rewards
                         loss, acc, margin = loss + float(o.losses.sum()), acc + float((m > 0).sum()), margin + float(m.sum())
                 model.train()
@@ -176,3 +138,24 @@ def run(cfg: TrainConfig) -> Path:
         return loop.train(cfg, info, out, model, tokenizer, len(pairs), step, METRICS, eval_fn=eval_fn)
     finally:
         distributed.shutdown()
+
+
+def _reference(cfg: TrainConfig, out: Path, policy: torch.nn.Module, pairs: list, pad: int, device: torch.device,
+               model_path: str) -> Reference:
+    """Where the training steps' reference log-probs come from, decided once, before the policy is wrapped.
+
+    - ``precompute_ref`` (default): the initial policy *as it is* - the base model, or the SFT model
+      when ``init_from`` a previous run (adapter included) - run once over every pair and cached.
+    - otherwise, with LoRA: the policy with its adapters switched off, at every step (one copy of the
+      weights; refused above when ``init_from`` is an adapter, as the base would not be the start).
+    - otherwise (full fine-tuning): a frozen copy of the initial policy, at every step.
+    """
+    if cfg.precompute_ref:
+        fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
+        chosen, rejected, _ = cached_reference_logps(
+            policy, pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad, batch_size=cfg.batch_size,
+            device=device, settings={"max_length": cfg.max_length, "truncation": cfg.truncation, "dtype": cfg.dtype})
+        return Precomputed(chosen, rejected)
+    if cfg.lora:
+        return Live(policy, no_adapters=True)  # under DDP the inner module: no gradients, no sync needed
+    return Live(copy.deepcopy(policy).eval().requires_grad_(False))

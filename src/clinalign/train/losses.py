@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -160,10 +160,57 @@ def _kto(x: LossInputs) -> tuple[Tensor, Tensor, Tensor]:
 LOSS_TYPES = tuple(LOSSES)
 
 
-def loss_spec(loss_type: str) -> LossSpec:
+def loss_spec(loss_type: str, key: str = "DPO loss_type") -> LossSpec:
+    """The registered loss ``loss_type``: the one place a loss name is checked (the config calls it too,
+    naming its own ``key``)."""
     if loss_type not in LOSSES:
-        raise ConfigError(f"unknown DPO loss_type {loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
+        raise ConfigError(f"unknown {key} {loss_type!r}; choose one of {', '.join(LOSS_TYPES)}")
     return LOSSES[loss_type]
+
+
+class DPOLoss(nn.Module):
+    """Per-pair preference loss ``LOSSES[loss_type]`` with its hyper-parameters, checked once when built
+    (see each loss function's docstring for its equation). A recipe builds it once from the config
+    (:meth:`from_config`) and calls it every step.
+
+    RPO (Pang et al. 2024): any loss + ``rpo_alpha * chosen_nll``, where ``chosen_nll`` is the
+    per-example mean negative log-likelihood of the chosen answer's tokens. (TRL averages the NLL over
+    all chosen tokens of the batch instead; the two agree when chosen answers have equal lengths.)
+    """
+
+    def __init__(self, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
+                 rpo_alpha: float | None = None, simpo_gamma: float = 0.5, desirable_weight: float = 1.0,
+                 undesirable_weight: float = 1.0):
+        super().__init__()
+        self.spec = loss_spec(loss_type)
+        if not 0.0 <= label_smoothing < 0.5:
+            raise ConfigError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
+        self.beta, self.loss_type, self.label_smoothing, self.rpo_alpha = beta, loss_type, label_smoothing, rpo_alpha
+        self.simpo_gamma, self.desirable_weight, self.undesirable_weight = (simpo_gamma, desirable_weight,
+                                                                            undesirable_weight)
+
+    @classmethod
+    def from_config(cls, cfg: Any) -> DPOLoss:
+        """The loss a training config (``train/config.TrainConfig``) names, with its hyper-parameters."""
+        return cls(beta=cfg.beta, loss_type=cfg.loss, label_smoothing=cfg.label_smoothing, rpo_alpha=cfg.rpo_alpha,
+                   simpo_gamma=cfg.simpo_gamma, desirable_weight=cfg.desirable_weight,
+                   undesirable_weight=cfg.undesirable_weight)
+
+    def forward(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor,
+                ref_chosen_logps: Tensor | None = None, ref_rejected_logps: Tensor | None = None, *,
+                chosen_nll: Tensor | None = None, chosen_lengths: Tensor | None = None,
+                rejected_lengths: Tensor | None = None, labels: Tensor | None = None) -> DPOOutput:
+        if self.spec.reference and (ref_chosen_logps is None or ref_rejected_logps is None):
+            raise ConfigError(f"the {self.loss_type} loss needs reference log-probs")
+        losses, chosen_rewards, rejected_rewards = self.spec.fn(LossInputs(
+            policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths,
+            rejected_lengths, labels, self.beta, self.label_smoothing, self.simpo_gamma, self.desirable_weight,
+            self.undesirable_weight))
+        if self.rpo_alpha is not None:
+            if chosen_nll is None:
+                raise ConfigError("rpo_alpha is set but no chosen_nll was given")
+            losses = losses + self.rpo_alpha * chosen_nll
+        return DPOOutput(losses, chosen_rewards, rejected_rewards)
 
 
 def dpo_loss(
@@ -184,42 +231,11 @@ def dpo_loss(
     desirable_weight: float = 1.0,
     undesirable_weight: float = 1.0,
 ) -> DPOOutput:
-    """Per-pair preference loss ``LOSSES[loss_type]`` (see each function's docstring for its equation).
-
-    RPO (Pang et al. 2024): any loss + ``rpo_alpha * chosen_nll``, where ``chosen_nll`` is the
-    per-example mean negative log-likelihood of the chosen answer's tokens. (TRL averages the NLL over
-    all chosen tokens of the batch instead; the two agree when chosen answers have equal lengths.)
-    """
-    spec = loss_spec(loss_type)
-    if not 0.0 <= label_smoothing < 0.5:
-        raise ConfigError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}")
-    if spec.reference and (ref_chosen_logps is None or ref_rejected_logps is None):
-        raise ConfigError(f"the {loss_type} loss needs reference log-probs")
-    losses, chosen_rewards, rejected_rewards = spec.fn(LossInputs(
-        policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, chosen_lengths,
-        rejected_lengths, labels, beta, label_smoothing, simpo_gamma, desirable_weight, undesirable_weight))
-    if rpo_alpha is not None:
-        if chosen_nll is None:
-            raise ConfigError("rpo_alpha is set but no chosen_nll was given")
-        losses = losses + rpo_alpha * chosen_nll
-    return DPOOutput(losses, chosen_rewards, rejected_rewards)
-
-
-class DPOLoss(nn.Module):
-    """torchtune-style module around :func:`dpo_loss`; holds the hyper-parameters from the config."""
-
-    def __init__(self, beta: float = 0.1, loss_type: str = "sigmoid", label_smoothing: float = 0.0,
-                 rpo_alpha: float | None = None, **options: float):
-        super().__init__()
-        loss_spec(loss_type)
-        self.beta, self.loss_type = beta, loss_type
-        self.label_smoothing, self.rpo_alpha, self.options = label_smoothing, rpo_alpha, options
-
-    def forward(self, policy_chosen_logps: Tensor, policy_rejected_logps: Tensor, ref_chosen_logps: Tensor | None,
-                ref_rejected_logps: Tensor | None, **inputs: Tensor | None) -> DPOOutput:
-        return dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
-                        beta=self.beta, loss_type=self.loss_type, label_smoothing=self.label_smoothing,
-                        rpo_alpha=self.rpo_alpha, **self.options, **inputs)
+    """:class:`DPOLoss` as one function call, for plain tensors (tests, benchmarks)."""
+    loss = DPOLoss(beta, loss_type, label_smoothing, rpo_alpha, simpo_gamma, desirable_weight, undesirable_weight)
+    return loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps,
+                chosen_nll=chosen_nll, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths,
+                labels=labels)
 
 
 def sft_loss(logits: Tensor, labels: Tensor, ignore_index: int = -100, reduction: str = "mean") -> Tensor:

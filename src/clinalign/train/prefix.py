@@ -20,16 +20,10 @@ from typing import Any
 import torch
 
 from clinalign.errors import ConfigError
-from clinalign.train.batching import (
-    PairExample,
-    SFTExample,
-    _model_mask,
-    collate_pairs,
-    collate_sft,
-    decoder_stack,
-    only_layers,
-)
+from clinalign.models.layers import decoder_stack, only_layers
 from clinalign.train.config import prefix_cache_problem
+from clinalign.train.packing import collate_pairs, collate_sft, hidden_before
+from clinalign.train.tokenize import PairExample, SFTExample
 
 
 def frozen_layers(model: Any) -> int:
@@ -45,18 +39,18 @@ def fill(model: Any, examples: Sequence[SFTExample] | Sequence[PairExample], sta
     dec = decoder_stack(model)
     was_training = dec.training
     dec.eval()
-    with torch.no_grad(), only_layers(model, 0, start, final_norm=False):
+    with torch.no_grad():
         for e in examples:
             if e.prefix is not None and e.prefix[0] == start:
                 continue
             if isinstance(e, PairExample):
-                b = collate_pairs([e], pad_id).to(device)
-                kw = {"input_ids": b.input_ids, "attention_mask": _model_mask(model, b.attention_mask),
-                      "position_ids": b.position_ids}
+                hidden = hidden_before(model, collate_pairs([e], pad_id).to(device), start)
             else:
                 sb = collate_sft([e], pad_id)
-                kw = {"input_ids": sb["input_ids"].to(device), "attention_mask": sb["attention_mask"].to(device)}
-            e.prefix = (start, dec(**kw, use_cache=False).last_hidden_state[0].detach().to("cpu"))
+                with only_layers(model, 0, start, final_norm=False):
+                    hidden = dec(input_ids=sb["input_ids"].to(device), attention_mask=sb["attention_mask"].to(device),
+                                 use_cache=False).last_hidden_state
+            e.prefix = (start, hidden[0].detach().to("cpu"))
     dec.train(was_training)
 
 

@@ -1,12 +1,16 @@
-"""Reference log-probs for DPO: computed once before training, cached on disk, reused across runs.
+"""Reference log-probs for DPO: where they come from, and the on-disk cache of the precomputed ones.
 
 The reference policy never changes during DPO, so its log-probs are a pure function of (reference
-weights, tokenised pairs, tokenisation settings). We compute them once (shard-parallel when
-torch.distributed is up) and store them under a key made of those three fingerprints, so a second
-run, a resumed run, or another process reads them instead of running a second model every step.
+weights, tokenised pairs, tokenisation settings). By default we compute them once (shard-parallel
+when torch.distributed is up) and store them under a key made of those three fingerprints, so a
+second run, a resumed run, or another process reads them instead of running a second model every
+step.
 
-With LoRA the reference is the same network with adapters disabled (peft's ``disable_adapter()``:
-one copy of the weights); with full fine-tuning the caller passes a frozen copy.
+A :class:`Reference` says where a step's reference log-probs come from; the DPO recipe picks one:
+:class:`Precomputed` (the cache above), or :class:`Live`, a model run at every step - a frozen copy
+(full fine-tuning), or the policy itself with its LoRA adapters switched off (:func:`adapters_off`:
+one copy of the weights). :func:`compute_reference_logps` runs the model it is given exactly as it is;
+the caller decides which network that is.
 """
 
 from __future__ import annotations
@@ -15,14 +19,16 @@ import contextlib
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
 from clinalign.data.io import atomic_path
-from clinalign.train.batching import PairBatch, PairExample, collate_pairs, pair_logps
+from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
+from clinalign.train.tokenize import PairExample
 
 _SAMPLE = 1 << 20  # bytes hashed from each end of a weight file
 
@@ -82,14 +88,48 @@ def cache_key(model_fp: str, data_fp: str, settings: dict[str, Any] | None = Non
 
 
 @contextlib.contextmanager
-def reference_mode(model: Any) -> Iterator[Any]:
-    """Adapters off for a peft model (the base network is the reference); otherwise the model as is."""
+def adapters_off(model: Any) -> Iterator[Any]:
+    """For the duration, a peft model (also under DDP) runs with every adapter disabled: its base network."""
     inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
-    if hasattr(inner, "disable_adapter") and hasattr(inner, "peft_config"):
-        with inner.disable_adapter():
-            yield model
-    else:
+    if not (hasattr(inner, "disable_adapter") and hasattr(inner, "peft_config")):
+        raise ValueError(f"{type(inner).__name__} has no peft adapters to switch off")
+    with inner.disable_adapter():
         yield model
+
+
+class Reference(Protocol):
+    """Where a step's reference log-probs come from (chosen once, by the DPO recipe)."""
+
+    def logps(self, idx: Sequence[int], batch: PairBatch) -> tuple[Tensor, Tensor]:
+        """(chosen [B], rejected [B]) reference log-probs of the pairs ``idx``, packed as ``batch``."""
+        ...
+
+
+@dataclass(frozen=True)
+class Precomputed:
+    """Log-probs computed before training (:func:`cached_reference_logps`), looked up by pair index."""
+
+    chosen: Tensor
+    rejected: Tensor
+
+    def logps(self, idx: Sequence[int], batch: PairBatch) -> tuple[Tensor, Tensor]:
+        device = batch.input_ids.device
+        return self.chosen[list(idx)].to(device), self.rejected[list(idx)].to(device)
+
+
+@dataclass(frozen=True)
+class Live:
+    """A model run at every step, without gradients: a frozen copy, or (``no_adapters``) the policy
+    itself with its adapters switched off."""
+
+    model: Any
+    no_adapters: bool = False
+
+    @torch.no_grad()
+    def logps(self, idx: Sequence[int], batch: PairBatch) -> tuple[Tensor, Tensor]:
+        with adapters_off(self.model) if self.no_adapters else contextlib.nullcontext():
+            chosen, rejected, _ = pair_logps(self.model, batch)
+        return chosen, rejected
 
 
 def _dist() -> tuple[int, int]:
@@ -116,20 +156,20 @@ def compute_reference_logps(
     batch_size: int = 8,
     device: Any = None,
 ) -> tuple[Tensor, Tensor]:
-    """Reference (chosen [N], rejected [N]) summed log-probs, in the order of ``pairs``.
+    """Summed log-probs (chosen [N], rejected [N]) of ``model`` exactly as it is, in the order of ``pairs``.
 
     ``pairs`` is the training pairs (preferred: processed shortest-first so little is spent on
     padding, and split across ranks when torch.distributed is initialised - every rank runs the same
     number of batches, which FSDP2's collectives need) or an iterable of ready ``PairBatch``es.
+    The model runs in eval mode; its train/eval mode is restored afterwards.
     """
     was_training = getattr(model, "training", False)
     model.eval()
     try:
-        with reference_mode(model) as ref:
-            if not isinstance(pairs, Sequence) or (len(pairs) and isinstance(pairs[0], PairBatch)):
-                outs = [pair_logps(ref, b if device is None else b.to(device))[:2] for b in pairs]
-                return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
-            return _sharded(ref, pairs, pad_id=pad_id, batch_size=batch_size, device=device)
+        if not isinstance(pairs, Sequence) or (len(pairs) and isinstance(pairs[0], PairBatch)):
+            outs = [pair_logps(model, b if device is None else b.to(device))[:2] for b in pairs]
+            return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
+        return _sharded(model, pairs, pad_id=pad_id, batch_size=batch_size, device=device)
     finally:
         model.train(was_training)
 

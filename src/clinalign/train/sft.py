@@ -13,9 +13,9 @@ from pathlib import Path
 import torch
 
 from clinalign.train import distributed, loop, prefix
-from clinalign.train.batching import collate_sft, sft_forward
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import load_rows, tokenize_rows
+from clinalign.train.packing import collate_sft, sft_forward
 
 
 def run(cfg: TrainConfig) -> Path:

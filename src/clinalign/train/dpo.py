@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from clinalign.errors import ConfigError
+from clinalign.models.device import resolve
 from clinalign.train import distributed, loop, prefix
 from clinalign.train.batching import collate_pairs, pair_logps
 from clinalign.train.config import TrainConfig
@@ -102,7 +103,9 @@ def run(cfg: TrainConfig) -> Path:
             ref_c, ref_r, _ = cached_reference_logps(
                 _AsIs(policy), pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad,
                 batch_size=cfg.batch_size, device=info.device,
-                settings={"max_length": cfg.max_length, "truncation": cfg.truncation, "dtype": cfg.dtype})
+                settings={"max_length": cfg.max_length, "truncation": cfg.truncation,
+                          "load_in_4bit": cfg.load_in_4bit,  # and resolved: auto is float32 on CPU, bf16 on GPU
+                          **resolve(cfg.device, cfg.dtype, cfg.load_in_4bit).identity()})
             policy.train()
         elif not cfg.lora:
             ref_model = copy.deepcopy(policy).eval().requires_grad_(False)

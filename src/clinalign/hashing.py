@@ -62,7 +62,7 @@ def _remember(key: str, size: int, mtime_ns: int, digest: str) -> None:
     cache = {k: v for k, v in _read_cache(path).items() if _valid(v) and _stat_key(k) == v[:2]}
     cache[key] = [size, mtime_ns, digest]
     try:  # another process may write between our read and write: it loses entries, not correctness
-        write_text_atomic(path, json.dumps(cache, indent=0, sort_keys=True) + "\n")
+        write_text_atomic(path, json.dumps(cache, indent=1, sort_keys=True) + "\n")
     except WriteError:  # a read-only home: hash again next time
         pass
 

@@ -2,11 +2,11 @@
 
 Weights are identified by a hash of their bytes, not by their sizes or a sample of them: retrained
 weights of the same shape have the same size, and a fine-tune may change no sampled byte. Hashing
-costs about 1 s per GB (sha256, SHA-NI), so a file's hash is remembered in
-``$CLINALIGN_CACHE/file-hashes.json`` (default ``~/.cache/clinalign/``, beside the converted default
-model) under its (path, size, mtime_ns). The user's cache rather than a study's folder, because one
-base model serves many studies and stand-alone ``clinalign train`` runs, and each would otherwise hash
-it again; the file holds paths and hashes only, never content.
+costs about 1 s per GB from the page cache (sha256 with SHA-NI; more from disk), so a file's hash is
+remembered in ``$CLINALIGN_CACHE/file-hashes.json`` (default ``~/.cache/clinalign/``, beside the
+converted default model) under its (path, size, mtime_ns). The user's cache rather than a study's
+folder, because one base model serves many studies and stand-alone ``clinalign train`` runs, and each
+would otherwise hash it again; the file holds paths and hashes only, never content.
 
 A hash is remembered only once its file's mtime is 2 s old: a same-size rewrite within one tick of
 the file system's clock (coarse on Linux, 2 s on FAT) would keep the mtime, and a fresh file's entry

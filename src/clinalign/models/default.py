@@ -32,12 +32,17 @@ DESCRIPTION = (f"{NAME} (embedded default: {GGUF} from the PyPI package llm-smol
                "4-bit GGUF de-quantised to float32)")
 
 
-def cache_root() -> Path:
-    """Where converted models are kept: ``$CLINALIGN_CACHE/models`` or the user's cache folder."""
+def cache_dir() -> Path:
+    """clinalign's cache folder: ``$CLINALIGN_CACHE``, else ``clinalign/`` in the user's cache folder."""
     if os.environ.get("CLINALIGN_CACHE"):
-        return Path(os.environ["CLINALIGN_CACHE"]).expanduser() / "models"
+        return Path(os.environ["CLINALIGN_CACHE"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base).expanduser() / "clinalign" / "models"
+    return Path(base).expanduser() / "clinalign"
+
+
+def cache_root() -> Path:
+    """Where converted models are kept: ``models/`` in :func:`cache_dir`."""
+    return cache_dir() / "models"
 
 
 def gguf_path() -> Path:

@@ -30,6 +30,11 @@ class Placement:
 
         return getattr(torch, self.dtype)
 
+    def identity(self) -> dict[str, str]:
+        """What a cached output (a stage, reference log-probs) depends on: the device kind, not this
+        rank's index, and the dtype. ``auto`` on a CPU and on a GPU are different runs."""
+        return {"device": self.device.type, "dtype": self.dtype}
+
 
 def resolve(device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False) -> Placement:
     """Where and in what precision a model runs; see the module docstring."""

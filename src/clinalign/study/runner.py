@@ -21,11 +21,13 @@ from clinalign.data.pairs import preference_pairs, sft_examples
 from clinalign.data.splits import kfold_split, split_records
 from clinalign.errors import ClinalignError
 from clinalign.eval import baselines
+from clinalign.hashing import model_fingerprint
 from clinalign.report import safe_name
 from clinalign.study import parallel
 from clinalign.study.config import StudyConfig, TaskEntry
 from clinalign.study.stages import StageRunner, file_fingerprint, fingerprint
 from clinalign.tasks import Task, get_task
+from clinalign.tasks.base import BASELINE_VIEW
 
 SYSTEMS = ("base", "sft", "dpo")
 #: bump when eval/baselines.py changes what it predicts, so cached baseline stages are redone
@@ -38,15 +40,6 @@ class StudyFailed(Exception):
     def __init__(self, results: dict[str, Any], failed: dict[str, str]):
         super().__init__("; ".join(f"{t}: {e}" for t, e in failed.items()))
         self.results, self.failed = results, failed
-
-
-def model_fingerprint(path: str | Path) -> str:
-    """Cheap identity of a model directory: its config and the sizes of its weight files."""
-    p = Path(path)
-    files = sorted(q for q in p.iterdir() if q.suffix in {".json", ".safetensors", ".bin"})
-    return fingerprint(
-        {q.name: (file_fingerprint(q) if q.suffix == ".json" else q.stat().st_size) for q in files}
-    )
 
 
 def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -195,7 +188,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     """Data, SFT, DPO and the three systems' per-item predictions on this (fold's) test split."""
     tid = task.id
     sp = tid if fold is None else f"{tid}/fold{fold}"
-    base_fp = model_fingerprint(base_model)
+    base_fp = parallel.from_main(lambda: model_fingerprint(base_model))  # content hash, read by rank 0 alone
 
     # 1. data: load or generate, then a seeded stratified split; audit for leakage before training
     data_dir, data_fp = stages.run(
@@ -213,6 +206,8 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
         stages.log(f"split: {split_info['duplicate_groups']} duplicate group(s) of {split_info['records_in_groups']} "
                    f"records kept in one split each" + (f", {split_info['dropped']} dropped" if split_info["dropped"] else ""))
     _audit(task, data_dir, cfg, stages.log)
+    # what the models are trained on, rendered: a changed prompt template or answer format retrains
+    train_prompts = task.prompt_fingerprint(split["train"] + split["val"])
 
     # 2. SFT on (prompt, gold answer)
     sft_settings = cfg.train_settings("sft", entry)
@@ -228,7 +223,8 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
 
     sft_dir, sft_fp = stages.run(
         f"{sp}/sft",
-        {"model": base_fp, "data": data_fp, "train": sft_settings, "seed": cfg.seed,
+        {"model": base_fp, "data": data_fp, "prompts": train_prompts, "train": _placed(sft_settings),
+         "seed": cfg.seed,
          **({"validate": True} if cfg.validate_training else {})},
         train_sft, every_rank=True,
     )
@@ -252,29 +248,32 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     if on_policy:  # the model's own judged samples, round after round (study/onpolicy.py)
         dpo_dir, dpo_fp = onpolicy.run_rounds(
             stages, sp, task, split["train"][: entry.max_pairs], on_policy, dpo_settings, base_model=base_model,
-            base_fp=base_fp, data_fp=data_fp, init=init, init_fp=sft_fp if init else base_fp, seed=cfg.seed,
+            # the rounds' stages key on data_fp: here it carries the prompts and resolved device/dtype too
+            base_fp=base_fp, data_fp=fingerprint([data_fp, train_prompts, _placed(dpo_settings)]), init=init,
+            init_fp=sft_fp if init else base_fp, seed=cfg.seed,
             batch_size=cfg.eval_settings(entry).batch_size, train_fn=_train)
     else:
         dpo_dir, dpo_fp = stages.run(
             f"{sp}/dpo",
-            {"model": base_fp, "data": data_fp, "init": sft_fp if init else None, "pairs": entry.pairs,
+            {"model": base_fp, "data": data_fp, "prompts": train_prompts, "init": sft_fp if init else None,
+             "pairs": entry.pairs,
              **({"max_pairs": entry.max_pairs} if entry.max_pairs else {}),
-             "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": dpo_settings,
-             "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
+             "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file),
+             "train": _placed(dpo_settings), "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
             train_dpo, every_rank=True,
         )
 
     # 4. evaluate the three systems on the same test items
     ev = cfg.eval_settings(entry)
     test = split["test"][: ev.max_items] if ev.max_items else split["test"]
+    scored = {"data": data_fp, "prompts": task.prompt_fingerprint(test), "eval": _placed(ev.model_dump())}
     models = {"base": (base_model, base_fp), "sft": (sft_dir / "run" / "final", sft_fp),
               "dpo": (dpo_dir / "run" / "final", dpo_fp)}
     preds: dict[str, list[dict[str, Any]]] = {}
     if task.is_closed_set and ev.closed_set_mode == "score":
         # one stage for the three: the layers below the adapters run once per item (eval/predict.py)
         pred_dir, _ = stages.run(
-            f"{sp}/eval", {"models": {s: fp for s, (_p, fp) in models.items()}, "data": data_fp,
-                           "eval": ev.model_dump()},
+            f"{sp}/eval", {"models": {s: fp for s, (_p, fp) in models.items()}, **scored},
             lambda d, _resume: _predict(task, {s: p for s, (p, _fp) in models.items()}, test, ev, d),
             every_rank=True,
         )
@@ -282,7 +281,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     else:  # generation: nothing to share, and each system's outputs are worth keeping on their own
         for system, (path, fp) in models.items():
             pred_dir, _ = stages.run(
-                f"{sp}/eval-{system}", {"model": fp, "data": data_fp, "eval": ev.model_dump()},
+                f"{sp}/eval-{system}", {"model": fp, **scored},
                 lambda d, _resume, s=system, path=path: _predict(task, {s: path}, test, ev, d),
                 every_rank=True,
             )
@@ -292,6 +291,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
     for name in cfg.baselines:
         pred_dir, _ = stages.run(
             f"{sp}/eval-{name}", {"baseline": name, "data": data_fp, "eval_items": ev.max_items,
+                                  "features": task.prompt_fingerprint(split["train"] + test, BASELINE_VIEW),
                                   "version": BASELINE_VERSION},
             lambda d, _resume: write_jsonl(d / "predictions.jsonl",
                                            baselines.predict(task, split["train"], test, seed=cfg.seed)),
@@ -302,6 +302,17 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
         for system in preds:
             write_jsonl(out / "predictions" / sp / f"{system}.jsonl", preds[system])
     return test, preds, dpo_dir, split_info
+
+
+def _placed(settings: dict[str, Any]) -> dict[str, Any]:
+    """``settings`` as part of a stage's identity: device/dtype as models/device.py resolves them on this
+    machine, so ``auto`` on a CPU (float32) and on a GPU (bfloat16) are different stages, and ``auto``
+    and ``bfloat16`` on that GPU the same one. The trainer and evaluator still get ``settings``."""
+    from clinalign.models.device import resolve
+
+    where = resolve(settings.get("device", "auto"), settings.get("dtype", "auto"),
+                    bool(settings.get("load_in_4bit")))
+    return {**settings, **where.identity()}
 
 
 def _copy_split(data_dir: Path, public: Path, parts: list[str]) -> None:

@@ -2,7 +2,9 @@
 resumes instead of starting over.
 
 Each stage owns a folder. ``.fingerprint`` is written when the stage starts and ``.done`` when it
-ends; both hold the hash of the stage's name, settings and its upstream stages' fingerprints. On a
+ends; both hold the hash of the stage's name, settings (which name its inputs by content: weights,
+data, the prompts it renders, the resolved device/dtype; see study/runner.py), its upstream stages'
+fingerprints and clinalign's version (an upgrade may change what a stage computes). On a
 re-run: ``.done`` matches -> skipped; ``.fingerprint`` matches but no ``.done`` -> the stage was
 killed, so it is re-entered with ``resume=True`` (trainers continue from their last checkpoint);
 anything else -> the folder is cleared and the stage runs fresh.
@@ -14,7 +16,6 @@ that list, because a file was deleted, edited or added by hand, is recomputed fr
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import time
@@ -23,22 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from clinalign import __version__
 from clinalign.data.io import write_text_atomic
+from clinalign.hashing import file_fingerprint, fingerprint
 from clinalign.train import distributed
-
-
-def fingerprint(obj: Any) -> str:
-    blob = json.dumps(obj, sort_keys=True, default=str).encode()
-    return hashlib.sha256(blob).hexdigest()[:16]
-
-
-def file_fingerprint(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
-
 
 _SELF = (".done", ".fingerprint")
 
@@ -92,7 +81,7 @@ class StageRunner:
         from clinalign.study import parallel
 
         out = self.root / name
-        fp = fingerprint({"stage": name, "settings": settings})
+        fp = fingerprint({"stage": name, "settings": settings, "version": __version__})
         cached, resume = parallel.from_main(lambda: self._decide(name, out, fp))
         if cached:
             self.skipped.append(name)

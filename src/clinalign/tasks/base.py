@@ -16,6 +16,8 @@ Conventions every task follows (the rest of the system relies on them):
 
 from __future__ import annotations
 
+import hashlib
+import json
 import random
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
@@ -63,6 +65,10 @@ class Metric:
 
 
 RejectedBuilder = Callable[[Any, random.Random], str]
+
+#: what a model stage sees of a record (trained on, scored against); what the classical baseline reads
+MODEL_VIEW = ("prompt", "answer", "choices_for")
+BASELINE_VIEW = ("baseline_features", "option_texts", "answer")
 
 
 class Task(ABC):
@@ -156,6 +162,16 @@ class Task(ABC):
         if not scores:
             raise NotImplementedError(f"task {self.id}: no per-item metric to judge answers by; override judge()")
         return sum(scores) / len(scores)
+
+    def prompt_fingerprint(self, records: Sequence[Any], view: Sequence[str] = MODEL_VIEW) -> str:
+        """Hash of how this task renders ``records`` through the methods named in ``view``: the part
+        of a cached stage's identity that a changed prompt template or answer format changes, for a
+        task in code and a YAML-declared one alike. The stage's own records are rendered, not a probe,
+        so a change in any branch of the template that they reach is caught."""
+        h = hashlib.sha256(json.dumps([list(view), self.max_new_tokens]).encode())
+        for r in records:
+            h.update(json.dumps([getattr(self, m)(r) for m in view], sort_keys=True, default=str).encode())
+        return h.hexdigest()[:16]
 
     def evaluate(self, records: Sequence[Any], preds: Sequence[Prediction]) -> dict[str, float]:
         return {m.name: m(records, preds) for m in self.metrics}

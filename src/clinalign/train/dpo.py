@@ -23,6 +23,7 @@ from pathlib import Path
 import torch
 
 from clinalign.errors import ConfigError
+from clinalign.models.device import resolve
 from clinalign.train import distributed, loop, prefix
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import kto_as_pairs, load_kto_rows, load_rows, tokenize_rows
@@ -154,7 +155,9 @@ def _reference(cfg: TrainConfig, out: Path, policy: torch.nn.Module, pairs: list
         fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
         chosen, rejected, _ = cached_reference_logps(
             policy, pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad, batch_size=cfg.batch_size,
-            device=device, settings={"max_length": cfg.max_length, "truncation": cfg.truncation, "dtype": cfg.dtype})
+            device=device, settings={"max_length": cfg.max_length, "truncation": cfg.truncation,
+                                     "load_in_4bit": cfg.load_in_4bit,  # and resolved: auto is float32 on CPU, bf16 on GPU
+                                     **resolve(cfg.device, cfg.dtype, cfg.load_in_4bit).identity()})
         return Precomputed(chosen, rejected)
     if cfg.lora:
         return Live(policy, no_adapters=True)  # under DDP the inner module: no gradients, no sync needed

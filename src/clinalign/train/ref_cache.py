@@ -27,28 +27,16 @@ import torch
 from torch import Tensor
 
 from clinalign.data.io import atomic_path
+from clinalign.hashing import model_fingerprint
 from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
 from clinalign.train.tokenize import PairExample
-
-_SAMPLE = 1 << 20  # bytes hashed from each end of a weight file
-
-
-def _hash_file_sample(h: Any, path: Path) -> None:
-    size = path.stat().st_size
-    h.update(f"{path.name}:{size}".encode())
-    with open(path, "rb") as f:
-        h.update(f.read(_SAMPLE))
-        if size > 2 * _SAMPLE:
-            f.seek(size - _SAMPLE)
-        h.update(f.read(_SAMPLE))
 
 
 def fingerprint_model(path_or_model: str | Path | torch.nn.Module) -> str:
     """A short hash identifying reference weights.
 
-    For a directory: its config/adapter config plus, per weight file, its size and its first and last
-    MiB (the safetensors header lists every tensor's offsets, so a changed shape changes the hash and
-    changed weights change the sampled bytes) - hashing whole 16 GB checkpoints would cost minutes.
+    For a directory: the content hash of its weight, config and tokenizer files (clinalign/hashing.py;
+    remembered per file, so a 16 GB checkpoint is read once, not on every run).
     For a module: every parameter's name, shape, dtype, sum and a strided sample of its values.
     """
     h = hashlib.sha256()
@@ -62,16 +50,7 @@ def fingerprint_model(path_or_model: str | Path | torch.nn.Module) -> str:
             h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{float(flat.double().sum()):.10e}".encode())
             h.update(flat[::step].numpy().tobytes())
         return h.hexdigest()[:16]
-    root = Path(path_or_model)
-    if not root.is_dir():
-        raise FileNotFoundError(root)
-    for name in ("config.json", "adapter_config.json"):
-        if (root / name).is_file():
-            h.update((root / name).read_bytes())
-    for f in sorted(root.iterdir()):
-        if f.suffix in (".safetensors", ".bin", ".pt", ".gguf"):
-            _hash_file_sample(h, f)
-    return h.hexdigest()[:16]
+    return model_fingerprint(path_or_model)
 
 
 def fingerprint_pairs(pairs: Sequence[PairExample]) -> str:

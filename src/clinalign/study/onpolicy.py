@@ -67,12 +67,14 @@ def systems(opts: dict[str, Any] | None) -> dict[str, str]:
 def run_rounds(stages: StageRunner, sp: str, task: Task, train: list[Any], opts: dict[str, Any],
                settings: dict[str, Any], *, base_model: str, base_fp: str, data_fp: str, init: Path | None, init_fp: str,
                seed: int, batch_size: int, train_fn: Callable[..., None], max_new_tokens: int | None = None,
-               ) -> tuple[Path, str]:
-    """(last round's stage dir, its fingerprint). ``max_new_tokens``: the study's generation length
-    (None: the task's), so samples are as long as the answers the study evaluates."""
-    sampling = {"pairs": "on_policy", **{k: opts[k] for k in KEYS if k != "pairs"},
-                **({"max_new_tokens": max_new_tokens} if max_new_tokens else {})}
+               max_prompt_tokens: int | None = None) -> tuple[Path, str]:
+    """(last round's stage dir, its fingerprint). ``max_new_tokens`` / ``max_prompt_tokens``: the study's
+    evaluation settings (None: the task's length, whole prompts), so the policy is sampled as it is tested."""
     from clinalign.data.onpolicy import load_policy, sample_pairs
+
+    limits = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)) if v}
+    # pairs normalised: a two-arm study reuses a single-arm on-policy study's samples, and vice versa
+    sampling = {"pairs": "on_policy", **{k: opts[k] for k in KEYS if k != "pairs"}, **limits}
 
     policy, policy_fp = init, init_fp if init else base_fp
     out, fp = Path(), ""
@@ -83,7 +85,7 @@ def run_rounds(stages: StageRunner, sp: str, task: Task, train: list[Any], opts:
             model, tok, mfp = load_policy(str(src))
             pairs, stats = sample_pairs(task, model, tok, train, samples=opts["samples"],
                                         temperature=float(opts["temperature"]), seed=seed + r,
-                                        batch_size=batch_size, max_new_tokens=max_new_tokens, fingerprint=mfp)
+                                        batch_size=batch_size, fingerprint=mfp, **limits)
             if not pairs:
                 raise ConfigError(f"round {r}: every prompt's samples tied; no on-policy pairs "
                                   "(raise dpo.samples or dpo.temperature)")

@@ -259,7 +259,8 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
             dpo_stages[system] = onpolicy.run_rounds(
                 stages, sp, task, split["train"][: entry.max_pairs], on_policy, dpo_settings, base_model=base_model,
                 base_fp=base_fp, data_fp=data_fp, init=init, init_fp=sft_fp if init else base_fp, seed=cfg.seed,
-                batch_size=ev.batch_size, train_fn=_train, max_new_tokens=ev.max_new_tokens)
+                batch_size=ev.batch_size, train_fn=_train, max_new_tokens=ev.max_new_tokens,
+                max_prompt_tokens=ev.max_prompt_tokens)
         else:
             dpo_stages[system] = stages.run(
                 f"{sp}/dpo",

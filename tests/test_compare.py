@@ -257,3 +257,25 @@ def test_metrics_declared_a_mean_are_the_mean_of_their_per_item_scores():
                 assert m.compute(recs, preds) == pytest.approx(mean, rel=1e-12), (tid, m.name)
                 checked += 1
     assert checked >= 8  # accuracy of four closed-set tasks (two for triage), the summary rubric's three
+
+def test_verdict_compares_the_two_dpo_arms():
+    p = {"sft_vs_base": 0.001, "dpo_vs_base": 0.001, "dpo_vs_sft": 0.41, "dpo_onpolicy_vs_base": 0.001,
+         "dpo_onpolicy_vs_sft": 0.02, "dpo_onpolicy_vs_dpo": 0.03}
+    better = _entry({"base": 0.5, "sft": 0.8, "dpo": 0.82, "dpo_onpolicy": 0.9}, p)
+    line = verdict(better)
+    assert line.startswith("SFT sufficient (f1)")  # the base/SFT/DPO sentence is the single-arm one
+    assert "On-policy DPO better than off-policy DPO (f1 0.900 vs 0.820, p=0.030)" in line
+    worse = _entry({"base": 0.5, "sft": 0.8, "dpo": 0.82, "dpo_onpolicy": 0.7}, p)
+    assert "On-policy DPO worse than off-policy DPO (f1 0.700 vs 0.820, p=0.030)" in verdict(worse)
+    flat = _entry({"base": 0.5, "sft": 0.8, "dpo": 0.82, "dpo_onpolicy": 0.85}, {**p, "dpo_onpolicy_vs_dpo": 0.4})
+    assert "On-policy DPO not significantly different from off-policy DPO (f1 0.850 vs 0.820, p=0.400)" in verdict(flat)
+    assert "off-policy" not in verdict(_entry({"base": 0.5, "sft": 0.8, "dpo": 0.82}, p))
+
+
+def test_pairs_with_both_dpo_arms():
+    from clinalign.eval.compare import pairs
+
+    assert pairs(["dpo", "sft", "base"]) == [("sft", "base"), ("dpo", "base"), ("dpo", "sft")]
+    assert [f"{a}_vs_{b}" for a, b in pairs(["base", "sft", "dpo", "dpo_onpolicy", "classical"])] == [
+        "sft_vs_base", "dpo_vs_base", "dpo_onpolicy_vs_base", "dpo_vs_sft", "dpo_onpolicy_vs_sft",
+        "classical_vs_sft", "dpo_onpolicy_vs_dpo", "classical_vs_dpo", "classical_vs_dpo_onpolicy"]

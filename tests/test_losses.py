@@ -288,6 +288,34 @@ def test_kto_gradient_raises_desirable_and_lowers_undesirable():
     assert pc.grad[0].item() < 0 < pc.grad[1].item()
 
 
+def _kto_worker(rank: int, world: int, init: str, rows: tuple, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        half = [t[rank::world] for t in rows]  # this rank's rows of the global batch
+        torch.save(dpo_loss(*half[:4], loss_type="kto", labels=half[4]).losses, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_kto_reference_point_is_the_mean_over_every_process(tmp_path):
+    """2 gloo processes with 3 rows each give each row the loss 1 process gives it in the batch of 6:
+    z0 is the KL estimate of the global batch, not of the rank's rows."""
+    import torch.multiprocessing as mp
+
+    pc, pr, rc, rr, _, _ = _logps(seed=17)
+    pr = rr + torch.tensor([2.0, 0.1, 0.5, 0.3, 0.2, 0.4], dtype=rr.dtype)  # z0 > 0: 0.58 global, 0.9 on rank 0
+    labels = torch.tensor([True, False, True, True, False, False])
+    want = dpo_loss(pc, pr, rc, rr, loss_type="kto", labels=labels).losses
+    local = dpo_loss(pc[0::2], pr[0::2], rc[0::2], rr[0::2], loss_type="kto", labels=labels[0::2]).losses
+    assert not torch.allclose(local, want[0::2])  # the test can tell per-rank from global
+    out = str(tmp_path / "kto")
+    mp.spawn(_kto_worker, args=(2, f"file://{tmp_path / 'pg'}", (pc, pr, rc, rr, labels), out), nprocs=2, join=True)
+    for rank in range(2):
+        torch.testing.assert_close(torch.load(f"{out}.{rank}"), want[rank::2], atol=1e-6, rtol=0)
+
+
 def test_registry_says_which_losses_skip_the_reference():
     assert {n for n, s in LOSSES.items() if not s.reference} == {"simpo", "orpo"}
     assert {n for n, s in LOSSES.items() if s.unpaired} == {"kto"}

@@ -201,3 +201,22 @@ def test_report_templates_ship_as_package_data():
     for p in templates:
         rel = p.relative_to(pkg.parent).as_posix()
         assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not package data"
+
+def test_table_has_on_policy_columns_only_when_a_task_has_both_arms():
+    from clinalign.report.tables import header
+
+    single = header(_results())
+    assert single[3:] == ["Base", "SFT", "DPO", "SFT vs base", "DPO vs base", "DPO vs SFT"]
+    res = _results()
+    f1 = res["tasks"]["uti_classification"]["f1_yes"]
+    f1["dpo_onpolicy"] = {"value": 0.9, "ci": [0.85, 0.95]}
+    f1["p_values"] |= {"dpo_onpolicy_vs_base": 0.0001, "dpo_onpolicy_vs_sft": 0.001, "dpo_onpolicy_vs_dpo": 0.2}
+    f1["p_values_holm"] |= {"dpo_onpolicy_vs_base": 0.0005, "dpo_onpolicy_vs_sft": 0.004, "dpo_onpolicy_vs_dpo": 0.4}
+    assert header(res)[3:] == ["Base", "SFT", "DPO", "DPO on-policy", "SFT vs base", "DPO vs base",
+                               "DPO on-policy vs base", "DPO vs SFT", "DPO on-policy vs SFT", "DPO on-policy vs DPO"]
+    row = next(r for r in table_rows(res) if r["metric"] == "f1_yes")
+    assert row["cells"]["dpo_onpolicy"] == {"text": "0.900 [0.850, 0.950]", "bold": False, "star": True}
+    assert row["p"]["dpo_onpolicy_vs_dpo"] == "0.200 (0.400)"
+    assert row["cells"]["dpo"]["bold"] is False  # no longer better than every other system
+    acc = next(r for r in table_rows(res) if r["metric"] == "accuracy")
+    assert acc["cells"]["dpo_onpolicy"]["text"] == "—" and acc["p"]["dpo_onpolicy_vs_dpo"] == "—"

@@ -71,3 +71,59 @@ def test_a_bad_on_policy_option_fails_at_load(tmp_path: Path):
     study.write_text(yaml.safe_dump({"dpo": {"pairs": "on_policy", "rounds": 0}, "tasks": [{"id": "uti_classification"}]}))
     with pytest.raises(ConfigError, match=r"s.yaml: tasks.uti_classification.dpo.rounds must be an integer >= 1"):
         load_study(study)
+
+
+def test_both_arms_are_trained_from_sft_and_compared_on_the_same_items(tiny_model_dir: Path, tmp_path: Path):
+    from clinalign.study.runner import run_study
+
+    train = {"epochs": 1, "batch_size": 4, "lr": 3e-3, "lora": True, "lora_rank": 4, "lora_alpha": 8, "max_length": 256}
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump({
+        "name": "arms", "model": str(tiny_model_dir), "split": {"val": 0.1, "test": 0.3}, "sft": train,
+        "dpo": {**train, "pairs": ["builder", "on_policy"], "samples": 2},
+        "eval": {"batch_size": 8, "n_boot": 50}, "tasks": [{"id": "uti_classification", "n": 30}]}))
+    cfg = load_study(study)
+    out = tmp_path / "out"
+    results = run_study(cfg, out, log=lambda _m: None)
+    ran = [s.split("/")[1] for s in results["study"]["stages_run"]]
+    assert ran[:5] == ["data", "sft", "dpo", "dpo_round1_sample", "dpo_round1"]
+    stages = out / "stages" / "uti_classification"
+    sft_final = str(stages / "sft" / "run" / "final")
+    for arm in ("dpo", "dpo_round1"):  # both arms start from the same SFT model
+        assert yaml.safe_load((stages / arm / "run" / "config.yaml").read_text())["init_from"] == sft_final
+    assert {p["strategy"] for p in _rows(stages / "dpo" / "pairs.jsonl")} != {"on_policy"}
+    t = results["tasks"]["uti_classification"]
+    n = t["_n_items"]
+    for system in ("dpo", "dpo_onpolicy"):
+        assert len(_rows(out / "predictions" / "uti_classification" / f"{system}.jsonl")) == n
+    for m in ("f1_yes",):
+        assert {"base", "sft", "dpo", "dpo_onpolicy", "classical"} <= set(t[m])
+        assert {"dpo_onpolicy_vs_dpo", "dpo_onpolicy_vs_sft", "dpo_onpolicy_vs_base",
+                "classical_vs_dpo_onpolicy", "dpo_vs_sft"} <= set(t[m]["p_values"])
+        assert set(t[m]["p_values_holm"]) == set(t[m]["p_values"])
+    assert [r["round"] for r in t["_on_policy"]] == [1]
+    assert "On-policy DPO" in t["_verdict"] and "off-policy DPO" in t["_verdict"]
+    saved = json.loads((out / "results.json").read_text())["tasks"]["uti_classification"]
+    assert saved["f1_yes"]["p_values"]["dpo_onpolicy_vs_dpo"] == t["f1_yes"]["p_values"]["dpo_onpolicy_vs_dpo"]
+    report = (out / "report.md").read_text()
+    head = next(x for x in report.splitlines() if x.startswith("| Task"))
+    assert "| DPO | DPO on-policy | Classical |" in head and "DPO on-policy vs DPO" in head
+    assert "DPO on-policy: the same DPO recipe" in report
+    assert (out / "uti_classification_dpo_onpolicy_curves.png").is_file()
+    assert "DPO on-policy vs DPO" in (out / "report.html").read_text()
+    again = run_study(cfg, out, log=lambda _m: None)
+    assert again["study"]["stages_run"] == []  # neither arm is re-sampled, retrained or re-evaluated
+    assert again["tasks"]["uti_classification"]["f1_yes"] == results["tasks"]["uti_classification"]["f1_yes"]
+
+
+def test_two_arm_option_is_checked():
+    opts, _ = split_settings({"pairs": ["on_policy", "builder"]})
+    assert opts["pairs"] == ["builder", "on_policy"]
+    from clinalign.study.onpolicy import systems
+
+    assert systems(opts) == {"dpo": "builder", "dpo_onpolicy": "on_policy"}
+    assert systems(split_settings({"pairs": "on_policy"})[0]) == {"dpo": "on_policy"}
+    assert systems(None) == {"dpo": "builder"}
+    for bad in (["builder"], ["on_policy", "on_policy"], ["builder", "offline"], 3):
+        with pytest.raises(ConfigError, match="dpo.pairs"):
+            split_settings({"pairs": bad})

@@ -39,8 +39,13 @@ from clinalign.eval.stats import (
 )
 from clinalign.tasks.base import Metric, Prediction, Task
 
-#: the LLM systems of a study, then its classical baseline (eval/baselines.py)
-LLM_SYSTEMS = ("base", "sft", "dpo")
+#: the LLM systems of a study (dpo_onpolicy only where the study trains both DPO arms,
+#: study/onpolicy.py), then its classical baseline (eval/baselines.py)
+ONPOLICY = "dpo_onpolicy"
+LLM_SYSTEMS = ("base", "sft", "dpo", ONPOLICY)
+TUNED = ("sft", "dpo", ONPOLICY)
+#: how verdicts name a system
+NAMES = {"base": "base", "sft": "SFT", "dpo": "DPO", ONPOLICY: "on-policy DPO"}
 BASELINE = "classical"
 SYSTEMS = (*LLM_SYSTEMS, BASELINE)
 TEST_NAMES = {"mcnemar": "McNemar exact", "paired_bootstrap": "paired bootstrap", "wilcoxon": "Wilcoxon signed-rank"}
@@ -53,14 +58,15 @@ def metric_names(task_results: Mapping[str, Any]) -> list[str]:
 
 
 def ordered_systems(names: Sequence[str]) -> list[str]:
-    """base, sft, dpo first (in that order), then any other system as given."""
+    """base, sft, dpo, dpo_onpolicy, classical first (in that order), then any other system as given."""
     return [s for s in SYSTEMS if s in names] + [s for s in names if s not in SYSTEMS]
 
 
 def pairs(systems: Sequence[str]) -> list[tuple[str, str]]:
-    """(later, earlier) pairs, named ``later_vs_earlier``: sft_vs_base, dpo_vs_base, dpo_vs_sft, and the
-    baseline against each fine-tuned system (classical_vs_sft, classical_vs_dpo). Baseline vs base is
-    no question the study asks, and under Holm every extra test costs the others power."""
+    """(later, earlier) pairs, named ``later_vs_earlier``: sft_vs_base, dpo_vs_base, dpo_vs_sft (with both
+    DPO arms also dpo_onpolicy_vs_base, _vs_sft and _vs_dpo), and the baseline against each fine-tuned
+    system (classical_vs_sft, classical_vs_dpo). Baseline vs base is no question the study asks, and
+    under Holm every extra test costs the others power."""
     order = ordered_systems(systems)
     return [(b, a) for a, b in combinations(order, 2) if not (b == BASELINE and a == "base")]
 
@@ -215,7 +221,9 @@ def verdict(task_results: Mapping[str, Any], alpha: float = ALPHA) -> str:
         return "No metric: nothing to compare"
     e = task_results[m]
     line = _llm_verdict(e, m, alpha)
-    drops = [d for s in ("sft", "dpo") if s in e and "base" in e and (d := _drop(e, s, alpha))]
+    if ONPOLICY in e and "dpo" in e:
+        line += ". " + _onpolicy_verdict(e, m, alpha)
+    drops = [d for s in TUNED if s in e and "base" in e and (d := _drop(e, s, alpha))]
     if drops:
         line += ". " + "; ".join(drops)
     if BASELINE in e:
@@ -223,22 +231,35 @@ def verdict(task_results: Mapping[str, Any], alpha: float = ALPHA) -> str:
     return line
 
 
+def _onpolicy_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:
+    """On-policy vs off-policy DPO, both from the same model, on the same test items."""
+    on, off = e[ONPOLICY].get("value"), e["dpo"].get("value")
+    if on is None or off is None:
+        return f"No comparison of on- and off-policy DPO ({m})"
+    vals = f"{on:.3f} vs {off:.3f}, {fmt_p(p_between(e, ONPOLICY, 'dpo'))}{', Holm' if e.get('p_values_holm') else ''}"
+    if significantly_better(e, ONPOLICY, "dpo", alpha):
+        return f"On-policy DPO better than off-policy DPO ({m} {vals})"
+    if significantly_better(e, "dpo", ONPOLICY, alpha):
+        return f"On-policy DPO worse than off-policy DPO ({m} {vals})"
+    return f"On-policy DPO not significantly different from off-policy DPO ({m} {vals})"
+
+
 def _drop(e: Mapping[str, Any], s: str, alpha: float) -> str | None:
     """A fine-tuned system worse than base: significant after Holm, or only on the raw p (a committee
     must see a possible harm even when the correction leaves it unproven)."""
     if significantly_better(e, "base", s, alpha):
-        return (f"{s.upper()} significantly worse than base ({fmt_p(p_between(e, s, 'base'))}"
+        return (f"{NAMES[s]} significantly worse than base ({fmt_p(p_between(e, s, 'base'))}"
                 f"{', Holm' if e.get('p_values_holm') else ''})")
     raw = {"p_values": e.get("p_values", {}), "base": e["base"], s: e[s],
            "higher_is_better": e.get("higher_is_better", True)}
     if e.get("p_values_holm") and significantly_better(raw, "base", s, alpha):
-        return f"{s.upper()} worse than base (raw {fmt_p(p_between(raw, s, 'base'))}, not significant after Holm)"
+        return f"{NAMES[s]} worse than base (raw {fmt_p(p_between(raw, s, 'base'))}, not significant after Holm)"
     return None
 
 
 def _baseline_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:
     """Does the better fine-tuned system beat the classical baseline on the same items?"""
-    tuned = [s for s in ("sft", "dpo") if s in e and e[s].get("value") is not None]
+    tuned = [s for s in TUNED if s in e and e[s].get("value") is not None]
     b = e[BASELINE].get("value")
     if not tuned or b is None:
         return "No comparison with the classical baseline"
@@ -246,7 +267,7 @@ def _baseline_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:
     best = max(tuned, key=lambda s: sign * e[s]["value"])
     tag = ", Holm" if e.get("p_values_holm") else ""
     p = fmt_p(p_between(e, best, BASELINE)) + tag
-    vals = f"{best.upper()} {e[best]['value']:.3f} vs classical {b:.3f}"
+    vals = f"{NAMES[best]} {e[best]['value']:.3f} vs classical {b:.3f}"
     if significantly_better(e, best, BASELINE, alpha):
         return f"Fine-tuning beats the classical baseline ({vals}, {p})"
     if significantly_better(e, BASELINE, best, alpha):
@@ -257,7 +278,7 @@ def _baseline_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:
 
 
 def _llm_verdict(e: Mapping[str, Any], m: str, alpha: float) -> str:
-    present = [s for s in LLM_SYSTEMS if s in e]
+    present = [s for s in LLM_SYSTEMS if s in e and s != ONPOLICY]  # the on-policy arm has its own sentence
     tag = ", Holm" if e.get("p_values_holm") else ""
 
     def p(a: str, b: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from clinalign.eval.compare import ALPHA, metric_names
+from clinalign.eval.compare import ALPHA, ONPOLICY, metric_names
 
 STAGES = {"sft": "SFT", "dpo": "DPO"}
 
@@ -57,6 +57,10 @@ def methods(results: Mapping[str, Any]) -> list[str]:
     dpo_from = study.get("dpo_from", config.get("dpo_from", "sft"))
     out.append(f"Systems: base is the model unchanged; SFT is trained on prompt/completion pairs of the "
                f"training split; DPO on preference pairs, starting from the {'SFT model' if dpo_from == 'sft' else 'base model'}.")
+    if any(ONPOLICY in t[m] for t in tasks.values() for m in metric_names(t)):
+        out.append("DPO on-policy: the same DPO recipe from the same starting model, on pairs of the model's own "
+                   "samples judged by the task (best vs worst, or gold vs its most probable wrong answer), "
+                   "round after round; DPO is the off-policy arm (the task's built pairs).")
     for tid, recipe in task_recipes(study).items():
         out.append(f"{tid}: " + "; ".join(f"{STAGES[st]} {r}" for st, r in recipe.items()) + ".")
     tests: dict[str, set[str]] = {}

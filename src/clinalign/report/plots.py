@@ -15,10 +15,10 @@ from matplotlib.figure import Figure
 from clinalign.eval.compare import SYSTEMS, metric_names
 from clinalign.eval.metrics import UNPARSEABLE
 
-COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", "classical": "#54a24b"}
+COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", "dpo_onpolicy": "#e45756", "classical": "#54a24b"}
 CURVES = (("loss", "loss"), ("val_loss", "validation loss"), ("reward_margin", "reward margin"),
           ("reward_accuracy", "reward accuracy"))
-STAGE_TITLES = {"sft": "SFT", "dpo": "DPO"}
+STAGE_TITLES = {"sft": "SFT", "dpo": "DPO", "dpo_onpolicy": "on-policy DPO"}
 
 
 def _png(fig: Figure) -> bytes:
@@ -33,7 +33,7 @@ def _ok(x: Any) -> bool:
 
 
 def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
-    """One panel per metric: base / SFT / DPO bars with 95% CI whiskers, each value written under its bar."""
+    """One panel per metric: base / SFT / DPO (/ on-policy DPO / classical) bars with 95% CI whiskers, each value written under its bar."""
     metrics = [m for m in metric_names(task_results) if any(_ok(task_results[m].get(s, {}).get("value"))
                                                            for s in SYSTEMS)]
     if not metrics:
@@ -57,7 +57,7 @@ def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
 
 
 def curves_png(task_id: str, stage: str, rows: Sequence[Mapping[str, Any]]) -> bytes | None:
-    """One stage's training curves (``stage``: sft or dpo) against step, from its metrics.jsonl rows;
+    """One stage's training curves (``stage``: sft, dpo or dpo_onpolicy) against step, from its metrics.jsonl rows;
     keys a run did not log are left out."""
     panels = [(k, title) for k, title in CURVES if any(_ok(r.get(k)) for r in rows)]
     if not panels:

@@ -1,6 +1,7 @@
-"""The results table shaped like the paper's: one row per task/metric; Base, SFT, DPO (and the classical
-baseline, where the study has one) as ``value [CI]``; p-values SFT vs base, DPO vs base, DPO vs SFT
-(and classical vs SFT, classical vs DPO) as ``raw (Holm)``.
+"""The results table shaped like the paper's: one row per task/metric; Base, SFT, DPO (and on-policy DPO
+and the classical baseline, where the study has them) as ``value [CI]``; p-values SFT vs base, DPO vs
+base, DPO vs SFT (and on-policy DPO vs base, SFT and DPO; classical vs each fine-tuned system) as
+``raw (Holm)``.
 
 Marks (after Holm, p < 0.05): **bold** = the best system, significantly better than every other
 system on that row; ``*`` = significantly better than base.
@@ -13,11 +14,20 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from clinalign.eval.compare import BASELINE, SYSTEMS, metric_names, p_between, significantly_better
+from clinalign.eval.compare import (
+    BASELINE,
+    ONPOLICY,
+    SYSTEMS,
+    metric_names,
+    p_between,
+    pairs,
+    significantly_better,
+)
 
-LABELS = {"base": "Base", "sft": "SFT", "dpo": "DPO", BASELINE: "Classical"}
-PAIR_LABELS = {"sft_vs_base": "SFT vs base", "dpo_vs_base": "DPO vs base", "dpo_vs_sft": "DPO vs SFT",
-               f"{BASELINE}_vs_sft": "Classical vs SFT", f"{BASELINE}_vs_dpo": "Classical vs DPO"}
+LABELS = {"base": "Base", "sft": "SFT", "dpo": "DPO", ONPOLICY: "DPO on-policy", BASELINE: "Classical"}
+#: systems shown only where some task of the study has them
+OPTIONAL = (ONPOLICY, BASELINE)
+PAIR_LABELS = {f"{a}_vs_{b}": f"{LABELS[a]} vs {'base' if b == 'base' else LABELS[b]}" for a, b in pairs(SYSTEMS)}
 LEGEND = ("Values: estimate [95% bootstrap CI]. p-values: raw (Holm-adjusted across the study). "
           "Bold: best system, significantly better than every other (Holm p < 0.05); "
           "*: significantly better than base (Holm p < 0.05).")
@@ -47,11 +57,12 @@ def winner(entry: Mapping[str, Any]) -> str | None:
 
 
 def columns(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
-    """The systems and comparisons to show: the LLM ones always, the baseline's where any task has it."""
-    with_baseline = any(BASELINE in e for t in results.get("tasks", {}).values()
-                        for m, e in t.items() if not m.startswith("_") and isinstance(e, Mapping))
-    systems = [s for s in SYSTEMS if s != BASELINE or with_baseline]
-    return systems, [p for p in PAIR_LABELS if with_baseline or BASELINE not in p]
+    """The systems and comparisons to show: base, SFT and DPO always, on-policy DPO and the baseline
+    where any task has them."""
+    entries = [e for t in results.get("tasks", {}).values() for m, e in t.items()
+               if not m.startswith("_") and isinstance(e, Mapping)]
+    systems = [s for s in SYSTEMS if s not in OPTIONAL or any(s in e for e in entries)]
+    return systems, [f"{a}_vs_{b}" for a, b in pairs(systems)]
 
 
 def header(results: Mapping[str, Any]) -> list[str]:

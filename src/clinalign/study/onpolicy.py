@@ -6,6 +6,10 @@ model on the pairs. Sampling and training are each a cached stage (``<task>/dpo_
 ``<task>/dpo_round<r>``), keyed by the upstream model's stage fingerprint: a second run with the same
 model does not re-sample. The last round is the study's "dpo" system; per-round sample accuracy / mean
 judge score and samples/s are returned for the report.
+
+``pairs: [builder, on_policy]`` trains both arms from the same SFT model and evaluates them on the same
+test items: ``dpo`` on the task's builder (off-policy) pairs, exactly the single-arm stage, and
+``dpo_onpolicy`` on the rounds above, so the paired tests answer "does on-policy beat off-policy?".
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from clinalign.tasks.base import Task
 
 #: keys of the study's ``dpo:`` section read here, not by the trainer
 KEYS = ("pairs", "rounds", "samples", "temperature")
+#: the arms ``dpo.pairs`` may list, and the system each becomes when both are trained
+ARMS = {"builder": "dpo", "on_policy": "dpo_onpolicy"}
+ONPOLICY_SYSTEM = ARMS["on_policy"]
 
 
 def split_settings(dpo: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -30,10 +37,15 @@ def split_settings(dpo: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str
     opts = {k: dpo[k] for k in KEYS if k in dpo}
     if not opts:
         return None, rest
-    if opts.get("pairs", "on_policy") != "on_policy":
-        raise ConfigError(f"dpo.pairs: {opts['pairs']!r}; the only value is 'on_policy' (off-policy pairs are "
-                          "the default: leave dpo.pairs out and set the task's pairs:)")
-    opts = {"rounds": 1, "samples": 4, "temperature": 1.0, **opts, "pairs": "on_policy"}
+    pairs = opts.get("pairs", "on_policy")
+    arms = [pairs] if isinstance(pairs, str) else pairs
+    if (not isinstance(arms, list) or "on_policy" not in arms or len(set(arms)) != len(arms)
+            or not set(arms) <= set(ARMS)):
+        raise ConfigError(f"dpo.pairs: {pairs!r}; use 'on_policy', or [builder, on_policy] to train both arms "
+                          "(off-policy pairs alone are the default: leave dpo.pairs out and set the task's pairs:)")
+    both = "builder" in arms
+    opts = {"rounds": 1, "samples": 4, "temperature": 1.0, **opts,
+            "pairs": ["builder", "on_policy"] if both else "on_policy"}
     if not isinstance(opts["rounds"], int) or opts["rounds"] < 1:
         raise ConfigError(f"dpo.rounds must be an integer >= 1, got {opts['rounds']!r}")
     if not isinstance(opts["samples"], int) or opts["samples"] < 2:
@@ -43,12 +55,26 @@ def split_settings(dpo: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str
     return opts, rest
 
 
+def systems(opts: dict[str, Any] | None) -> dict[str, str]:
+    """{system: arm} of the study's DPO: one "dpo" system (builder or on-policy pairs), or both arms."""
+    if opts is None:
+        return {"dpo": "builder"}
+    if opts["pairs"] == "on_policy":
+        return {"dpo": "on_policy"}
+    return {ARMS[a]: a for a in opts["pairs"]}
+
+
 def run_rounds(stages: StageRunner, sp: str, task: Task, train: list[Any], opts: dict[str, Any],
                settings: dict[str, Any], *, base_model: str, base_fp: str, data_fp: str, init: Path | None, init_fp: str,
-               seed: int, batch_size: int, train_fn: Callable[..., None]
-               ) -> tuple[Path, str]:
-    """(last round's stage dir, its fingerprint)."""
+               seed: int, batch_size: int, train_fn: Callable[..., None], max_new_tokens: int | None = None,
+               max_prompt_tokens: int | None = None) -> tuple[Path, str]:
+    """(last round's stage dir, its fingerprint). ``max_new_tokens`` / ``max_prompt_tokens``: the study's
+    evaluation settings (None: the task's length, whole prompts), so the policy is sampled as it is tested."""
     from clinalign.data.onpolicy import load_policy, sample_pairs
+
+    limits = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)) if v}
+    # pairs normalised: a two-arm study reuses a single-arm on-policy study's samples, and vice versa
+    sampling = {"pairs": "on_policy", **{k: opts[k] for k in KEYS if k != "pairs"}, **limits}
 
     policy, policy_fp = init, init_fp if init else base_fp
     out, fp = Path(), ""
@@ -59,7 +85,7 @@ def run_rounds(stages: StageRunner, sp: str, task: Task, train: list[Any], opts:
             model, tok, mfp = load_policy(str(src))
             pairs, stats = sample_pairs(task, model, tok, train, samples=opts["samples"],
                                         temperature=float(opts["temperature"]), seed=seed + r,
-                                        batch_size=batch_size, fingerprint=mfp)
+                                        batch_size=batch_size, fingerprint=mfp, **limits)
             if not pairs:
                 raise ConfigError(f"round {r}: every prompt's samples tied; no on-policy pairs "
                                   "(raise dpo.samples or dpo.temperature)")
@@ -68,7 +94,7 @@ def run_rounds(stages: StageRunner, sp: str, task: Task, train: list[Any], opts:
 
         sdir, sfp = stages.run(f"{sp}/dpo_round{r}_sample", {"policy": policy_fp, "data": data_fp,
                                                               "records": [x.id for x in train],
-                                                              **opts, "seed": seed + r}, sample)
+                                                              **sampling, "seed": seed + r}, sample)
 
         def fit(d: Path, resume: bool, sdir: Path = sdir, init_from: Path | None = policy) -> None:
             train_fn("dpo", base_model, sdir / "pairs.jsonl", d / "run", settings, seed, resume, init_from=init_from)

@@ -29,7 +29,6 @@ from clinalign.study.stages import StageRunner, file_fingerprint, fingerprint
 from clinalign.tasks import Task, get_task
 from clinalign.tasks.base import BASELINE_VIEW
 
-SYSTEMS = ("base", "sft", "dpo")
 #: bump when eval/baselines.py changes what it predicts, so cached baseline stages are redone
 BASELINE_VERSION = 1
 
@@ -94,7 +93,8 @@ def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None]) -> dict[
 
 def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, stages: StageRunner,
              out: Path, extras: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """One task of the study: data -> SFT -> DPO -> evaluate three systems -> paired statistics.
+    """One task of the study: data -> SFT -> DPO (one arm, or off- and on-policy) -> evaluate every
+    system on the same test items -> paired statistics.
 
     With ``folds: k`` the pipeline runs once per fold (each record is tested exactly once); the
     paired tests use the pooled cross-validated predictions and ``_folds`` reports each metric's mean
@@ -103,13 +103,13 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     from clinalign.eval.compare import compare_systems
 
     if not cfg.folds:
-        test, preds, dpo_dir, split_info = _task_predictions(cfg, entry, task, base_model, stages, out, None)
+        test, preds, dpo_dirs, split_info = _task_predictions(cfg, entry, task, base_model, stages, out, None)
         task_results = compare_systems(task, test, {s: [r["pred"] for r in rows] for s, rows in preds.items()},
                                        n_boot=cfg.eval_settings(entry).n_boot, seed=cfg.eval_settings(entry).seed)
     else:
         test, preds, per_fold = [], {}, []
         for fold in range(cfg.folds):
-            t, p, dpo_dir, split_info = _task_predictions(cfg, entry, task, base_model, stages, out, fold)
+            t, p, dpo_dirs, split_info = _task_predictions(cfg, entry, task, base_model, stages, out, fold)
             test += t
             for s in p:
                 preds.setdefault(s, []).extend(p[s])
@@ -122,16 +122,18 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     task_results["_split"] = split_info  # records per split and duplicate groups kept together
     from clinalign.study.onpolicy import round_stats
 
-    if round_stats(dpo_dir):  # on-policy DPO: per round, how often the policy's samples were judged right
-        task_results["_on_policy"] = round_stats(dpo_dir)
+    rounds = [r for d in dpo_dirs.values() for r in round_stats(d)]
+    if rounds:  # on-policy DPO: per round, how often the policy's samples were judged right
+        task_results["_on_policy"] = rounds
     cut = sum(bool(r.get("prompt_truncated")) for r in preds["base"])
     if cut:
         task_results["_prompt_truncated"] = cut
     if task.is_closed_set:  # a model that answers one label to everything is visible at a glance
         task_results["_label_distribution"] = label_distribution(test, preds, task)
     tid = task.id
-    extras["curves"][tid] = {"sft": read_jsonl(dpo_dir.parent / "sft" / "run" / "metrics.jsonl", missing_ok=True),
-                             "dpo": read_jsonl(dpo_dir / "run" / "metrics.jsonl", missing_ok=True)}
+    sft_dir = next(iter(dpo_dirs.values())).parent / "sft"
+    extras["curves"][tid] = {"sft": read_jsonl(sft_dir / "run" / "metrics.jsonl", missing_ok=True),
+                             **{s: read_jsonl(d / "run" / "metrics.jsonl", missing_ok=True) for s, d in dpo_dirs.items()}}
     if task.is_closed_set:
         extras["calibration"][tid] = {s: [(r.get("probs"), r["gold"]) for r in rows] for s, rows in preds.items()}
         extras["confusion"][tid] = {s: ([r["gold"] for r in rows], [r["pred"] for r in rows])
@@ -184,8 +186,9 @@ def fold_summary(per_fold: list[dict[str, dict[str, float]]]) -> dict[str, dict[
 
 def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, stages: StageRunner,
                       out: Path, fold: int | None
-                      ) -> tuple[list[Any], dict[str, list[dict[str, Any]]], Path, dict[str, int]]:
-    """Data, SFT, DPO and the three systems' per-item predictions on this (fold's) test split."""
+                      ) -> tuple[list[Any], dict[str, list[dict[str, Any]]], dict[str, Path], dict[str, int]]:
+    """Data, SFT, DPO (one arm, or off- and on-policy) and every system's per-item predictions on this
+    (fold's) test split; the DPO stage folders by system."""
     tid = task.id
     sp = tid if fold is None else f"{tid}/fold{fold}"
     base_fp = parallel.from_main(lambda: model_fingerprint(base_model))  # content hash, read by rank 0 alone
@@ -245,33 +248,35 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
             settings["val_data"] = str(d / "val_pairs.jsonl")
         _train("dpo", base_model, d / "pairs.jsonl", d / "run", settings, cfg.seed, resume, init_from=init)
 
-    if on_policy:  # the model's own judged samples, round after round (study/onpolicy.py)
-        dpo_dir, dpo_fp = onpolicy.run_rounds(
-            stages, sp, task, split["train"][: entry.max_pairs], on_policy, dpo_settings, base_model=base_model,
-            # the rounds' stages key on data_fp: here it carries the prompts and resolved device/dtype too
-            base_fp=base_fp, data_fp=fingerprint([data_fp, train_prompts, _placed(dpo_settings)]), init=init,
-            init_fp=sft_fp if init else base_fp, seed=cfg.seed,
-            batch_size=cfg.eval_settings(entry).batch_size, train_fn=_train)
-    else:
-        dpo_dir, dpo_fp = stages.run(
-            f"{sp}/dpo",
-            {"model": base_fp, "data": data_fp, "prompts": train_prompts, "init": sft_fp if init else None,
-             "pairs": entry.pairs,
-             **({"max_pairs": entry.max_pairs} if entry.max_pairs else {}),
-             "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file),
-             "train": _placed(dpo_settings), "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
-            train_dpo, every_rank=True,
-        )
-
-    # 4. evaluate the three systems on the same test items
     ev = cfg.eval_settings(entry)
+    dpo_stages: dict[str, tuple[Path, str]] = {}  # system -> (stage dir, fingerprint), both from the same init
+    for system, arm in onpolicy.systems(on_policy).items():
+        if arm == "on_policy":  # the model's own judged samples, round after round (study/onpolicy.py)
+            dpo_stages[system] = onpolicy.run_rounds(
+                stages, sp, task, split["train"][: entry.max_pairs], on_policy, dpo_settings, base_model=base_model,
+                # the rounds' stages key on data_fp: here it carries the prompts and resolved device/dtype too
+                base_fp=base_fp, data_fp=fingerprint([data_fp, train_prompts, _placed(dpo_settings)]), init=init,
+                init_fp=sft_fp if init else base_fp, seed=cfg.seed,
+                batch_size=ev.batch_size, train_fn=_train, max_new_tokens=ev.max_new_tokens,
+                max_prompt_tokens=ev.max_prompt_tokens)
+        else:
+            dpo_stages[system] = stages.run(
+                f"{sp}/dpo",
+                {"model": base_fp, "data": data_fp, "prompts": train_prompts, "init": sft_fp if init else None,
+                 "pairs": entry.pairs, **({"max_pairs": entry.max_pairs} if entry.max_pairs else {}),
+                 "pairs_file": entry.pairs_file and file_fingerprint(entry.pairs_file), "train": _placed(dpo_settings),
+                 "seed": cfg.seed, **({"validate": True} if cfg.validate_training else {})},
+                train_dpo, every_rank=True,
+            )
+
+    # 4. evaluate every system on the same test items
     test = split["test"][: ev.max_items] if ev.max_items else split["test"]
     scored = {"data": data_fp, "prompts": task.prompt_fingerprint(test), "eval": _placed(ev.model_dump())}
     models = {"base": (base_model, base_fp), "sft": (sft_dir / "run" / "final", sft_fp),
-              "dpo": (dpo_dir / "run" / "final", dpo_fp)}
+              **{s: (d / "run" / "final", fp) for s, (d, fp) in dpo_stages.items()}}
     preds: dict[str, list[dict[str, Any]]] = {}
     if task.is_closed_set and ev.closed_set_mode == "score":
-        # one stage for the three: the layers below the adapters run once per item (eval/predict.py)
+        # one stage for every system: the layers below the adapters run once per item (eval/predict.py)
         pred_dir, _ = stages.run(
             f"{sp}/eval", {"models": {s: fp for s, (_p, fp) in models.items()}, **scored},
             lambda d, _resume: _predict(task, {s: p for s, (p, _fp) in models.items()}, test, ev, d),
@@ -301,7 +306,7 @@ def _task_predictions(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model
         (out / "predictions" / sp).mkdir(parents=True, exist_ok=True)
         for system in preds:
             write_jsonl(out / "predictions" / sp / f"{system}.jsonl", preds[system])
-    return test, preds, dpo_dir, split_info
+    return test, preds, {s: d for s, (d, _fp) in dpo_stages.items()}, split_info
 
 
 def _placed(settings: dict[str, Any]) -> dict[str, Any]:

@@ -138,18 +138,27 @@ def _orpo(x: LossInputs) -> tuple[Tensor, Tensor, Tensor]:
     return (-c - x.beta * F.logsigmoid(log_odds), x.beta * c.detach(), x.beta * r.detach())
 
 
+def _global_mean(v: Tensor) -> Tensor:
+    """Mean over the rows of every process (the global batch; TRL gathers KTO's KL estimate the same
+    way), so 2 processes with batch b give the z0 of 1 process with batch 2b; the local mean on one."""
+    from clinalign.train.distributed import all_reduce_sum
+
+    total = all_reduce_sum(torch.stack([v.sum(), v.new_tensor(float(v.numel()))]))
+    return total[0] / total[1]
+
+
 @_loss("kto", unpaired=True)
 def _kto(x: LossInputs) -> tuple[Tensor, Tensor, Tensor]:
     """KTO (Ethayarajh et al. 2024, eq. 7) on unpaired answers: r = log pi(y|x) - log ref(y|x),
-    z0 = max(0, mean over the batch of [log pi(y'|x) - log ref(y'|x)]) with y' another row's answer
-    (the KL estimate; the recipe puts it in the rejected slot),
+    z0 = max(0, mean over the global batch of [log pi(y'|x) - log ref(y'|x)]) with y' another row's answer
+    (the KL estimate; the recipe puts it in the rejected slot; all-reduced across processes),
     L = lambda_D (1 - sigma(beta (r - z0))) for desirable y, lambda_U (1 - sigma(beta (z0 - r))) otherwise.
     Rewards are reported as (better side, worse side): (beta r, beta z0) for desirable rows and
     (beta z0, beta r) for undesirable ones, so margin > 0 means the row is on its right side of z0."""
     if x.labels is None:
         raise ConfigError("the kto loss needs labels (True = desirable answer)")
     r, kl = x.logratios()
-    z0 = kl.mean().detach().clamp(min=0)
+    z0 = _global_mean(kl.detach()).clamp(min=0)
     good = x.labels.bool()
     losses = torch.where(good, x.desirable_weight * (1 - torch.sigmoid(x.beta * (r - z0))),
                          x.undesirable_weight * (1 - torch.sigmoid(x.beta * (z0 - r))))

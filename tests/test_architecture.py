@@ -10,7 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "clinalign"
 
-#: lowest first. ``base`` is clinalign/__init__.py and errors.py; ``cli`` is clinalign/cli.py,
+#: lowest first. ``base`` is clinalign/__init__.py, errors.py and config.py (YAML + overrides); hashing.py counts as models; ``cli`` is clinalign/cli.py,
 #: __main__.py and every package's cli.py (the command surface sits above everything it calls).
 LAYERS = ["base", "tasks", "data", "models", "train", "eval", "rate", "report", "export", "study", "cli"]
 
@@ -42,9 +42,9 @@ def layer(module: str) -> str:
     parts = module.split(".")
     if parts[-1] in ("cli", "__main__"):
         return "cli"
-    if len(parts) == 1 or parts[1] == "errors":
+    if len(parts) == 1 or parts[1] in ("errors", "config", "__version__"):
         return "base"
-    return parts[1]
+    return {"hashing": "models"}.get(parts[1], parts[1])  # content hashes of model weights
 
 
 def imports(source: str, module: str, is_package: bool) -> list[tuple[str, int]]:

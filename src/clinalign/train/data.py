@@ -16,7 +16,7 @@ from typing import Any
 from clinalign.data.io import read_records
 from clinalign.data.rows import KTORow, PairRow, SFTRow, read_rows
 from clinalign.errors import ConfigError, DataError
-from clinalign.train.batching import PairExample, SFTExample, tokenize_pair, tokenize_sft
+from clinalign.train.tokenize import PairExample, SFTExample, tokenize_pair, tokenize_sft
 
 
 @dataclass

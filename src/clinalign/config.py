@@ -13,26 +13,33 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from clinalign.errors import ConfigError
+from clinalign.errors import ClinalignError, ConfigError
 
 M = TypeVar("M", bound=BaseModel)
 
 
-def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
-    """The mapping a YAML file holds ({} for an empty file); a syntax error names its line."""
+def load_yaml(path: str | Path, what: str = "config", error: type[ClinalignError] = ConfigError) -> tuple[Any, str]:
+    """What a YAML file holds and its text, for every YAML file we read (configs, studies, task
+    declarations): a missing or unreadable file and a syntax error are one ``error`` naming the file
+    (and the line)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{what} file {path} not found") from None
+        raise error(f"{path}: {what} file not found") from None
     except (OSError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path}: cannot read {what} file ({e})") from None
+        raise error(f"{path}: cannot read {what} file ({e})") from None
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text), text
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        raise ConfigError(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})".replace("\n", " ")) from None
+        raise error(f"{where}: not valid YAML ({getattr(e, 'problem', None) or e})".replace("\n", " ")) from None
+
+
+def read_yaml(path: str | Path, what: str = "config") -> dict[str, Any]:
+    """The mapping a config or study file holds ({} for an empty file)."""
+    raw, _ = load_yaml(path, what)
     if raw is None:
         return {}
     if not isinstance(raw, dict):

@@ -62,6 +62,7 @@ from pydantic import (
     create_model,
 )
 
+from clinalign.config import load_yaml
 from clinalign.errors import TaskError
 from clinalign.eval.metrics import accuracy, f1_for, macro_f1
 from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
@@ -384,19 +385,7 @@ def _check(path: Path, lines: dict[str, int], decl: ClassificationDecl | Generat
 def load_task_file(path: Path) -> Task:
     """A Task from a YAML declaration; any problem is a TaskError naming the file, line and key."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise TaskError(f"{path}: task file not found") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise TaskError(f"{path}: cannot read task file ({e})") from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-        problem = getattr(e, "problem", None) or str(e)
-        raise TaskError(f"{where}: not valid YAML ({problem})".replace("\n", " ")) from None
+    raw, text = load_yaml(path, "task", error=TaskError)
     lines = _key_lines(text)
     if not isinstance(raw, dict):
         raise TaskError(f"{path}: expected a mapping of keys (id, type, prompt, ...), got {type(raw).__name__}")

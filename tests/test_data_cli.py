@@ -161,3 +161,14 @@ def test_study_summary_says_when_max_train_kept_fewer_records_than_n():
     assert records_note(split, 56, 36) == "56 of 80 records used (max_train: 36 training records kept)"
     assert records_note({**split, "dropped": 3}, 53, None) == "53 of 80 records used (3 dropped as duplicates)"
     assert records_note(split, 80, None) is None
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["evaluate"], "No such command 'evaluate'"),
+    (["data", "split", "--no-such-flag"], "No such option"),
+    (["data", "validate"], "Missing argument"),
+])
+def test_usage_mistakes_are_one_message_and_exit_2(argv: list[str], expected: str, capsys):
+    assert cli(argv) == 2
+    err = capsys.readouterr().err
+    assert expected in err and "Traceback" not in err

@@ -62,13 +62,19 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {e.filename or 'a file'}: {e.strerror} (free space or fix the disk, then run the "
               f"command again)", file=sys.stderr)
         return 2
-    except click.exceptions.Exit as e:
+    # newer typer (0.29 here) raises its own copy of click's exceptions (typer.Exit, typer.Abort, and usage errors
+    # under typer.TyperException); older typer raises click's. Both are caught, so a mistyped command or
+    # option is one usage line and exit 2, never a traceback.
+    except (click.exceptions.Exit, typer.Exit) as e:
         return e.exit_code
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, typer.Abort):
         print("aborted", file=sys.stderr)
         return 130
-    except click.exceptions.ClickException as e:
-        e.show()
+    except (click.exceptions.ClickException, typer.TyperException) as e:
+        if hasattr(e, "show"):
+            e.show()
+        else:
+            print(f"error: {e}", file=sys.stderr)
         return 2
     return rc if isinstance(rc, int) else 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -28,3 +29,17 @@ def sft_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     logits, targets, rows = sft_answer_logits(model, batch)
     tok = token_logps(logits, targets)
     return torch.zeros(batch["labels"].size(0), dtype=tok.dtype, device=tok.device).index_add(0, rows, tok)
+
+
+def nudge_weights(model_dir: Path) -> None:
+    """Scale one weight matrix of a saved model by 1.01 and save it again: the same file size, other
+    bytes, so an identity that looked at sizes or dates only could not tell the two apart."""
+    from clinalign.models.loading import load_model
+
+    weights = model_dir / "model.safetensors"
+    size = weights.stat().st_size
+    model = load_model(model_dir)
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(1.01)
+    model.save_pretrained(model_dir)
+    assert weights.stat().st_size == size

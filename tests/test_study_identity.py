@@ -11,11 +11,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from clinalign import hashing
 from clinalign.study.config import load_study
+from helpers import nudge_weights
 
 pytestmark = pytest.mark.slow
 
@@ -73,16 +73,8 @@ def test_an_unchanged_rerun_reuses_every_stage_and_hashes_no_weights_again(study
 
 
 def test_retrained_weights_of_the_same_size_retrain_everything_downstream(study):
-    from clinalign.models.loading import load_model
-
     _, _, model, _ = study
-    weights = model / "model.safetensors"
-    size = weights.stat().st_size
-    m = load_model(model)
-    with torch.no_grad():
-        m.model.layers[0].mlp.up_proj.weight.mul_(1.01)
-    m.save_pretrained(model)
-    assert weights.stat().st_size == size
+    nudge_weights(model)
     assert _rerun(study) == TRAINED  # the data and the baseline stay
 
 

@@ -36,6 +36,21 @@ def test_auto_is_float32_on_cpu_and_bf16_only_on_a_gpu_that_has_it(no_gpu, monke
     assert resolve("cpu", "auto").dtype == "float32"
 
 
+def test_bf16_on_a_cpu_without_native_bf16_matmul_says_it_is_slower(no_gpu, monkeypatch):
+    import warnings
+
+    from clinalign.models import device
+
+    monkeypatch.setattr(device, "cpu_has_bf16_matmul", lambda: False)
+    with pytest.warns(RuntimeWarning, match=r"dtype: bfloat16 on a CPU without AMX or AVX512-BF16 .* set dtype: float32"):
+        assert resolve("cpu", "bfloat16").dtype == "bfloat16"  # still runs: slower, not wrong
+    monkeypatch.setattr(device, "cpu_has_bf16_matmul", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve("cpu", "bfloat16").dtype == "bfloat16"
+        assert resolve("cpu", "float32").dtype == "float32"
+
+
 def test_auto_on_a_gpu_without_bf16_is_float32(old_gpu):
     assert resolve("auto", "auto").dtype == "float32"
     with pytest.raises(ConfigError, match=r"dtype: bfloat16 is not supported by this GPU \(Tesla V100\)"):

@@ -4,12 +4,15 @@ scoring, generation) is placed by :func:`resolve`, so one study file means the s
 ``device: auto`` is CUDA when PyTorch sees a GPU, else CPU; ``dtype: auto`` is bfloat16 on a GPU that
 supports it and float32 otherwise (CPU, or an older GPU: float16 training would need loss scaling,
 which the loop does not do). A combination that cannot run is a :class:`ConfigError` naming the option,
-raised before any model is loaded.
+raised before any model is loaded. ``dtype: bfloat16`` on a CPU pays off only where the CPU multiplies
+bfloat16 natively (AMX or AVX512-BF16: several times float32's matmul rate); elsewhere it is emulated and
+slower than float32, which :func:`resolve` says once.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -36,6 +39,13 @@ class Placement:
         return {"device": self.device.type, "dtype": self.dtype}
 
 
+def cpu_has_bf16_matmul() -> bool:
+    """AMX tiles or AVX512-BF16 (Intel Sapphire Rapids and later, AMD Zen 4 and later)."""
+    import torch
+
+    return any(getattr(torch.cpu, name, lambda: False)() for name in ("_is_amx_tile_supported", "_is_avx512_bf16_supported"))
+
+
 def resolve(device: str = "auto", dtype: str = "auto", load_in_4bit: bool = False) -> Placement:
     """Where and in what precision a model runs; see the module docstring."""
     import torch
@@ -54,6 +64,9 @@ def resolve(device: str = "auto", dtype: str = "auto", load_in_4bit: bool = Fals
     if kind == "cpu" and dtype == "float16":
         raise ConfigError("dtype: float16 does not run on CPU (no float16 matmul kernels there); "
                           "use float32 or bfloat16, or device: cuda")
+    if kind == "cpu" and dtype == "bfloat16" and not cpu_has_bf16_matmul():
+        warnings.warn("dtype: bfloat16 on a CPU without AMX or AVX512-BF16 is emulated and runs slower than "
+                      "float32; set dtype: float32 on this machine", RuntimeWarning, stacklevel=1)
     if kind == "cuda" and dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"dtype: bfloat16 is not supported by this GPU ({torch.cuda.get_device_name()}); "
                           "use float32 (or float16)")

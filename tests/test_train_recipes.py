@@ -70,6 +70,23 @@ def test_lora_dpo_on_top_of_a_lora_sft_adapter(tiny_model_dir, uti_records, tmp_
     assert abs(first["chosen_reward"]) < 1e-5 and abs(first["rejected_reward"]) < 1e-5
 
 
+def test_a_stage_continuing_an_adapter_trains_with_its_own_lora_dropout(tiny_model_dir, adapter_run):
+    """Rank and layers are the adapter's; dropout is the stage's (DPO from SFT used to inherit SFT's)."""
+    from clinalign.train.config import TrainConfig
+    from clinalign.train.loop import load_policy
+
+    def dropouts(p: float) -> set:
+        model = load_policy(TrainConfig(stage="dpo", model=str(tiny_model_dir), init_from=str(adapter_run / "final"),
+                                        lora_dropout=p, device="cpu", dtype="float32"), str(tiny_model_dir))
+        mods = [m for name, m in model.named_modules() if ".lora_dropout." in name]
+        assert mods and any(p.requires_grad for p in model.parameters())
+        return {(type(m).__name__, getattr(m, "p", None)) for m in mods}
+
+    assert json.loads((adapter_run / "final" / "adapter_config.json").read_text())["lora_dropout"] == 0.0
+    assert dropouts(0.3) == {("Dropout", 0.3)}
+    assert dropouts(0.0) == {("Identity", None)}
+
+
 def test_trl_style_pair_file_and_overrides(tiny_model_dir, tmp_path):
     from clinalign.data.io import write_jsonl
 

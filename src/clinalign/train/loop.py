@@ -92,9 +92,14 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
     if _is_adapter(cfg.init_from):
-        from peft import PeftModel
+        from peft import PeftConfig, PeftModel
 
-        model = PeftModel.from_pretrained(model, cfg.init_from, is_trainable=cfg.lora)
+        # the adapter's shape (rank, alpha, layers) is the saved one; its dropout is this stage's own
+        # setting (a regulariser of training, not part of the weights), so a DPO stage's is not ignored
+        saved = PeftConfig.from_pretrained(cfg.init_from)
+        if hasattr(saved, "lora_dropout"):
+            saved.lora_dropout = cfg.lora_dropout
+        model = PeftModel.from_pretrained(model, cfg.init_from, is_trainable=cfg.lora, config=saved)
         if not cfg.lora:
             model = model.merge_and_unload()
     elif cfg.lora:

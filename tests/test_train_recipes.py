@@ -79,7 +79,7 @@ def test_a_stage_continuing_an_adapter_trains_with_its_own_lora_dropout(tiny_mod
         model = load_policy(TrainConfig(stage="dpo", model=str(tiny_model_dir), init_from=str(adapter_run / "final"),
                                         lora_dropout=p, device="cpu", dtype="float32"), str(tiny_model_dir))
         mods = [m for name, m in model.named_modules() if ".lora_dropout." in name]
-        assert mods and any(p.requires_grad for p in model.parameters())
+        assert mods and any(w.requires_grad for w in model.parameters())
         return {(type(m).__name__, getattr(m, "p", None)) for m in mods}
 
     assert json.loads((adapter_run / "final" / "adapter_config.json").read_text())["lora_dropout"] == 0.0

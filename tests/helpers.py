@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from clinalign.eval.inference import answer_probs, choice_logliks
+from clinalign.eval.stats import IndexMetric, bootstrap_systems
 from clinalign.train.packing import sft_answer_logits, token_logps
 
 
@@ -43,3 +44,10 @@ def nudge_weights(model_dir: Path) -> None:
         model.model.layers[0].mlp.up_proj.weight.mul_(1.01)
     model.save_pretrained(model_dir)
     assert weights.stat().st_size == size
+
+
+def bootstrap_ci(metric_fn: IndexMetric, n_items: int, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile bootstrap ``1 - alpha`` interval of one metric: what `compare_systems` reports as a
+    system's CI, computed for that system alone."""
+    return bootstrap_systems({"": metric_fn}, n_items, n_boot, seed, alpha)[""].ci

@@ -10,8 +10,14 @@ import pytest
 
 from clinalign.errors import DataError, TaskError
 from clinalign.eval import metrics as M
-from clinalign.eval.compare import apply_holm, compare_systems, likert_metric, verdict
-from clinalign.eval.stats import holm, mcnemar_exact, wilcoxon_paired
+from clinalign.eval.compare import (
+    EVERY_COMPARISON,
+    apply_multiplicity,
+    compare_systems,
+    likert_metric,
+    verdict,
+)
+from clinalign.eval.stats import adjust_pvalues, mcnemar_exact, wilcoxon_paired
 from clinalign.tasks.base import Metric, Record, Task
 
 
@@ -137,10 +143,10 @@ def test_apply_holm_over_the_study_and_verdicts():
     same = compare_systems(TASK, recs, {"base": preds["base"], "sft": preds["base"], "dpo": preds["base"]},
                            n_boot=200, seed=0)
     results = {"tasks": {"a": big, "b": same}}
-    apply_holm(results)
+    apply_multiplicity(results, EVERY_COMPARISON)
     flat = {f"{t}/{m}/{k}": p for t, tr in results["tasks"].items() for m in ("f1_yes", "accuracy", "likert")
             for k, p in tr[m]["p_values"].items()}
-    expected = holm(flat)
+    expected = adjust_pvalues(flat)
     assert len(flat) == 18
     for key, p in expected.items():
         t, m, k = key.split("/")
@@ -210,10 +216,11 @@ class MeanTask(FakeTask):
 
 
 def test_the_study_numbers_are_the_stats_functions_on_the_same_inputs():
-    """CIs, paired bootstrap p-values and Holm of compare_systems/apply_holm equal eval/stats' own
+    """CIs, paired bootstrap p-values and Holm of compare_systems/apply_multiplicity equal eval/stats' own
     functions called directly: one draw of items serves every system and every pair."""
     from clinalign.eval.compare import pairs
-    from clinalign.eval.stats import bootstrap_ci, paired_bootstrap
+    from clinalign.eval.stats import paired_bootstrap
+    from helpers import bootstrap_ci
 
     recs, preds = _systems(90, seed=3)
     n, n_boot, seed = len(recs), 300, 7
@@ -233,9 +240,10 @@ def test_the_study_numbers_are_the_stats_functions_on_the_same_inputs():
         for a, b in pairs(list(preds)):
             assert out[name]["p_values"][f"{a}_vs_{b}"] == paired_bootstrap(fn(preds[a]), fn(preds[b]), n,
                                                                             n_boot=n_boot, seed=seed)
-    results = apply_holm({"tasks": {"t": out}})
+    results = {"tasks": {"t": out}}
+    apply_multiplicity(results, EVERY_COMPARISON)
     flat = {f"{m}/{k}": p for m in ("f1_yes", "accuracy", "likert") for k, p in out[m]["p_values"].items()}
-    for key, p in holm(flat).items():
+    for key, p in adjust_pvalues(flat).items():
         m, k = key.split("/")
         assert results["tasks"]["t"][m]["p_values_holm"][k] == p
 

@@ -9,13 +9,13 @@ import pytest
 from scipy.stats import binom, norm
 
 from clinalign.eval.stats import (
-    bootstrap_ci,
-    holm,
+    adjust_pvalues,
     mcnemar_exact,
     paired_bootstrap,
     paired_bootstrap_p,
     wilcoxon_paired,
 )
+from helpers import bootstrap_ci
 
 
 def test_mcnemar_exact_matches_binomial_reference():
@@ -63,14 +63,14 @@ def test_wilcoxon_identical_scores_is_one():
 
 
 def test_holm_known_list():
-    got = holm({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005, "e": None})
+    got = adjust_pvalues({"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005, "e": None})
     # sorted: d .005*4=.02, a .01*3=.03, c .03*2=.06, b .04*1=.04 -> monotone max: .02 .03 .06 .06
     assert got["d"] == pytest.approx(0.02)
     assert got["a"] == pytest.approx(0.03)
     assert got["c"] == pytest.approx(0.06)
     assert got["b"] == pytest.approx(0.06)
     assert got["e"] is None
-    assert holm({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
+    assert adjust_pvalues({"x": 0.6, "y": 0.7}) == pytest.approx({"x": 1.0, "y": 1.0})
 
 
 def _accuracy_fn(correct: np.ndarray):

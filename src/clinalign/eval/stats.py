@@ -5,6 +5,15 @@ every system is scored on that one draw, so system differences are not blurred b
 happened to be drawn. The study's numbers (eval/compare.py) go through these same functions. The
 tests themselves come from scipy / statsmodels; only the bootstrap loop, which must work for any
 corpus-level metric (F1 is not a mean of per-item values), is ours.
+
+Beside each test's p, the minimum detectable difference (MDE): the smallest true difference the same
+test on the same number of items would find with probability ``power`` (80% by default) at the
+two-sided level ``alpha``, sized by the pairing actually observed (the spread of the paired
+differences, or the discordance rate). A comparison that is "not significant" then says what it could
+not have seen. ``alpha`` is the nominal level, not a multiplicity-corrected one: a correction (Holm
+and the like) judges a comparison at a level between ``alpha / m`` and ``alpha``, so the corrected
+MDE is larger still. The nominal figure is therefore a lower bound on the blind spot, true whatever
+the family: a difference below it could not have been detected even without any correction.
 """
 
 from __future__ import annotations
@@ -21,6 +30,8 @@ from statsmodels.stats.multitest import multipletests
 
 #: metric_fn(indices) -> the metric on the items at those indices (indices may repeat)
 IndexMetric = Callable[[np.ndarray], float]
+#: float noise must not turn an exact tie into a difference
+_TOL = 1e-12
 
 
 def resample_indices(n_items: int, n_boot: int, seed: int) -> np.ndarray:
@@ -72,13 +83,6 @@ def bootstrap_systems(
     return out
 
 
-def bootstrap_ci(
-    metric_fn: IndexMetric, n_items: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05
-) -> tuple[float, float]:
-    """Percentile bootstrap ``1 - alpha`` interval of any metric computable on a subset of items."""
-    return bootstrap_systems({"": metric_fn}, n_items, n_boot, seed, alpha)[""].ci
-
-
 def paired_bootstrap_p(
     samples_a: np.ndarray, samples_b: np.ndarray, observed_diff: float, method: str = "normal"
 ) -> float:
@@ -100,16 +104,15 @@ def paired_bootstrap_p(
     d = d[~np.isnan(d)]
     if d.size == 0 or math.isnan(observed_diff):
         return math.nan
-    tol = 1e-12  # float noise must not turn an exact tie into a difference
     if method == "shifted":
-        extreme = np.abs(d - observed_diff) >= abs(observed_diff) - tol
+        extreme = np.abs(d - observed_diff) >= abs(observed_diff) - _TOL
         return float((1 + extreme.sum()) / (1 + d.size))
     if method != "normal":
         raise ValueError(f"unknown paired bootstrap method {method!r}: expected 'normal' or 'shifted'")
-    if abs(observed_diff) <= tol:
+    if abs(observed_diff) <= _TOL:
         return 1.0
     se = float(d.std(ddof=1)) if d.size > 1 else 0.0
-    if se <= tol:
+    if se <= _TOL:
         return 0.0  # a difference that no resample of the items can remove
     return float(2 * norm.sf(abs(observed_diff) / se))
 
@@ -155,11 +158,106 @@ def wilcoxon_paired(a: Sequence[float], b: Sequence[float]) -> float:
         return float(wilcoxon(x, y).pvalue)
 
 
-def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
-    """Holm-adjusted p-values, same keys; undefined (None/NaN) p-values stay None and are not counted."""
+#: the statsmodels ``multipletests`` methods a study may correct with
+ADJUST_METHODS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg", "hommel",
+                  "fdr_bh", "fdr_by", "fdr_tsbh", "fdr_tsbky")
+
+
+def adjust_pvalues(pvalues: Mapping[str, float | None], method: str = "holm") -> dict[str, float | None]:
+    """Multiplicity-adjusted p-values (statsmodels ``multipletests``), same keys; undefined (None/NaN)
+    p-values stay None and are not counted in the family."""
+    if method not in ADJUST_METHODS:
+        raise ValueError(f"unknown multiple-testing method {method!r}: expected one of {', '.join(ADJUST_METHODS)}")
     keys = [k for k, p in pvalues.items() if p is not None and not math.isnan(p)]
     out: dict[str, float | None] = {k: None for k in pvalues}
     if keys:
-        adjusted = multipletests([pvalues[k] for k in keys], method="holm")[1]
+        adjusted = multipletests([pvalues[k] for k in keys], method=method)[1]
         out.update({k: float(p) for k, p in zip(keys, adjusted, strict=True)})
     return out
+
+
+#: Wilcoxon signed-rank vs the paired t-test when the differences are normal (Hodges & Lehmann 1956):
+#: the signed-rank test on n items has about the power of the t-test on 3/pi * n items
+WILCOXON_ARE = 3 / math.pi
+
+
+def _z(alpha: float, power: float) -> tuple[float, float]:
+    """``z_{1-alpha/2}`` and ``z_{power}``: the two-sided critical value and the power quantile."""
+    if not (0 < alpha < 1 and 0 < power < 1):
+        raise ValueError(f"alpha and power must lie in (0, 1): got alpha={alpha}, power={power}")
+    return float(norm.ppf(1 - alpha / 2)), float(norm.ppf(power))
+
+
+def mde_bootstrap(samples_a: np.ndarray, samples_b: np.ndarray, alpha: float = 0.05, power: float = 0.8) -> float:
+    """MDE of the paired bootstrap test: ``(z_{1-alpha/2} + z_power) * sd(d*)``, ``d* = a* - b*`` over
+    the paired draws (the standard error `paired_bootstrap_p` divides by, taken as the same under the
+    alternative). NaN when the draws never differ (sd 0): two systems that agreed on every resample
+    give no spread to size a difference by, and claiming "any difference would have been seen" from
+    that would be false."""
+    d = np.asarray(samples_a, dtype=float) - np.asarray(samples_b, dtype=float)
+    d = d[~np.isnan(d)]
+    za, zb = _z(alpha, power)
+    if d.size < 2:
+        return math.nan
+    sd = float(d.std(ddof=1))
+    return (za + zb) * sd if sd > _TOL else math.nan
+
+
+def mcnemar_floor(n_items: int, alpha: float = 0.05) -> float:
+    """The smallest difference in proportion correct McNemar's exact test can ever call significant on
+    ``n_items``: ``k / n`` for the least ``k`` with ``2 * 0.5**k < alpha`` (k discordant items, all one
+    way; 6 at alpha 0.05). Below it no outcome of the test is significant, whatever the pairing."""
+    if n_items <= 0:
+        return math.nan
+    k = 1
+    while 2 * 0.5**k >= alpha:
+        k += 1
+    return k / n_items
+
+
+def mde_mcnemar(correct_a: Sequence[bool], correct_b: Sequence[bool], alpha: float = 0.05,
+                power: float = 0.8) -> float:
+    """MDE of McNemar's test, in proportion correct, at the observed discordance rate ``psi``.
+
+    Connor (1987), Biometrics 43:207, sizes a paired-proportions study by
+    ``n = (z_a sqrt(psi) + z_b sqrt(psi - delta^2))^2 / delta^2``. Solved for ``delta`` (a quadratic
+    once squared; the root with ``sqrt(n) delta >= z_a sqrt(psi)``)::
+
+        delta = sqrt(psi) * (z_a sqrt(n) + z_b sqrt(n - z_a^2 + z_b^2)) / (n + z_b^2)
+
+    The normal approximation knows nothing of the exact test's granularity, so the figure is never
+    below `mcnemar_floor` (with few discordant items it would be). With no discordant item at all
+    (``psi = 0``) the pairing says nothing about how the systems could differ; the floor is then the
+    only honest figure, and it is what is returned. ``delta`` may exceed ``psi``: then no difference
+    the observed discordance allows was detectable with that power.
+    """
+    a = np.asarray(correct_a, dtype=bool)
+    b = np.asarray(correct_b, dtype=bool)
+    if a.shape != b.shape:
+        raise ValueError(f"paired outcomes differ in length: {a.size} vs {b.size}")
+    za, zb = _z(alpha, power)
+    n = a.size
+    if n == 0:
+        return math.nan
+    floor = mcnemar_floor(n, alpha)
+    psi = float(np.sum(a != b)) / n
+    if psi == 0:
+        return floor
+    delta = math.sqrt(psi) * (za * math.sqrt(n) + zb * math.sqrt(max(n - za**2 + zb**2, 0.0))) / (n + zb**2)
+    return max(delta, floor)
+
+
+def mde_wilcoxon(a: Sequence[float], b: Sequence[float], alpha: float = 0.05, power: float = 0.8) -> float:
+    """MDE of the Wilcoxon signed-rank test, in the scores' units: the paired t-test's normal-
+    approximation MDE ``(z_{1-alpha/2} + z_power) * sd(d) / sqrt(n)`` on the effective sample size
+    ``n * 3/pi`` (`WILCOXON_ARE`), ``d`` the per-item differences. NaN when the differences do not
+    vary (the systems scored alike on every item): no spread to size a difference by."""
+    x = np.asarray(a, dtype=float)
+    y = np.asarray(b, dtype=float)
+    if x.shape != y.shape:
+        raise ValueError(f"paired scores differ in length: {x.size} vs {y.size}")
+    za, zb = _z(alpha, power)
+    if x.size < 2:
+        return math.nan
+    sd = float((x - y).std(ddof=1))
+    return (za + zb) * sd / math.sqrt(x.size * WILCOXON_ARE) if sd > _TOL else math.nan

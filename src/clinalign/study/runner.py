@@ -53,7 +53,7 @@ def run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None] = print) -
 
 
 def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None]) -> dict[str, Any]:
-    from clinalign.eval.compare import apply_holm, verdict
+    from clinalign.eval.compare import EVERY_COMPARISON, apply_multiplicity, verdict
     from clinalign.models.loading import resolve_model_path
     from clinalign.report import write_report
     from clinalign.study.tracking import report_to
@@ -73,7 +73,7 @@ def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None]) -> dict[
             failed[task.id] = _failure(e, out / "errors" / f"{safe_name(task.id)}.txt")
             log(f"[bold red]failed[/bold red]  {task.id}: {failed[task.id]}")
 
-    apply_holm(results)
+    apply_multiplicity(results, EVERY_COMPARISON)
     for task_results in results["tasks"].values():
         task_results["_verdict"] = verdict(task_results)
     for tid, err in failed.items():

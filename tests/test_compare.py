@@ -14,6 +14,7 @@ from clinalign.eval.compare import (
     EVERY_COMPARISON,
     apply_multiplicity,
     compare_systems,
+    fmt_p,
     likert_metric,
     verdict,
 )
@@ -287,3 +288,185 @@ def test_pairs_with_both_dpo_arms():
     assert [f"{a}_vs_{b}" for a, b in pairs(["base", "sft", "dpo", "dpo_onpolicy", "classical"])] == [
         "sft_vs_base", "dpo_vs_base", "dpo_onpolicy_vs_base", "dpo_vs_sft", "dpo_onpolicy_vs_sft",
         "classical_vs_sft", "dpo_onpolicy_vs_dpo", "classical_vs_dpo", "classical_vs_dpo_onpolicy"]
+
+
+def test_every_comparison_states_its_minimum_detectable_difference():
+    """``mde`` sits beside ``p_values`` with the same pairs, computed by each metric's own test."""
+    from clinalign.eval.compare import pairs
+    from clinalign.eval.stats import bootstrap_systems, mde_bootstrap, mde_mcnemar, mde_wilcoxon
+
+    recs, preds = _systems(90, seed=3)
+    n, n_boot, seed = len(recs), 300, 7
+    out = compare_systems(TASK, recs, preds, n_boot=n_boot, seed=seed)
+    golds = [r.label for r in recs]
+    ok = {s: [p == g for p, g in zip(ps, golds, strict=True)] for s, ps in preds.items()}
+    lik = {s: [_score(r, p) for r, p in zip(recs, ps, strict=True)] for s, ps in preds.items()}
+    f1 = {s: (lambda idx, ps=ps: M.f1_for([golds[i] for i in idx], [ps[i] for i in idx], "yes")) for s, ps in preds.items()}
+    boot = bootstrap_systems(f1, n, n_boot, seed)
+    for m in ("f1_yes", "accuracy", "likert"):
+        assert set(out[m]["mde"]) == set(out[m]["p_values"])
+        assert out[m]["mde_at"] == {"alpha": 0.05, "power": 0.8}
+    for a, b in pairs(list(preds)):
+        k = f"{a}_vs_{b}"
+        assert out["accuracy"]["mde"][k] == pytest.approx(mde_mcnemar(ok[a], ok[b]))
+        assert out["likert"]["mde"][k] == pytest.approx(mde_wilcoxon(lik[a], lik[b]))
+        assert out["f1_yes"]["mde"][k] == pytest.approx(mde_bootstrap(boot[a].samples, boot[b].samples))
+        assert 0 < out["f1_yes"]["mde"][k] < 1
+    # a stricter level is asked for a larger difference; identical systems have no bootstrap figure
+    strict = compare_systems(TASK, recs, preds, n_boot=n_boot, seed=seed, alpha=0.01)
+    assert strict["f1_yes"]["mde"]["dpo_vs_sft"] > out["f1_yes"]["mde"]["dpo_vs_sft"]
+    same = compare_systems(TASK, recs, {"base": preds["sft"], "sft": preds["sft"]}, n_boot=100)
+    assert same["f1_yes"]["mde"] == {"sft_vs_base": None} and same["likert"]["mde"] == {"sft_vs_base": None}
+    assert same["accuracy"]["mde"]["sft_vs_base"] == pytest.approx(6 / 90)  # the exact test's floor
+    liked = likert_metric({"base": {"1": 2, "2": 3, "3": 2}, "sft": {"1": 4, "2": 4, "3": 5}}, n_boot=50)
+    assert liked["mde"]["sft_vs_base"] == pytest.approx(mde_wilcoxon([4, 4, 5], [2, 3, 2]))
+
+
+def _study(with_arms: bool = False) -> dict[str, Any]:
+    """Two tasks: one with clear differences, one where every system is base."""
+    recs, preds = _systems(150)
+    if with_arms:
+        preds = {**preds, "dpo_onpolicy": preds["dpo"], "classical": preds["sft"]}
+    same = {s: preds["base"] for s in preds}
+    return {"tasks": {"a": compare_systems(TASK, recs, preds, n_boot=200, seed=0),
+                      "b": compare_systems(TASK, recs, same, n_boot=200, seed=0)}}
+
+
+def test_default_family_is_the_primary_metric_and_the_study_questions():
+    from clinalign.eval.compare import MultiplicityConfig
+
+    results = _study(with_arms=True)
+    family = apply_multiplicity(results)
+    asked = ["sft_vs_base", "dpo_vs_base", "dpo_vs_sft", "dpo_onpolicy_vs_dpo"]
+    members = {(t, "f1_yes", c): results["tasks"][t]["f1_yes"]["p_values"][c] for t in ("a", "b") for c in asked}
+    assert [(x["task"], x["metric"], x["comparison"]) for x in family["members"]] == list(members)
+    assert family["n_tests"] == 8 and family["method"] == "holm"
+    assert family["metrics"] == "primary" and family["comparisons"] == asked
+    expected = adjust_pvalues({"/".join(k): p for k, p in members.items()})
+    for t in ("a", "b"):
+        f1 = results["tasks"][t]["f1_yes"]
+        assert f1["p_values_holm"] == pytest.approx({c: expected[f"{t}/f1_yes/{c}"] for c in asked})
+        assert f1["secondary"] == [c for c in f1["p_values"] if c not in asked]
+        assert "classical_vs_dpo" in f1["secondary"] and "dpo_onpolicy_vs_base" in f1["secondary"]
+        assert f1["correction"] == "holm"
+        for m in ("accuracy", "likert"):  # secondary metrics: raw p only
+            assert results["tasks"][t][m]["p_values_holm"] == {}
+            assert results["tasks"][t][m]["secondary"] == list(results["tasks"][t][m]["p_values"])
+    assert family["members"][0]["p_adjusted"] == results["tasks"]["a"]["f1_yes"]["p_values_holm"]["sft_vs_base"]
+    # a task with clinician ratings: those decide, so they are its primary metric in the family
+    results["tasks"]["b"]["likert_clinician"] = results["tasks"]["b"].pop("likert")
+    family = apply_multiplicity(results, MultiplicityConfig())
+    assert {(x["task"], x["metric"]) for x in family["members"]} == {("a", "f1_yes"), ("b", "likert_clinician")}
+
+
+def test_family_of_named_metrics_comparisons_and_method():
+    from clinalign.eval.compare import MultiplicityConfig
+
+    results = _study()
+    family = apply_multiplicity(results, MultiplicityConfig(metrics=["accuracy", "likert"],
+                                                            comparisons=["dpo_vs_sft"], method="bonferroni"))
+    assert family["n_tests"] == 4
+    for t in ("a", "b"):
+        for m in ("accuracy", "likert"):
+            e = results["tasks"][t][m]
+            assert e["p_values_holm"] == {"dpo_vs_sft": pytest.approx(min(1.0, 4 * e["p_values"]["dpo_vs_sft"]))}
+            assert e["secondary"] == ["sft_vs_base", "dpo_vs_base"] and e["correction"] == "bonferroni"
+        assert results["tasks"][t]["f1_yes"]["p_values_holm"] == {}
+    # every comparison of every metric: the family the study used to correct over
+    family = apply_multiplicity(results, EVERY_COMPARISON)
+    assert family["n_tests"] == 18 and all(e["secondary"] == [] for t in results["tasks"].values()
+                                           for m, e in t.items() if not m.startswith("_"))
+
+
+def test_a_family_with_a_typo_fails_at_load():
+    from pydantic import ValidationError
+
+    from clinalign.eval.compare import MultiplicityConfig
+
+    with pytest.raises(ValidationError, match="unknown comparison 'dpo_vs_stf'; did you mean 'dpo_vs_sft'"):
+        MultiplicityConfig(comparisons=["dpo_vs_stf"])
+    with pytest.raises(ValidationError, match="empty family"):
+        MultiplicityConfig(metrics=[])
+    with pytest.raises(ValidationError):
+        MultiplicityConfig(method="bh")
+    with pytest.raises(ValidationError):
+        MultiplicityConfig(family="all")
+    assert MultiplicityConfig.model_validate({"comparisons": "all", "method": "fdr_bh"}).comparisons == "all"
+
+
+def test_verdict_judges_secondary_comparisons_on_raw_p_and_says_so():
+    p = {"sft_vs_base": 0.001, "dpo_vs_base": 0.001, "dpo_vs_sft": 0.41, "classical_vs_sft": 0.01,
+         "classical_vs_dpo": 0.02}
+    e = _entry({"base": 0.5, "sft": 0.8, "dpo": 0.82, "classical": 0.6}, p)
+    e["f1"]["p_values_holm"] = {"sft_vs_base": 0.003, "dpo_vs_base": 0.003, "dpo_vs_sft": 0.41}
+    e["f1"]["secondary"] = ["classical_vs_sft", "classical_vs_dpo"]
+    line = verdict(e)
+    assert line.startswith("SFT sufficient (f1): better than base (p=0.003, Holm); "
+                           "DPO not significantly better than SFT (p=0.410, Holm)")
+    assert line.endswith("Fine-tuning beats the classical baseline (DPO 0.820 vs classical 0.600, "
+                         "p=0.020, raw p, secondary)")
+    e["f1"]["correction"] = "fdr_bh"
+    assert "better than base (p=0.003, Benjamini-Hochberg)" in verdict(e)
+    # the same secondary p in a family: judged on its corrected p, which is not significant
+    e["f1"]["p_values_holm"]["classical_vs_dpo"] = 0.06
+    assert "Fine-tuning not significantly better than the classical baseline (DPO 0.820 vs classical 0.600, " \
+           "p=0.060, Benjamini-Hochberg)" in verdict(e)
+
+
+def test_verdict_states_what_a_non_significant_comparison_could_not_have_seen():
+    p = {"sft_vs_base": 0.001, "dpo_vs_base": 0.001, "dpo_vs_sft": 0.352}
+    e = _entry({"base": 0.5, "sft": 0.8, "dpo": 0.82}, p)
+    e["f1"]["mde"] = {"sft_vs_base": 0.12, "dpo_vs_base": 0.13, "dpo_vs_sft": 0.1412}
+    e["_n_items"] = 40
+    assert verdict(e) == ("SFT sufficient (f1): better than base (p=0.001); DPO not significantly better than SFT "
+                          "(p=0.352); a difference below 0.141 could not have been detected with 80% power on "
+                          "40 items")
+    nothing = _entry({"base": 0.5, "sft": 0.55, "dpo": 0.52}, {"sft_vs_base": 0.3, "dpo_vs_base": 0.7,
+                                                              "dpo_vs_sft": 0.6})
+    nothing["f1"]["mde"] = {"sft_vs_base": 0.143, "dpo_vs_base": 0.15, "dpo_vs_sft": 0.1}
+    nothing["_n_items"] = 40
+    assert verdict(nothing) == ("No gain (f1): neither SFT (p=0.300) nor DPO (p=0.700) significantly better than "
+                                "base; differences below 0.143 (SFT vs base) and 0.150 (DPO vs base) could not "
+                                "have been detected with 80% power on 40 items")
+    # significant in the wrong direction: nothing was missed there, so only SFT's figure is given
+    nothing["f1"]["dpo"]["value"] = 0.3
+    nothing["f1"]["p_values"]["dpo_vs_base"] = 0.001
+    assert "base; a difference below 0.143 could not have been detected" in verdict(nothing)
+    nothing["f1"]["mde"]["sft_vs_base"] = None
+    assert verdict(nothing).endswith("significantly better than base; no power figure: the paired differences "
+                                     "have no spread. DPO significantly worse than base (p=0.001)")
+
+
+def test_verdict_power_from_compare_systems_output():
+    """SFT identical to base (no spread: no figure); DPO a few answers away from base (not significant:
+    its figure)."""
+    recs, preds = _systems(40, seed=1)
+    flip = {"yes": "no", "no": "yes"}
+    near = [flip[p] if i < 3 and p else p for i, p in enumerate(preds["sft"])]
+    out = compare_systems(TASK, recs, {"base": preds["sft"], "sft": preds["sft"], "dpo": near}, n_boot=200)
+    e = out["f1_yes"]
+    assert e["mde"]["sft_vs_base"] is None and e["p_values"]["dpo_vs_base"] > 0.05
+    assert verdict(out) == (f"No gain (f1_yes): neither SFT (p=1.000) nor DPO ({fmt_p(e['p_values']['dpo_vs_base'])}) "
+                            f"significantly better than base; a difference below {e['mde']['dpo_vs_base']:.3f} "
+                            "(DPO vs base) could not have been detected with 80% power on 40 items; no power figure "
+                            "(SFT vs base): the paired differences have no spread")
+
+
+def test_collapsed_systems_are_flagged_in_the_verdict():
+    from clinalign.eval.compare import Collapse, collapsed
+
+    dist = {"gold": {"A": 10, "B": 10, "C": 10, "D": 10}, "base": {"A": 12, "B": 9, "C": 10, "D": 9},
+            "sft": {"A": 36, "B": 4}, "dpo": {"B": 40}, "classical": {"C": 35, "D": 5}}
+    assert collapsed(dist) == [Collapse("sft", "A", 36, 40, 10), Collapse("dpo", "B", 40, 40, 10)]
+    assert [c.system for c in collapsed(dist, share=0.85)] == ["sft", "dpo", "classical"]
+    task = _entry({"base": 0.3, "sft": 0.275, "dpo": 0.25}, {"sft_vs_base": 0.8, "dpo_vs_base": 0.6,
+                                                            "dpo_vs_sft": 0.9})
+    task["f1"]["higher_is_better"] = True
+    task["_label_distribution"] = dist
+    line = verdict(task)
+    assert line.startswith("No gain (f1)")
+    assert line.endswith(". SFT answers 'A' to 36 of 40 items (collapsed): its f1 0.275 reflects that one answer; "
+                         "'A' is 10 of 40 gold labels. DPO answers 'B' to 40 of 40 items (collapsed): its "
+                         "f1 0.250 reflects that one answer; 'B' is 10 of 40 gold labels")
+    assert "collapsed" not in verdict({**task, "_label_distribution": {**dist, "sft": {"A": 35, "B": 5},
+                                                                       "dpo": {"A": 20, "B": 20}}})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -11,6 +12,10 @@ from scipy.stats import binom, norm
 from clinalign.eval.stats import (
     adjust_pvalues,
     mcnemar_exact,
+    mcnemar_floor,
+    mde_bootstrap,
+    mde_mcnemar,
+    mde_wilcoxon,
     paired_bootstrap,
     paired_bootstrap_p,
     wilcoxon_paired,
@@ -129,3 +134,81 @@ def test_paired_bootstrap_normal_agrees_with_shifted_when_resolvable():
     p_shift = paired_bootstrap(_accuracy_fn(a), _accuracy_fn(b), n, n_boot=2000, seed=0, method="shifted")
     assert 0.01 < p_norm < 1.0
     assert p_norm == pytest.approx(p_shift, abs=0.05)
+
+
+# z_{0.975} and z_{0.80}, from a printed normal table: the MDE tests do not reuse scipy's quantiles
+Z_A, Z_B = 1.959964, 0.841621
+
+
+def test_adjust_pvalues_other_methods_and_unknown():
+    p = {"a": 0.01, "b": 0.04, "c": 0.03, "d": None}
+    assert adjust_pvalues(p, "bonferroni") == pytest.approx({"a": 0.03, "b": 0.12, "c": 0.09, "d": None})
+    # Benjamini-Hochberg: sorted .01 .03 .04 -> .01*3/1=.03, .03*3/2=.045, .04*3/3=.04 -> monotone .03 .04 .04
+    assert adjust_pvalues(p, "fdr_bh") == pytest.approx({"a": 0.03, "b": 0.04, "c": 0.04, "d": None})
+    with pytest.raises(ValueError, match="multiple-testing method 'bh'"):
+        adjust_pvalues(p, "bh")
+
+
+def test_mde_paired_bootstrap_hand_computation():
+    # bootstrap differences d* = [0.0, 0.1, 0.2, 0.25, 0.1]: mean 0.13, squared deviations sum to 0.038
+    a = np.array([0.5, 0.6, 0.7, 0.75, 0.6])
+    b = np.full(5, 0.5)
+    sd = math.sqrt(0.038 / 4)
+    assert mde_bootstrap(a, b) == pytest.approx((Z_A + Z_B) * sd, rel=1e-6)
+    assert mde_bootstrap(a, b) == pytest.approx(0.273066, rel=1e-5)
+    assert mde_bootstrap(b, a) == pytest.approx(mde_bootstrap(a, b))  # no direction
+    # a stricter alpha or more power asks for a larger difference
+    assert mde_bootstrap(a, b, alpha=0.01) == pytest.approx((2.575829 + Z_B) * sd, rel=1e-6)
+    assert mde_bootstrap(a, b, power=0.9) == pytest.approx((Z_A + 1.281552) * sd, rel=1e-6)
+    # systems that never differ on a resample: no spread to size a difference by
+    assert math.isnan(mde_bootstrap(a, a.copy()))
+    assert math.isnan(mde_bootstrap(np.array([0.5, np.nan, 0.6]), np.array([0.5, 0.5, np.nan])))
+    with pytest.raises(ValueError, match="alpha and power"):
+        mde_bootstrap(a, b, power=1.0)
+
+
+def _connor_n(delta: float, psi: float) -> float:
+    """Connor (1987): items needed to detect ``delta`` at discordance ``psi`` (two-sided 0.05, 80%)."""
+    return (Z_A * math.sqrt(psi) + Z_B * math.sqrt(psi - delta**2)) ** 2 / delta**2
+
+
+def test_mde_mcnemar_hand_computation_floor_and_no_discordance():
+    # 40 items: 7 right only for A, 3 right only for B -> discordance psi = 10/40 = 0.25
+    a = [True] * 20 + [True] * 7 + [False] * 3 + [False] * 10
+    b = [True] * 20 + [False] * 7 + [True] * 3 + [False] * 10
+    n = 40
+    hand = math.sqrt(0.25) * (Z_A * math.sqrt(n) + Z_B * math.sqrt(n - Z_A**2 + Z_B**2)) / (n + Z_B**2)
+    assert hand == pytest.approx(0.215017, rel=1e-5)
+    got = mde_mcnemar(a, b)
+    assert got == pytest.approx(hand, rel=1e-6)
+    assert _connor_n(got, 0.25) == pytest.approx(n, rel=1e-6)  # it solves Connor's relation for delta
+    assert mde_mcnemar(b, a) == pytest.approx(got)
+    # the exact test needs 6 discordant items all one way at alpha 0.05 (2 * 0.5**6 = 0.031 < 0.05 <
+    # 2 * 0.5**5): no difference below 6/40 is ever significant, so the normal figure is floored there
+    assert mcnemar_floor(40) == pytest.approx(6 / 40)
+    assert mcnemar_floor(40, alpha=0.01) == pytest.approx(8 / 40)
+    assert mcnemar_exact([True] * 6, [False] * 6) < 0.05 < mcnemar_exact([True] * 5, [False] * 5)
+    two = [True, False] + [True] * 38
+    assert math.sqrt(2 / 40) * 0.43 < 6 / 40  # Connor alone would say ~0.096
+    assert mde_mcnemar(two, [True] * 40) == pytest.approx(6 / 40)
+    # no discordant item at all: the pairing says nothing of how the systems could differ; the floor
+    # is the figure that stays true
+    assert mde_mcnemar([True] * 30 + [False] * 10, [True] * 30 + [False] * 10) == pytest.approx(6 / 40)
+    assert math.isnan(mde_mcnemar([], []))
+    with pytest.raises(ValueError, match="differ in length"):
+        mde_mcnemar([True], [True, False])
+
+
+def test_mde_wilcoxon_hand_computation():
+    # per-item differences d = [1, 0, 2, -1, 1, 0, 1, 2]: mean 0.75, squared deviations sum to 7.5
+    b = [3, 3, 2, 4, 2, 5, 3, 1]
+    d = [1, 0, 2, -1, 1, 0, 1, 2]
+    a = [x + y for x, y in zip(b, d, strict=True)]
+    sd = math.sqrt(7.5 / 7)
+    # the t-test's normal-approximation MDE on n * 3/pi items (the signed-rank test's efficiency)
+    hand = (Z_A + Z_B) * sd / math.sqrt(8 * 3 / math.pi)
+    assert hand == pytest.approx(1.049191, rel=1e-5)
+    assert mde_wilcoxon(a, b) == pytest.approx(hand, rel=1e-6)
+    assert mde_wilcoxon(b, a) == pytest.approx(hand, rel=1e-6)
+    assert math.isnan(mde_wilcoxon(a, a))
+    assert math.isnan(mde_wilcoxon([3], [2]))

@@ -281,17 +281,16 @@ def apply_multiplicity(results: dict[str, Any], family: MultiplicityConfig = Mul
             for pair, p in task_results[m].get("p_values", {}).items():
                 if family.covers(task_results, m, pair):
                     members[(tid, m, pair)] = p
-    adjusted = adjust_pvalues({"\0".join(k): p for k, p in members.items()}, family.method)
+    adjusted = adjust_pvalues(members, family.method)
     for tid, task_results in results["tasks"].items():
         for m in metric_names(task_results):
             entry = task_results[m]
             pvals = entry.get("p_values", {})
-            entry["p_values_holm"] = {pair: adjusted["\0".join((tid, m, pair))] for pair in pvals
-                                      if (tid, m, pair) in members}
+            entry["p_values_holm"] = {pair: adjusted[(tid, m, pair)] for pair in pvals if (tid, m, pair) in members}
             entry["secondary"] = [pair for pair in pvals if (tid, m, pair) not in members]
             entry["correction"] = family.method
     return {**family.model_dump(mode="json"),
-            "members": [{"task": t, "metric": m, "comparison": c, "p": p, "p_adjusted": adjusted["\0".join((t, m, c))]}
+            "members": [{"task": t, "metric": m, "comparison": c, "p": p, "p_adjusted": adjusted[(t, m, c)]}
                         for (t, m, c), p in members.items()],
             "n_tests": sum(p is not None and not math.isnan(p) for p in members.values())}
 
@@ -361,9 +360,9 @@ def power_text(entry: Mapping[str, Any], comparisons: Sequence[tuple[str, str]],
                alpha: float = ALPHA) -> str:
     """What the comparisons that found nothing could not have seen: "; a difference below 0.143 could
     not have been detected with 80% power on 40 items" (with several, each figure is named by its
-    comparison). Empty for significant comparisons and for entries without power figures."""
-    missed = [(a, b) for a, b in comparisons
-              if "mde" in entry and not ((p := p_between(entry, a, b)) is not None and p < alpha)]
+    comparison). Empty for significant or undefined comparisons and for entries without power figures."""
+    missed = [(a, b) for a, b in comparisons if "mde" in entry and (p := p_between(entry, a, b)) is not None
+              and not math.isnan(p) and p >= alpha]
     named = len(missed) > 1
 
     def label(a: str, b: str) -> str:
@@ -379,7 +378,7 @@ def power_text(entry: Mapping[str, Any], comparisons: Sequence[tuple[str, str]],
                 f"been detected with {power:.0%} power{on}")
     for a, b in missed:
         if mde_between(entry, a, b) is None:
-            text += f"; no power figure{label(a, b)}: the paired scores never differed"
+            text += f"; no power figure{label(a, b)}: the paired differences have no spread"
     return text
 
 
@@ -419,12 +418,12 @@ def collapsed(distribution: Mapping[str, Mapping[str, int]], share: float = COLL
 
 
 def collapse_text(c: Collapse, entry: Mapping[str, Any] | None, metric: str | None) -> str:
-    """"DPO answers 'B' to 40 of 40 items (collapsed): its accuracy 0.250 is the score of that one
-    answer; 'B' is 10 of 40 gold labels"."""
+    """"DPO answers 'B' to 40 of 40 items (collapsed): its accuracy 0.250 reflects that one answer;
+    'B' is 10 of 40 gold labels"."""
     name = "The classical baseline" if c.system == BASELINE else NAMES.get(c.system, c.system)
     line = f"{name} answers {c.label!r} to {c.count} of {c.n_items} items (collapsed)"
     value = (entry or {}).get(c.system, {}).get("value")
-    score = f"its {metric} {value:.3f} is the score of that one answer; " if value is not None else ""
+    score = f"its {metric} {value:.3f} reflects that one answer; " if value is not None else ""
     return f"{line}: {score}{c.label!r} is {c.gold_count} of {c.n_items} gold labels"
 
 

@@ -22,6 +22,7 @@ import math
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 from scipy.stats import norm, wilcoxon
@@ -30,6 +31,7 @@ from statsmodels.stats.multitest import multipletests
 
 #: metric_fn(indices) -> the metric on the items at those indices (indices may repeat)
 IndexMetric = Callable[[np.ndarray], float]
+K = TypeVar("K")
 #: float noise must not turn an exact tie into a difference
 _TOL = 1e-12
 
@@ -163,13 +165,13 @@ ADJUST_METHODS = ("holm", "bonferroni", "holm-sidak", "sidak", "simes-hochberg",
                   "fdr_bh", "fdr_by", "fdr_tsbh", "fdr_tsbky")
 
 
-def adjust_pvalues(pvalues: Mapping[str, float | None], method: str = "holm") -> dict[str, float | None]:
+def adjust_pvalues(pvalues: Mapping[K, float | None], method: str = "holm") -> dict[K, float | None]:
     """Multiplicity-adjusted p-values (statsmodels ``multipletests``), same keys; undefined (None/NaN)
     p-values stay None and are not counted in the family."""
     if method not in ADJUST_METHODS:
         raise ValueError(f"unknown multiple-testing method {method!r}: expected one of {', '.join(ADJUST_METHODS)}")
     keys = [k for k, p in pvalues.items() if p is not None and not math.isnan(p)]
-    out: dict[str, float | None] = {k: None for k in pvalues}
+    out: dict[K, float | None] = {k: None for k in pvalues}
     if keys:
         adjusted = multipletests([pvalues[k] for k in keys], method=method)[1]
         out.update({k: float(p) for k, p in zip(keys, adjusted, strict=True)})

@@ -170,11 +170,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return _error(request, 422, _json_body_error(first, exc.body))
     parts = []
     for e in exc.errors()[:5]:  # the field and what is wrong, never the submitted text
         field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "path", "query", "form"))[:60]
         parts.append(f"{field or 'body'}: {e.get('msg', 'invalid')}")
     return _error(request, 422, "; ".join(parts))
+
+
+def _json_body_error(err: dict, doc: object) -> str:
+    """What the JSON parser said and where (line and column, as an editor shows them), never the text."""
+    pos = err["loc"][-1] if isinstance(err.get("loc", [None])[-1], int) else 0
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc if isinstance(doc, str) else ""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return f"request body is not valid JSON: {err.get('ctx', {}).get('error', 'cannot be parsed')} at line {line} column {column}"
 
 
 async def _damaged(request: Request, exc: Exception) -> Response:

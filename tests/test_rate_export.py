@@ -135,7 +135,8 @@ def _study(tmp_path):
     root = tmp_path / "study"
     (root / "data" / "discharge_summary").mkdir(parents=True)
     (root / "predictions" / "discharge_summary").mkdir(parents=True)
-    recs = [{"id": f"d{i}", "note": f"Admitted for CHF #{i}.", "summary": "CHF", "facts": []} for i in range(3)]
+    recs = [{"id": f"d{i}", "note": f"Admitted for CHF #{i}.", "summary": "CHF",
+             "facts": [{"kind": "diagnosis", "text": "heart failure"}]} for i in range(3)]
     (root / "data" / "discharge_summary" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     for system in ("base", "sft", "dpo"):
         rows = [{"id": f"d{i}", "gold": "CHF", "pred": f"{system} summary {i}", "text": f"{system} summary {i}"}
@@ -165,6 +166,29 @@ def test_items_from_study(tmp_path):
     assert run(["rate", "create-campaign", "study pairs", "--study", str(root), "--kind", "pairwise",
                 "--systems", "base,dpo", "--db", str(db_path)]) == 0
     assert db.connect(db_path).execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2
+
+
+def test_pairwise_study_items_show_the_task_prompt_or_fail_naming_the_record(tmp_path, capsys):
+    from clinalign.errors import TaskError
+    from clinalign.tasks import get_task
+
+    root = _study(tmp_path)
+    task = get_task("discharge_summary")
+    test_file = root / "data" / "discharge_summary" / "test.jsonl"
+    first = json.loads(test_file.read_text().splitlines()[0])
+    assert items_from_study(root, "pairwise")[0].prompt == task.prompt(task.record_type.model_validate(first))
+    with pytest.raises(TaskError, match="unknown task 'my_notes'"):
+        items_from_study(root, "pairwise", task="my_notes")
+    lines = test_file.read_text().splitlines()
+    test_file.write_text("\n".join([lines[0], json.dumps({**json.loads(lines[1]), "facts": []}), lines[2]]) + "\n")
+    with pytest.raises(DataError) as e:  # not the note standing in for a prompt the models never saw
+        items_from_study(root, "pairwise")
+    assert e.value.problems == [f"{test_file}: record 'd1': facts: Value error, needs at least one key fact"]
+    assert len(items_from_study(root, "likert")) == 6  # Likert items show the note: no prompt needed
+    dbf = tmp_path / "p.sqlite"
+    assert run(["rate", "create-campaign", "p", "--study", str(root), "--kind", "pairwise", "--db", str(dbf)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {test_file}: record 'd1': facts: ")
+    assert not dbf.exists()
 
 
 # ---- issue #15: defect 1 (formula injection) and 5 (malformed data) -----------------------------------

@@ -46,30 +46,65 @@ def create_campaign(
     rubric: Path | None = typer.Option(None, help="text file with the Likert rubric shown to raters"),
     from_samples: Path | None = typer.Option(
         None, "--from-samples", help="pairs JSONL from `clinalign data pairs --from-model`: blinded pairwise items"),
+    raters: list[str] = typer.Option([], "--rater", help="assign this (existing) rater; repeat for more"),
     db_path: Path = _DB,
 ) -> None:
-    """Create a Likert or pairwise campaign from an items file, a study folder or on-policy samples."""
+    """Create a Likert or pairwise campaign from an items file, a study folder or on-policy samples.
+
+    Only raters assigned to it see it: here with --rater, or later with `clinalign rate assign`."""
     from clinalign.rate import db
 
     k, rows = _load_items(items, study, kind, task, systems, from_samples)
     rubric_text = rubric.read_text(encoding="utf-8") if rubric else None
     con = db.init_db(db_path)
-    cid = db.create_campaign(con, name, k, rows, rubric_text)
-    typer.echo(f"campaign {cid} {name!r}: {len(rows)} {k} items in {db_path}")
+    cid = db.create_campaign(con, name, k, rows, rubric_text, raters=raters)
+    who = f"; assigned to {', '.join(raters)}" if raters else "; no rater assigned yet (clinalign rate assign)"
+    typer.echo(f"campaign {cid} {name!r}: {len(rows)} {k} items in {db_path}{who}")
 
 
 @app.command("add-rater")
 def add_rater(
     name: str = typer.Argument(..., help="rater's name (shown on the admin page)"),
     admin: bool = typer.Option(False, "--admin", help="an admin token (progress and agreement page)"),
+    campaigns: list[str] = typer.Option([], "--campaign", help="assign this campaign (name); repeat for more"),
     db_path: Path = _DB,
 ) -> None:
-    """Issue a personal sign-in token. It is printed once; only its hash is stored."""
+    """Issue a personal sign-in token. It is printed once; only its hash is stored.
+
+    A new rater sees no campaign until assigned one: here with --campaign, or with `clinalign rate assign`."""
     from clinalign.rate import db
 
-    token = db.add_rater(db.init_db(db_path), name, admin=admin)
-    typer.echo(f"{'admin' if admin else 'rater'} {name!r} token (shown once, give it privately):", err=True)
+    token = db.add_rater(db.init_db(db_path), name, admin=admin, campaigns=campaigns)
+    scope = f", rates {', '.join(map(repr, campaigns))}" if campaigns else "" if admin else ", no campaign yet"
+    typer.echo(f"{'admin' if admin else 'rater'} {name!r}{scope}; token (shown once, give it privately):", err=True)
     typer.echo(token)
+
+
+@app.command()
+def assign(
+    campaign: str = typer.Argument(..., help="campaign name (or number, as the admin page shows it)"),
+    raters: list[str] = typer.Argument(..., help="rater names"),
+    db_path: Path = _DB,
+) -> None:
+    """Let raters see and rate a campaign."""
+    from clinalign.rate import db
+
+    n = db.assign(db.open_db(db_path), campaign, raters)
+    typer.echo(f"campaign {campaign!r}: {n} rater(s) assigned, {len(raters) - n} already were")
+
+
+@app.command()
+def unassign(
+    campaign: str = typer.Argument(..., help="campaign name (or number)"),
+    raters: list[str] = typer.Argument(..., help="rater names"),
+    db_path: Path = _DB,
+) -> None:
+    """Stop raters seeing a campaign; the ratings they already gave are kept and exported."""
+    from clinalign.rate import db
+
+    n = db.unassign(db.open_db(db_path), campaign, raters)
+    typer.echo(f"campaign {campaign!r}: {n} rater(s) unassigned (their ratings are kept), "
+               f"{len(raters) - n} were not assigned")
 
 
 @app.command("revoke-rater")

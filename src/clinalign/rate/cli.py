@@ -163,10 +163,14 @@ def export(
     pairs: Path | None = typer.Option(None, help="write DPO pairs JSONL (prompt/chosen/rejected)"),
     kto: Path | None = typer.Option(None, "--kto", help="write KTO rows JSONL (prompt/completion/label)"),
 ) -> None:
-    """Export Likert ratings (one row per item and rater) and/or majority pairwise picks as DPO pairs."""
+    """Export Likert ratings (one row per item and rater) and/or majority pairwise picks as DPO pairs.
+
+    A file with nothing to hold is never written. When no requested file has anything (nobody has rated
+    yet, or no pairwise item has a majority) the command says so in one line and exits 1, so a script stops
+    before training on nothing; otherwise it writes the others and names each file it left out."""
     from clinalign.data.io import check_output_file
     from clinalign.rate import db
-    from clinalign.rate.export import export_kto, export_likert_csv, export_pairs
+    from clinalign.rate.export import NothingToExport, export_kto, export_likert_csv, export_pairs
 
     if likert is None and pairs is None and kto is None:
         raise ConfigError("nothing to export: give --likert FILE.csv, --pairs FILE.jsonl and/or --kto FILE.jsonl")
@@ -174,9 +178,19 @@ def export(
         if out is not None:
             check_output_file(out)
     con = db.open_db(db_path)
-    if likert is not None:
-        typer.echo(f"{export_likert_csv(con, likert)} Likert ratings -> {likert}")
-    if pairs is not None:
-        typer.echo(f"{export_pairs(con, pairs)} DPO pairs -> {pairs}")
-    if kto is not None:
-        typer.echo(f"{export_kto(con, kto)} KTO rows -> {kto}")
+    asked = [(out, write, what) for out, write, what in ((likert, export_likert_csv, "Likert ratings"),
+                                                         (pairs, export_pairs, "DPO pairs"), (kto, export_kto, "KTO rows"))
+             if out is not None]
+    empty: list[tuple[str, NothingToExport]] = []
+    for out, write, what in asked:
+        try:
+            typer.echo(f"{write(con, out)} {what} -> {out}")
+        except NothingToExport as e:
+            empty.append((what, e))
+    if len(empty) == len(asked):  # one line: the files left out for the same reason together
+        by_reason: dict[str, list[str]] = {}
+        for _, e in empty:
+            by_reason.setdefault(e.reason, []).extend(e.paths)
+        raise NothingToExport("; ".join(str(NothingToExport(r, tuple(p))) for r, p in by_reason.items()))
+    for what, e in empty:
+        typer.echo(f"0 {what}: {e}")

@@ -591,3 +591,55 @@ def test_invalid_json_in_an_api_body_says_what_and_where(app_db):
         r = c.post("/api/c/1/1", content=body, headers={"content-type": "application/json"})
         assert r.status_code == 422
         assert r.json()["error"] == f"request body is not valid JSON: {expected}"
+
+
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "cache-control",
+                    "referrer-policy")
+
+
+def _raw_http(url: str, request: bytes) -> tuple[int, dict[str, str]]:
+    """Send bytes no HTTP client would send; the status and headers of the server's reply."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(4096)):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return int(head[0].split()[1]), {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in head[1:])}
+
+
+def test_the_servers_own_400s_carry_the_security_headers(app_db):
+    """uvicorn answers requests it cannot parse itself, before the app runs (a malformed request line or
+    header, ``Content-Length: abc``): those replies carry the headers too."""
+    from clinalign.rate.testing import running_server
+
+    path, tokens = app_db
+    with running_server(path) as (url, _):
+        for request in (b"GARBAGE\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                        b"POST /api/c/1/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n{}",
+                        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n"):
+            status, headers = _raw_http(url, request)
+            assert status == 400, request[:40]
+            assert all(h in headers for h in SECURITY_HEADERS), (request[:40], headers)
+            assert "default-src 'none'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
+        status, headers = _raw_http(url, b"GET /api/campaigns HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                                    + tokens["alice"].encode() + b"\r\nConnection: close\r\n\r\n")
+        assert status == 200 and all(h in headers for h in SECURITY_HEADERS)
+
+
+def test_an_unexpected_error_is_a_500_with_the_security_headers(app_db):
+    path, tokens = app_db
+    app = create_app(path)
+
+    @app.get("/api/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    c = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    r = c.get("/api/boom")
+    assert r.status_code == 500 and "internal error" in r.json()["error"]
+    assert all(h in r.headers for h in SECURITY_HEADERS), dict(r.headers)

@@ -138,7 +138,7 @@ def serve(
     import uvicorn
 
     from clinalign.rate import db
-    from clinalign.rate.app import create_app
+    from clinalign.rate.app import GuardedH11Protocol, create_app
 
     if items is not None or study is not None:
         k, rows = _load_items(items, study, kind, task, systems)
@@ -153,7 +153,7 @@ def serve(
     if host not in ("0.0.0.0", "::"):
         hosts.append(host)
     uvicorn.run(create_app(db_path, allowed_hosts=hosts), host=host, port=port, log_level="info", server_header=False,
-                h11_max_incomplete_event_size=64 * 1024)
+                http=GuardedH11Protocol, h11_max_incomplete_event_size=64 * 1024)
 
 
 @app.command()

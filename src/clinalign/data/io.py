@@ -109,13 +109,13 @@ _CHUNK = 1 << 16  # bytes read at a time past the limit, to measure an over-long
 
 
 @contextmanager
-def record_limit(max_bytes: int | None) -> Iterator[None]:
-    """Every reader in the block refuses records over ``max_bytes`` (None: ``MAX_RECORD_BYTES``).
+def record_limit(max_bytes: int) -> Iterator[None]:
+    """Every reader in the block refuses records over ``max_bytes``.
 
     The limit is a property of one command run that every reader on its path honours (task records,
     training rows, pair files, items), so the command sets it once here instead of threading it through
     each recipe that reads a file."""
-    token = _max_record_bytes.set(MAX_RECORD_BYTES if max_bytes is None else max_bytes)
+    token = _max_record_bytes.set(max_bytes)
     try:
         yield
     finally:
@@ -159,8 +159,9 @@ def _check_encoding(path: Path) -> None:
     encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
     if encoding is None and len(head) >= 4:
         even, odd = head[0::2], head[1::2]
-        if even.count(0) == 0 and odd.count(0) >= len(odd) - 1 or odd.count(0) == 0 and even.count(0) >= len(even) - 1:
-            encoding = "UTF-16"
+        little = 0 not in even and odd.count(0) >= len(odd) - 1  # "{\0"\0..."; the last pair may be cut
+        big = 0 not in odd and even.count(0) >= len(even) - 1
+        encoding = "UTF-16" if little or big else None
     if encoding:
         raise DataError([f"{path}: this file is {encoding}; save it as UTF-8"])
 
@@ -190,7 +191,9 @@ def columns(path: str | Path) -> list[str] | None:
     suffix = path.suffix.lower()
     if suffix == ".csv":
         _check_encoding(path)
-        first = next(_csv_rows(path, max_record_bytes()), None)
+        rows = _csv_rows(path, max_record_bytes())
+        first = next(rows, None)
+        rows.close()
         return first[1] if first is not None else None
     if suffix in (".parquet", ".pq"):
         import pyarrow as pa

@@ -146,7 +146,8 @@ def serve(
         name = (items.stem if items else f"{Path(study).name}-{task}-{k}")  # type: ignore[arg-type]
         if not any(c["name"] == name for c in db.campaigns(con)):
             db.create_campaign(con, name, k, rows)
-            typer.echo(f"created campaign {name!r} ({len(rows)} {k} items)", err=True)
+            typer.echo(f"created campaign {name!r} ({len(rows)} {k} items); raters see it once assigned "
+                       f"(clinalign rate assign)", err=True)
     if host not in ("127.0.0.1", "localhost", "::1"):
         typer.echo(f"warning: serving on {host}: anyone who can reach it may try tokens; use TLS in front", err=True)
     hosts = [h.strip() for h in allowed_hosts.split(",") if h.strip()]

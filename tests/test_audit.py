@@ -126,3 +126,14 @@ def test_study_gate_stops_on_leakage(tmp_path: Path):
     warnings = []
     A.check_leakage(UTI, train, test, allow=True, log=warnings.append)
     assert "allow_leakage" in warnings[0]
+
+
+def test_phi_scan_finds_formatted_ssns_but_not_dates_phones_or_lab_values():
+    hits = ["SSN 123-45-6789 on file", "social security number: 078 05 1120", "ssn#219099999"]
+    misses = ["admitted 2023-01-15, follow up 2023-02-01", "call 617-555-0142 or 555-867-5309",
+              "ref range 135-145 mmol/L, INR 2.0-3.0", "invalid areas 000-12-3456, 666-12-3456, 900-12-3456",
+              "group or serial zero: 123-00-4567, 123-45-0000", "ICD-10 E87-1, lot 12-34-567"]
+    records = [rec(f"hit{i}", f"Registration note: {t}. Dysuria.") for i, t in enumerate(hits)]
+    records += [rec(f"miss{i}", f"Clinic note: {t}. Dysuria.") for i, t in enumerate(misses)]
+    found = A.phi_scan(UTI, records, max_ids=10)
+    assert found["ssn"] == {"matches": 3, "records": 3, "example_ids": ["hit0", "hit1", "hit2"]}

@@ -172,3 +172,37 @@ def test_usage_mistakes_are_one_message_and_exit_2(argv: list[str], expected: st
     assert cli(argv) == 2
     err = capsys.readouterr().err
     assert expected in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("encoding, name", [("utf-16", "UTF-16"), ("utf-16-le", "UTF-16"), ("utf-16-be", "UTF-16"),
+                                            ("utf-32", "UTF-32")])
+def test_a_utf16_or_utf32_file_is_one_line_naming_the_encoding(tmp_path: Path, encoding: str, name: str, capsys):
+    for suffix in (".jsonl", ".csv"):
+        path = tmp_path / f"notes{suffix}"
+        text = ("".join(good_line(i) + "\n" for i in range(6)) if suffix == ".jsonl"
+                else "id,text,label\n" + "".join(f"r{i},dysuria,yes\n" for i in range(6)))
+        path.write_text(text, encoding=encoding)
+        assert cli(["data", "validate", "uti_classification", str(path)]) == 2
+        assert capsys.readouterr().err.splitlines() == [f"{path}: this file is {name}; save it as UTF-8",
+                                                        f"error: 1 problem(s) in {path}"]
+
+
+def test_a_utf8_file_with_a_byte_order_mark_reads_as_utf8(tmp_path: Path, run):
+    path = tmp_path / "notes.jsonl"
+    path.write_text("".join(good_line(i) + "\n" for i in range(3)), encoding="utf-8-sig")
+    res = run("data", "validate", "uti_classification", str(path))
+    assert res.exit_code == 0, res.output
+
+
+def test_a_csv_missing_a_column_is_one_problem_on_the_header(tmp_path: Path, capsys):
+    path = tmp_path / "notes.csv"
+    path.write_text("id,text,Lable\n" + "".join(f"r{i},dysuria,yes\n" for i in range(50)))
+    assert cli(["data", "validate", "uti_classification", str(path)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"{path}:1: label: missing column (the header has: id, text, Lable); did you mean to rename 'Lable' to 'label'?",
+        f"error: 1 problem(s) in {path}"]
+    path.write_text("id,note\n" + "".join(f"r{i},dysuria\n" for i in range(50)))  # nothing like the columns
+    assert cli(["data", "sft", "uti_classification", str(path), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"error: {path}:1: text: missing column (the header has: id, note) (and 1 more)"]
+    assert not (tmp_path / "o.jsonl").exists()

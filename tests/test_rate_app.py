@@ -434,3 +434,212 @@ def test_the_likert_page_shows_the_studys_rubric(app_db):
     assert html.unescape(shown) == RUBRIC
     for score in range(1, 6):
         assert f"{score} = " in shown
+
+
+# ---- campaign assignment --------------------------------------------------------------------------------
+
+
+def test_a_rater_reaches_only_assigned_campaigns(app_db, capsys):
+    from clinalign.cli import run
+
+    path, tokens = app_db
+    assert run(["rate", "unassign", "Which answer is better", "bob", "--db", str(path)]) == 0
+    assert "1 rater(s) unassigned" in capsys.readouterr().out
+    bob = client(path, tokens["bob"])
+    assert [c["id"] for c in bob.get("/api/campaigns").json()["campaigns"]] == [1]
+    for method, url, body in (("get", "/api/c/2/1", None), ("post", "/api/c/2/1", {"choice": "A"}),
+                              ("post", "/api/c/2/99", {"choice": "A"})):
+        r = getattr(bob, method)(url, **({"json": body} if body else {}))
+        assert r.status_code == 403 and "not assigned to campaign 2" in r.json()["error"], url
+    assert bob.get("/api/c/9/1").status_code == 404  # no such campaign: still a 404
+    page, csrf = sign_in(path, tokens["bob"])
+    assert "Which answer is better" not in page.get("/").text
+    for url in ("/c/2", "/c/2/1"):
+        r = page.get(url, follow_redirects=False)
+        assert r.status_code == 403 and "not assigned" in r.text, url
+    assert page.post("/c/2/1", data={"choice": "A", "csrf": csrf}).status_code == 403
+    con = db.connect(path)
+    bob_id = db.rater_for_token(con, tokens["bob"]).id
+    assert _count(path) == 0  # nothing stored
+    assert bob_id not in db.order_seeds(con, 2)  # not even an item order drawn for him
+    # alice, still assigned, rates as before; bob assigned again rates too
+    assert client(path, tokens["alice"]).post("/api/c/2/1", json={"choice": "A"}).status_code == 200
+    assert run(["rate", "assign", "2", "bob", "--db", str(path)]) == 0  # by number, as the admin page shows it
+    assert bob.post("/api/c/2/1", json={"choice": "B"}).status_code == 200
+    assert _count(path) == 2
+
+
+def test_new_raters_see_nothing_until_assigned_and_bad_names_change_nothing(app_db, capsys):
+    from clinalign.cli import run
+
+    path, _ = app_db
+    assert run(["rate", "add-rater", "carol", "--db", str(path)]) == 0
+    out = capsys.readouterr()
+    assert "no campaign yet" in out.err
+    carol = client(path, out.out.strip())
+    assert carol.get("/api/campaigns").json()["campaigns"] == []
+    assert carol.get("/api/c/1/1").status_code == 403
+    c, _ = sign_in(path, out.out.strip())
+    assert "No campaigns are assigned to you yet" in c.get("/").text
+    assert run(["rate", "add-rater", "dan", "--campaign", "Discharge summaries", "--db", str(path)]) == 0
+    dan = client(path, capsys.readouterr().out.strip())
+    assert [x["id"] for x in dan.get("/api/campaigns").json()["campaigns"]] == [1]
+    items = path.parent / "items.jsonl"
+    items.write_text(json.dumps({"id": "x", "source": "note", "output": "summary", "system": "sft"}) + "\n")
+    assert run(["rate", "create-campaign", "Cardiology", "--items", str(items), "--rater", "carol",
+                "--db", str(path)]) == 0
+    assert "assigned to carol" in capsys.readouterr().out
+    assert [x["name"] for x in carol.get("/api/campaigns").json()["campaigns"]] == ["Cardiology"]
+    # unknown names and admins: one line, exit 2, nothing created or assigned
+    con = db.connect(path)
+    before = [tuple(r) for r in con.execute("SELECT * FROM assignments ORDER BY 1, 2")]
+    for argv, needle in ((["add-rater", "erin", "--campaign", "Cardiolgy"], "no campaign named 'Cardiolgy'"),
+                         (["assign", "Cardiology", "carol", "zoe"], "no rater named 'zoe'"),
+                         (["assign", "Cardiology", "admin"], "'admin' is an admin"),
+                         (["unassign", "Nope", "carol"], "no campaign named 'Nope'"),
+                         (["create-campaign", "ED", "--items", str(items), "--rater", "zoe"], "no rater named 'zoe'")):
+        assert run(["rate", *argv, "--db", str(path)]) == 2, argv
+        err = capsys.readouterr().err
+        assert needle in err and err.count("\n") == 1, err
+    assert [tuple(r) for r in con.execute("SELECT * FROM assignments ORDER BY 1, 2")] == before
+    assert con.execute("SELECT COUNT(*) FROM raters WHERE name = 'erin'").fetchone()[0] == 0
+    assert con.execute("SELECT COUNT(*) FROM campaigns WHERE name = 'ED'").fetchone()[0] == 0
+
+
+def test_admin_page_shows_who_is_assigned_and_keeps_unassigned_raters_ratings(app_db):
+    path, tokens = app_db
+    bob = client(path, tokens["bob"])
+    assert bob.post("/api/c/1/1", json={"score": 4}).status_code == 200
+    con = db.connect(path)
+    db.unassign(con, "Discharge summaries", ["bob"])
+    db.unassign(con, "Which answer is better", ["bob"])
+    db.add_rater(con, "carol")
+    r = client(path, tokens["admin"]).get("/admin")
+    assert r.status_code == 200
+    first, second = r.text.split('id="campaign-2"')
+    assert re.search(r"alice</td><td>0 / 4.*?<td>yes</td>", first, re.S)
+    assert re.search(r"bob</td><td>1 / 4.*?<td>no \(ratings kept\)</td>", first, re.S)
+    assert "Not assigned: carol." in first
+    assert "bob</td>" not in second and "Not assigned: bob, carol." in second
+    from clinalign.rate.export import likert_rows
+
+    assert [(x["rater"], x["score"]) for x in likert_rows(con)] == [("bob", 4)]  # his rating still counts
+
+
+OLD_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE raters (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE, token_hash TEXT NOT NULL UNIQUE,
+  is_admin INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL);
+CREATE TABLE campaigns (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE,
+  kind TEXT NOT NULL CHECK (kind IN ('likert','pairwise')), rubric TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE items (id INTEGER PRIMARY KEY, campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+  ext_id TEXT NOT NULL, system TEXT NOT NULL, task TEXT, payload TEXT NOT NULL, UNIQUE (campaign_id, ext_id, system));
+CREATE TABLE orders (rater_id INTEGER NOT NULL REFERENCES raters(id),
+  campaign_id INTEGER NOT NULL REFERENCES campaigns(id), seed INTEGER NOT NULL, PRIMARY KEY (rater_id, campaign_id));
+CREATE TABLE ratings (id INTEGER PRIMARY KEY, rater_id INTEGER NOT NULL REFERENCES raters(id),
+  item_id INTEGER NOT NULL REFERENCES items(id), score INTEGER CHECK (score BETWEEN 1 AND 5),
+  choice TEXT CHECK (choice IN ('a','b','tie')), comment TEXT NOT NULL DEFAULT '', swapped INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL, updated_at REAL NOT NULL, UNIQUE (rater_id, item_id));
+"""
+
+
+def test_an_old_database_migrates_with_every_rater_assigned_and_ratings_intact(tmp_path):
+    """A database written before assignments existed (the schema of that version, rows by plain SQL):
+    opened by this version, every rater keeps every campaign and not one rating changes."""
+    path = tmp_path / "old.sqlite"
+    old = sqlite3.connect(path)
+    old.executescript(OLD_SCHEMA)
+    tokens = {"ann": "tok-ann-0123456789", "ben": "tok-ben-0123456789", "boss": "tok-boss-0123456789"}
+    for i, (name, tok) in enumerate(tokens.items(), 1):
+        old.execute("INSERT INTO raters VALUES (?, ?, ?, ?, 0)", (i, name, db.hash_token(tok), int(name == "boss")))
+    for cid, (name, kind, items) in enumerate((("notes", "likert", likert_items()), ("pairs", "pairwise", pair_items())), 1):
+        old.execute("INSERT INTO campaigns VALUES (?, ?, ?, 'rubric', 0)", (cid, name, kind))
+        for item in items:
+            old.execute("INSERT INTO items (campaign_id, ext_id, system, task, payload) VALUES (?, ?, ?, ?, ?)",
+                        (cid, *db.item_key(item), item.task, item.model_dump_json()))
+    old.execute("INSERT INTO orders VALUES (1, 1, 42)")
+    old.executemany("INSERT INTO ratings (rater_id, item_id, score, choice, comment, swapped, created_at, updated_at) "
+                    "VALUES (?, ?, ?, ?, ?, 0, 1, 1)", [(1, 1, 4, None, "ok"), (2, 2, 2, None, ""),
+                                                        (1, 5, None, "a", "better"), (2, 6, None, "tie", "")])
+    old.commit()
+    before = old.execute("SELECT * FROM ratings ORDER BY id").fetchall()
+    old.close()
+
+    con = db.open_db(path)
+    pairs = sorted(tuple(r) for r in con.execute("SELECT rater_id, campaign_id FROM assignments"))
+    assert pairs == [(1, 1), (1, 2), (2, 1), (2, 2)]  # both raters, both campaigns; the admin rates nothing
+    assert [tuple(r) for r in con.execute("SELECT * FROM ratings ORDER BY id")] == [tuple(r) for r in before]
+    assert db.order_seeds(con, 1) == {1: 42}
+    ann = client(path, tokens["ann"])
+    assert [c["done"] for c in ann.get("/api/campaigns").json()["campaigns"]] == [1, 1]
+    unrated = next(slot.position for slot in db.rater_order(con, 1, 2) if slot.item_id != 5)
+    assert ann.post(f"/api/c/2/{unrated}", json={"choice": "B"}).status_code == 200
+    # the migration runs once: a rater unassigned afterwards stays unassigned when the file is opened again
+    db.unassign(con, "pairs", ["ben"])
+    con.close()
+    db.open_db(path).close()
+    assert client(path, tokens["ben"]).get("/api/c/2/1").status_code == 403
+    assert _count(path) == 5
+
+
+def test_invalid_json_in_an_api_body_says_what_and_where(app_db):
+    path, tokens = app_db
+    c = client(path, tokens["alice"])
+    for body, expected in ((b'{"score": 3 "comment": "x"}', "Expecting ',' delimiter at line 1 column 13"),
+                           (b'{"score": 3,\n "comment": x}', "Expecting value at line 2 column 13"),
+                           (b'{"score": 3', "Expecting ',' delimiter at line 1 column 12")):
+        r = c.post("/api/c/1/1", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 422
+        assert r.json()["error"] == f"request body is not valid JSON: {expected}"
+
+
+SECURITY_HEADERS = ("content-security-policy", "x-content-type-options", "x-frame-options", "cache-control",
+                    "referrer-policy")
+
+
+def _raw_http(url: str, request: bytes) -> tuple[int, dict[str, str]]:
+    """Send bytes no HTTP client would send; the status and headers of the server's reply."""
+    import socket
+    from urllib.parse import urlsplit
+
+    u = urlsplit(url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while b"\r\n\r\n" not in data and (chunk := sock.recv(4096)):
+            data += chunk
+    head = data.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
+    return int(head[0].split()[1]), {k.strip().lower(): v.strip() for k, v in (h.split(":", 1) for h in head[1:])}
+
+
+def test_the_servers_own_400s_carry_the_security_headers(app_db):
+    """uvicorn answers requests it cannot parse itself, before the app runs (a malformed request line or
+    header, ``Content-Length: abc``): those replies carry the headers too."""
+    from clinalign.rate.testing import running_server
+
+    path, tokens = app_db
+    with running_server(path) as (url, _):
+        for request in (b"GARBAGE\r\n\r\n", b"GET /\x00 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n",
+                        b"POST /api/c/1/1 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: abc\r\n\r\n{}",
+                        b"GET / HTTP/1.1\r\nHost: 127.0.0.1\r\nno colon here\r\n\r\n"):
+            status, headers = _raw_http(url, request)
+            assert status == 400, request[:40]
+            assert all(h in headers for h in SECURITY_HEADERS), (request[:40], headers)
+            assert "default-src 'none'" in headers["content-security-policy"] and headers["x-frame-options"] == "DENY"
+        status, headers = _raw_http(url, b"GET /api/campaigns HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer "
+                                    + tokens["alice"].encode() + b"\r\nConnection: close\r\n\r\n")
+        assert status == 200 and all(h in headers for h in SECURITY_HEADERS)
+
+
+def test_an_unexpected_error_is_a_500_with_the_security_headers(app_db):
+    path, tokens = app_db
+    app = create_app(path)
+
+    @app.get("/api/boom")
+    def boom() -> None:
+        raise RuntimeError("a bug")
+
+    c = TestClient(app, base_url="http://127.0.0.1", raise_server_exceptions=False)
+    r = c.get("/api/boom")
+    assert r.status_code == 500 and "internal error" in r.json()["error"]
+    assert all(h in r.headers for h in SECURITY_HEADERS), dict(r.headers)

@@ -135,7 +135,8 @@ def _study(tmp_path):
     root = tmp_path / "study"
     (root / "data" / "discharge_summary").mkdir(parents=True)
     (root / "predictions" / "discharge_summary").mkdir(parents=True)
-    recs = [{"id": f"d{i}", "note": f"Admitted for CHF #{i}.", "summary": "CHF", "facts": []} for i in range(3)]
+    recs = [{"id": f"d{i}", "note": f"Admitted for CHF #{i}.", "summary": "CHF",
+             "facts": [{"kind": "diagnosis", "text": "heart failure"}]} for i in range(3)]
     (root / "data" / "discharge_summary" / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     for system in ("base", "sft", "dpo"):
         rows = [{"id": f"d{i}", "gold": "CHF", "pred": f"{system} summary {i}", "text": f"{system} summary {i}"}
@@ -165,6 +166,29 @@ def test_items_from_study(tmp_path):
     assert run(["rate", "create-campaign", "study pairs", "--study", str(root), "--kind", "pairwise",
                 "--systems", "base,dpo", "--db", str(db_path)]) == 0
     assert db.connect(db_path).execute("SELECT COUNT(*) FROM items").fetchone()[0] == 2
+
+
+def test_pairwise_study_items_show_the_task_prompt_or_fail_naming_the_record(tmp_path, capsys):
+    from clinalign.errors import TaskError
+    from clinalign.tasks import get_task
+
+    root = _study(tmp_path)
+    task = get_task("discharge_summary")
+    test_file = root / "data" / "discharge_summary" / "test.jsonl"
+    first = json.loads(test_file.read_text().splitlines()[0])
+    assert items_from_study(root, "pairwise")[0].prompt == task.prompt(task.record_type.model_validate(first))
+    with pytest.raises(TaskError, match="unknown task 'my_notes'"):
+        items_from_study(root, "pairwise", task="my_notes")
+    lines = test_file.read_text().splitlines()
+    test_file.write_text("\n".join([lines[0], json.dumps({**json.loads(lines[1]), "facts": []}), lines[2]]) + "\n")
+    with pytest.raises(DataError) as e:  # not the note standing in for a prompt the models never saw
+        items_from_study(root, "pairwise")
+    assert e.value.problems == [f"{test_file}: record 'd1': facts: Value error, needs at least one key fact"]
+    assert len(items_from_study(root, "likert")) == 6  # Likert items show the note: no prompt needed
+    dbf = tmp_path / "p.sqlite"
+    assert run(["rate", "create-campaign", "p", "--study", str(root), "--kind", "pairwise", "--db", str(dbf)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: {test_file}: record 'd1': facts: ")
+    assert not dbf.exists()
 
 
 # ---- issue #15: defect 1 (formula injection) and 5 (malformed data) -----------------------------------
@@ -299,3 +323,46 @@ def test_campaign_from_on_policy_samples(tmp_path):
     bad.write_text(json.dumps({"prompt": "P", "chosen": "a"}) + "\n")
     with pytest.raises(DataError, match="bad.jsonl:1: a pair needs"):
         items_from_samples(bad)
+
+
+def test_export_with_nothing_rated_writes_no_file_and_exits_1(tmp_path, capsys):
+    dbf = tmp_path / "r.sqlite"
+    con = db.init_db(dbf)
+    db.create_campaign(con, "round 1", "pairwise", _pairs(3))
+    db.add_rater(con, "r1", campaigns=["round 1"])
+    db.add_rater(con, "r2", campaigns=["round 1"])
+    outs = ["--pairs", str(tmp_path / "picks.jsonl"), "--kto", str(tmp_path / "picks-kto.jsonl")]
+    assert run(["rate", "export", "--db", str(dbf), *outs]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: nobody has rated in {dbf} yet, so there is nothing to export and no file was "
+                          "written") and err.count("\n") == 1, err
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("r.sqlite")) == []
+    # rated, but only ties and a split vote: still no pair, said so, still nothing written
+    raters = [con.execute("SELECT id FROM raters WHERE name=?", (n,)).fetchone()[0] for n in ("r1", "r2")]
+    _vote(con, raters, "p0", ["tie", "tie"])
+    _vote(con, raters, "p1", ["a", "b"])
+    assert run(["rate", "export", "--db", str(dbf), *outs]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: {tmp_path / 'picks.jsonl'}, {tmp_path / 'picks-kto.jsonl'}: not written: no pairwise "
+                   "item has a majority pick yet (ties and split votes give no pair) (4 rating(s) of 2 item(s))\n")
+    assert not (tmp_path / "picks.jsonl").exists() and not (tmp_path / "picks-kto.jsonl").exists()
+    # a majority on one item: both files, with what there is
+    _vote(con, raters[:1], "p2", ["b"])
+    assert run(["rate", "export", "--db", str(dbf), *outs]) == 0
+    assert "1 DPO pairs" in capsys.readouterr().out
+    assert len((tmp_path / "picks-kto.jsonl").read_text().splitlines()) == 2
+
+
+def test_export_writes_the_files_that_have_rows_and_names_the_ones_left_out(tmp_path, capsys):
+    dbf = tmp_path / "r.sqlite"
+    con = db.init_db(dbf)
+    db.create_campaign(con, "notes", "likert", [LikertItem(id="n1", source="note", output="summary", system="sft")])
+    db.add_rater(con, "r1", campaigns=["notes"])
+    db.save_rating(con, 1, db.Slot(1, 1, False), 4, None, "")
+    likert, pairs = tmp_path / "likert.csv", tmp_path / "pairs.jsonl"
+    assert run(["rate", "export", "--db", str(dbf), "--likert", str(likert), "--pairs", str(pairs)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out == [f"1 Likert ratings -> {likert}",
+                   f"0 DPO pairs: {pairs}: not written: no pairwise ratings in {dbf} (its 1 rating(s) are of the "
+                   "other kind)"]
+    assert len(load_likert_csv(likert)) == 1 and not pairs.exists()

@@ -2,8 +2,8 @@
 
 Findings are reported by record id, never by content: the data may hold PHI, and an audit report
 is something people share. The PHI scan is a safety net, NOT a de-identification tool: it finds
-common patterns (titled names, MRN-like numbers, phones, e-mails, street addresses, dates of birth)
-and will miss others.
+common patterns (titled names, MRN-like numbers, US social security numbers, phones, e-mails, street
+addresses, dates of birth) and will miss others.
 """
 
 from __future__ import annotations
@@ -27,6 +27,10 @@ PHI_PATTERNS: dict[str, re.Pattern[str]] = {
     "name_after_title": re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Dr|Mx)\.?\s+[A-Z][a-z]+(?:\s+[A-Z][a-z]+)?"),
     "mrn": re.compile(r"\b(?:MRN|medical record(?: number)?|record #)\s*[:#]?\s*\d{5,}\b|\b\d{7,10}\b", re.I),
     "phone": re.compile(r"(?:\+?1[\s.-]?)?\(?\b\d{3}\)?[\s.-]\d{3}[\s.-]\d{4}\b"),
+    # SSA's formatted number: area 001-899 except 666, group 01-99, serial 0001-9999. Dates (4-2-2) and
+    # phones (3-3-4) have other shapes; an unformatted nine-digit number is caught as an MRN.
+    "ssn": re.compile(r"\b(?!000|666|9\d\d)\d{3}-(?!00)\d{2}-(?!0000)\d{4}\b|"
+                      r"\b(?:SSN|social security(?: number)?)\s*[:#]?\s*\d{3}[\s-]?\d{2}[\s-]?\d{4}\b", re.I),
     "email": re.compile(r"\b[\w.+-]+@[\w-]+\.[\w.-]+\b"),
     "street_address": re.compile(
         r"\b\d{1,5}\s+(?:[A-Z][a-z]+\s+){1,3}(?:Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct)\b\.?"

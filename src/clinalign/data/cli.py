@@ -17,7 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from clinalign.data.io import read_records, write_jsonl
+from clinalign.data.io import MAX_RECORD_BYTES, read_records, record_limit, write_jsonl
 from clinalign.data.pairs import preference_pairs, sft_examples
 from clinalign.data.splits import split_records
 from clinalign.errors import ClinalignError, DataError
@@ -30,6 +30,9 @@ TaskFileOpt = Annotated[
     Path | None, typer.Option("--task-file", help="A task declared in YAML (instead of a TASK id).")
 ]
 Args = Annotated[list[str], typer.Argument(help="TASK FILE, or just FILE with --task-file.", show_default=False)]
+MaxRecordOpt = Annotated[int, typer.Option(
+    "--max-record-bytes", min=1, help="Refuse a record (JSONL line, CSV record, Parquet row) over this many bytes "
+                                      "before reading its text, so memory stays bounded (data/io.py says why 1 MiB).")]
 
 
 def _task_and_file(args: list[str], task_file: Path | None) -> tuple[Task, Path]:
@@ -60,11 +63,13 @@ def generate(
 
 
 @app.command()
-def validate(args: Args, task_file: TaskFileOpt = None) -> None:
-    """Check every record of a JSONL/CSV file against the task's schema.
+def validate(ctx: typer.Context, args: Args, task_file: TaskFileOpt = None,
+             max_record_bytes: MaxRecordOpt = MAX_RECORD_BYTES) -> None:
+    """Check every record of a JSONL/CSV/Parquet file against the task's schema.
 
     Each problem is printed as FILE:LINE: field: what is wrong; exit code 2 if any.
     """
+    ctx.with_resource(record_limit(max_record_bytes))  # every file this command reads
     task, path = _task_and_file(args, task_file)
     try:
         records = load(task, path)
@@ -112,14 +117,17 @@ def print_summary(rows: list[tuple[Task, list[Any]]], notes: Mapping[str, str] |
 
 @app.command()
 def split(
+    ctx: typer.Context,
     args: Args,
     out: Annotated[Path, typer.Option("--out", help="Output folder for train/val/test.jsonl.")],
     val: Annotated[float, typer.Option(help="Validation fraction.")] = 0.1,
     test: Annotated[float, typer.Option(help="Test fraction.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 0,
     task_file: TaskFileOpt = None,
+    max_record_bytes: MaxRecordOpt = MAX_RECORD_BYTES,
 ) -> None:
     """Seeded train/val/test split, stratified by label where the task has one."""
+    ctx.with_resource(record_limit(max_record_bytes))  # every file this command reads
     task, path = _task_and_file(args, task_file)
     parts = split_records(task, load(task, path), val=val, test=test, seed=seed)
     for name, recs in parts.items():
@@ -129,11 +137,14 @@ def split(
 
 @app.command()
 def sft(
+    ctx: typer.Context,
     args: Args,
     out: Annotated[Path, typer.Option("--out", help="Output JSONL of prompt/completion.")],
     task_file: TaskFileOpt = None,
+    max_record_bytes: MaxRecordOpt = MAX_RECORD_BYTES,
 ) -> None:
     """SFT examples as prompt/completion JSONL."""
+    ctx.with_resource(record_limit(max_record_bytes))  # every file this command reads
     task, path = _task_and_file(args, task_file)
     n = write_jsonl(out, sft_examples(task, load(task, path)))
     console.print(f"wrote {n} SFT examples to {out}")
@@ -141,6 +152,7 @@ def sft(
 
 @app.command()
 def pairs(
+    ctx: typer.Context,
     args: Args,
     out: Annotated[Path, typer.Option("--out", help="Output JSONL of prompt/chosen/rejected.")],
     strategy: Annotated[
@@ -156,9 +168,11 @@ def pairs(
     temperature: Annotated[float, typer.Option(min=0.01, help="With --from-model: sampling temperature.")] = 1.0,
     batch_size: Annotated[int, typer.Option(min=1, help="With --from-model: prompts per batch.")] = 8,
     max_new_tokens: Annotated[int | None, typer.Option(help="With --from-model: default the task's.")] = None,
+    max_record_bytes: MaxRecordOpt = MAX_RECORD_BYTES,
 ) -> None:
     """DPO preference pairs (prompt/chosen/rejected JSONL) built by the task's rejected-answer builders,
     or with --from-model from the model's own samples judged by the task."""
+    ctx.with_resource(record_limit(max_record_bytes))  # every file this command reads
     task, path = _task_and_file(args, task_file)
     records = load(task, path)
     if from_model is None:
@@ -178,6 +192,7 @@ def pairs(
 
 @app.command()
 def audit(
+    ctx: typer.Context,
     args: Args,
     pairs_file: Annotated[Path | None, typer.Option("--pairs", help="Preference pairs JSONL to check.")] = None,
     against: Annotated[Path | None, typer.Option("--against", help="Test file to check for leakage.")] = None,
@@ -185,6 +200,7 @@ def audit(
     limit: Annotated[int | None, typer.Option(help="Training length limit in tokens.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Write the audit as JSON (and .html beside it).")] = None,
     task_file: TaskFileOpt = None,
+    max_record_bytes: MaxRecordOpt = MAX_RECORD_BYTES,
 ) -> None:
     """Label balance, duplicates, train/test leakage, lengths, pair quality and a likely-PHI scan.
 
@@ -195,6 +211,7 @@ def audit(
     from clinalign.data.io import write_json, write_text_atomic
     from clinalign.data.rows import PairRow, read_rows
 
+    ctx.with_resource(record_limit(max_record_bytes))  # every file this command reads
     task, path = _task_and_file(args, task_file)
     records = load(task, path)
     test = load(task, against) if against else None

@@ -4,17 +4,24 @@ Every problem in a user's file is reported as ``FILE:LINE: field: what is wrong`
 fixed without guessing (for Parquet, LINE is the 1-based row, as a warehouse viewer shows it);
 nothing is written when input is bad. CSV cells holding lists or objects (options, facts) are JSON
 text; Parquet list and struct columns arrive as lists and dicts, and a null cell counts as absent.
+
+Memory stays bounded whatever a file holds: a record (a JSONL line, a CSV record, a Parquet row) over
+``max_record_bytes()`` is a problem found before its text is decoded or parsed, and files are read a
+line or a batch at a time. A file in UTF-16/32 is one problem naming the encoding; a CSV or Parquet file
+without a required column is one problem on its header, not one per row.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
 import io
 import json
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -91,44 +98,187 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     return ".".join(str(p) for p in loc) or "record"
 
 
-def _decode_lines(path: Path) -> Iterator[tuple[int, str | None, str | None]]:
-    """Yield (line number, text or None, decode error or None) for each line of a file."""
+#: Why 1 MiB: a record is one example a model reads in one context window. A long discharge note is
+#: tens of kilobytes; 1 MiB of text is ~250,000 tokens, beyond the context of the models this project
+#: trains, so a bigger record cannot be trained on anyway and is far more likely a broken export (a
+#: whole table in one cell, a missing newline). Refusing it before its text is parsed keeps a reader's
+#: memory near this bound whatever the file holds; ``--max-record-bytes`` raises it for data that needs more.
+MAX_RECORD_BYTES = 1 << 20
+_max_record_bytes: ContextVar[int] = ContextVar("max_record_bytes", default=MAX_RECORD_BYTES)
+_CHUNK = 1 << 16  # bytes read at a time past the limit, to measure an over-long line without holding it
+
+
+@contextmanager
+def record_limit(max_bytes: int) -> Iterator[None]:
+    """Every reader in the block refuses records over ``max_bytes``.
+
+    The limit is a property of one command run that every reader on its path honours (task records,
+    training rows, pair files, items), so the command sets it once here instead of threading it through
+    each recipe that reads a file."""
+    token = _max_record_bytes.set(max_bytes)
+    try:
+        yield
+    finally:
+        _max_record_bytes.reset(token)
+
+
+def max_record_bytes() -> int:
+    return _max_record_bytes.get()
+
+
+def _too_large(field: str, size: int, limit: int, at_least: bool = False) -> str:
+    return (f"{field}: {'at least ' if at_least else ''}{size} bytes, over the limit of {limit} "
+            f"(--max-record-bytes)")
+
+
+def _bounded_lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | None, int]]:
+    """(line number, the line with its terminator, its size without it) for each line of a file. A line
+    over ``limit`` bytes comes as None: it is measured in chunks and never held whole, so a 50 MB line
+    costs no more memory than a short one."""
     with open(path, "rb") as f:
-        for lineno, raw in enumerate(f, start=1):
-            try:
-                yield lineno, raw.decode("utf-8"), None
-            except UnicodeDecodeError as e:
-                yield lineno, None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+        lineno = 0
+        while line := f.readline(limit + 2):  # + 2: the line's CRLF
+            lineno += 1
+            size, end, whole = len(line), line[-2:], True
+            while not end.endswith(b"\n") and (chunk := f.readline(_CHUNK)):
+                size, end, whole = size + len(chunk), (end + chunk)[-2:], False
+            size -= 2 if end == b"\r\n" else 1 if end.endswith(b"\n") else 0
+            yield lineno, (line if whole and size <= limit else None), size
+
+
+_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"), (b"\xff\xfe", "UTF-16"),
+         (b"\xfe\xff", "UTF-16"))
+
+
+def _check_encoding(path: Path) -> None:
+    """A text file saved as UTF-16/32 (Excel's and Notepad's "Unicode", PowerShell's default) is one
+    problem with one fix, not an error on every line: recognised by its byte-order mark, or without one
+    by the NUL byte beside every ASCII character."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+    encoding = next((name for bom, name in _BOMS if head.startswith(bom)), None)
+    if encoding is None and len(head) >= 4:
+        even, odd = head[0::2], head[1::2]
+        little = 0 not in even and odd.count(0) >= len(odd) - 1  # "{\0"\0..."; the last pair may be cut
+        big = 0 not in odd and even.count(0) >= len(even) - 1
+        encoding = "UTF-16" if little or big else None
+    if encoding:
+        raise DataError([f"{path}: this file is {encoding}; save it as UTF-8"])
 
 
 def read_raw_rows(path: str | Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """Yield (line, row dict or None, problem or None) for a .jsonl, .csv or .parquet file."""
+    """Yield (line, row dict or None, problem or None) for a .jsonl, .csv or .parquet file; records
+    over ``max_record_bytes()`` are problems, found before their text is parsed."""
     path = Path(path)
     if not path.is_file():
         raise DataError([f"{path}: file not found"])
     suffix = path.suffix.lower()
+    limit = max_record_bytes()
+    if suffix in (".parquet", ".pq"):
+        yield from _read_parquet(path, limit)
+        return
+    _check_encoding(path)
     if suffix == ".csv":
-        yield from _read_csv(path)
-    elif suffix in (".parquet", ".pq"):
-        yield from _read_parquet(path)
+        yield from _read_csv(path, limit)
     else:
-        yield from _read_jsonl(path)
+        yield from _read_jsonl(path, limit)
 
 
-def _read_parquet(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    """Rows of a Parquet file in batches (a warehouse export can be larger than memory)."""
+def columns(path: str | Path) -> list[str] | None:
+    """The column names of a CSV header or a Parquet schema; None for JSONL, whose records each name
+    their own fields, and for a header that cannot be read (the row reader reports why, with its line)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        _check_encoding(path)
+        rows = _csv_rows(path, max_record_bytes())
+        first = next(rows, None)
+        rows.close()
+        return first[1] if first is not None else None
+    if suffix in (".parquet", ".pq"):
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.ParquetFile(path).schema_arrow.names)
+        except (pa.ArrowException, OSError):
+            return None
+    return None
+
+
+def header_problems(path: str | Path, record_type: type[BaseModel]) -> list[str]:
+    """A required field with no column is one problem, on the header, instead of one per row; a header
+    column that looks like a renamed one is named (a column called ``Label`` or ``diagnosis_label``)."""
+    path = Path(path)
+    cols = columns(path)
+    if cols is None:
+        return []
+    fields = {f.alias or name: f for name, f in record_type.model_fields.items()}
+    unknown = [c for c in cols if c not in fields]
+    problems = []
+    for name, f in fields.items():
+        if not f.is_required() or name in cols:
+            continue
+        plain = {c.strip().lower(): c for c in unknown}
+        guess = difflib.get_close_matches(name, list(plain), n=1, cutoff=0.6) or [c for c in plain if name in c][:1]
+        hint = f"; did you mean to rename {plain[guess[0]]!r} to {name!r}?" if guess else ""
+        where = "header" if path.suffix.lower() == ".csv" else "schema"
+        problems.append(f"{path}:1: {name}: missing column (the {where} has: {', '.join(cols) or 'nothing'}){hint}")
+    return problems
+
+
+def _read_parquet(path: Path, limit: int) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Rows of a Parquet file in batches (a warehouse export can be larger than memory). Each row's size
+    is measured on the Arrow buffers before any Python object is made of it, so an over-long cell is
+    refused without becoming a Python string; it is read once into Arrow memory, Parquet's smallest unit
+    being a page of its column."""
+    import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
-        batches = pq.ParquetFile(path).iter_batches(batch_size=4096)
+        batches = pq.ParquetFile(path).iter_batches(batch_size=1024)
         row = 0
         for batch in batches:
-            for rec in batch.to_pylist(maps_as_pydicts="strict"):
+            sizes = {name: _value_bytes(col) for name, col in zip(batch.schema.names, batch.columns, strict=True)}
+            total = sum(sizes.values(), np.zeros(batch.num_rows, dtype=np.int64))
+            over = total > limit
+            ok = iter(batch.filter(pa.array(~over)).to_pylist(maps_as_pydicts="strict") if over.any()
+                      else batch.to_pylist(maps_as_pydicts="strict"))
+            for i in range(batch.num_rows):
                 row += 1
-                yield row, _drop_nulls(rec), None
+                if not over[i]:
+                    yield row, _drop_nulls(next(ok)), None
+                    continue
+                name, biggest = max(((n, int(s[i])) for n, s in sizes.items()), key=lambda x: x[1])
+                yield row, None, (_too_large(name, biggest, limit) if biggest > limit
+                                  else _too_large("record", int(total[i]), limit))
     except (pa.ArrowException, OSError) as e:
         raise DataError([f"{path}: not a readable Parquet file ({e})".replace("\n", " ")]) from None
+
+
+def _value_bytes(arr: Any) -> Any:
+    """Bytes held by each value of an Arrow array (text by its UTF-8 length, numbers by their width,
+    lists, maps and structs by what they contain), computed on Arrow buffers: numpy int64 per row."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    t = arr.type
+    if pa.types.is_dictionary(t):
+        return _value_bytes(arr.dictionary_decode())
+    if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t):
+        return pc.binary_length(arr).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    if pa.types.is_map(t):
+        arr = arr.cast(pa.list_(pa.struct([t.key_field, t.item_field])))
+        t = arr.type
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        parents = pc.list_parent_indices(arr).to_numpy(zero_copy_only=False)
+        return np.bincount(parents, weights=_value_bytes(arr.flatten()), minlength=len(arr)).astype(np.int64)
+    if pa.types.is_struct(t):
+        return sum((_value_bytes(f) for f in arr.flatten()), np.zeros(len(arr), dtype=np.int64))
+    width = t.bit_width // 8 if hasattr(t, "bit_width") else 0
+    return np.full(len(arr), width, dtype=np.int64)
 
 
 def _drop_nulls(obj: Any) -> Any:
@@ -151,8 +301,21 @@ def _json_error(e: json.JSONDecodeError, line: str) -> str:
     return f"invalid JSON ({e.msg} at column {e.colno})"
 
 
-def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    for lineno, text, err in _decode_lines(path):
+def _utf8(raw: bytes) -> tuple[str | None, str | None]:
+    try:
+        return raw.decode("utf-8"), None
+    except UnicodeDecodeError as e:
+        return None, f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+
+
+def _read_jsonl(path: Path, limit: int) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    for lineno, raw, size in _bounded_lines(path, limit):
+        if raw is None:
+            yield lineno, None, _too_large("record", size, limit)
+            continue
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]  # a UTF-8 byte-order mark (Notepad, Excel) says only that the file is UTF-8
+        text, err = _utf8(raw)
         if err:
             yield lineno, None, f"record: {err}"
             continue
@@ -171,24 +334,87 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | 
         yield lineno, obj, None
 
 
-def _read_csv(path: Path) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw[: e.start].count(b"\n") + 1
-        yield line, None, f"record: not valid UTF-8 (byte 0x{raw[e.start]:02x})"
+class _RecordStop(Exception):
+    """Raised inside the CSV line feed: a problem that ends reading (its line, its message)."""
+
+    def __init__(self, line: int, problem: str):
+        self.line, self.problem = line, problem
+
+
+class _CsvFeed:
+    """The lines of a CSV file for ``csv.reader``, decoded, each within the record limit, and counting
+    the bytes of the record being read (a quoted cell may span lines) so a record over the limit is
+    stopped while it is read, not after."""
+
+    def __init__(self, path: Path, limit: int):
+        self.lines = _bounded_lines(path, limit)
+        self.limit = limit
+        self.start = 1  # the first line of the record being read
+        self.record_bytes = 0
+        self.last = 0
+
+    def __iter__(self) -> _CsvFeed:
+        return self
+
+    def next_record(self) -> None:
+        self.start, self.record_bytes = self.last + 1, 0
+
+    def __next__(self) -> str:
+        lineno, raw, size = next(self.lines)
+        self.last = lineno
+        self.record_bytes += size
+        if raw is None or self.record_bytes > self.limit:
+            raise _RecordStop(self.start, _too_large("record", self.record_bytes, self.limit,
+                                                     at_least=lineno > self.start))
+        if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        text, err = _utf8(raw)
+        if err:
+            raise _RecordStop(lineno, f"record: {err}")
+        assert text is not None
+        return text
+
+
+def _csv_rows(path: Path, limit: int) -> Iterator[tuple[int, list[str] | None, str | None]]:
+    """(first line, cells or None, problem or None) per CSV record, the header first. Reading stops at a
+    problem the parser cannot step over (bad bytes, an over-long record: where the next record starts is
+    then unknown)."""
+    feed = _CsvFeed(path, limit)
+    reader = csv.reader(feed)
+    while True:
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except _RecordStop as e:
+            yield e.line, None, e.problem
+            return
+        except csv.Error as e:
+            yield feed.start, None, f"record: malformed CSV ({e})"
+            return
+        yield feed.start, cells, None
+        feed.next_record()
+
+
+def _read_csv(path: Path, limit: int) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    rows = _csv_rows(path, limit)
+    first = next(rows, None)
+    if first is None:
         return
-    reader = csv.DictReader(io.StringIO(text, newline=""))
-    try:
-        for row in reader:
-            lineno = reader.line_num
-            if None in row:
-                yield lineno, None, "record: more cells than header columns"
-                continue
-            yield lineno, {k: _csv_cell(v) for k, v in row.items() if v is not None}, None
-    except csv.Error as e:
-        yield reader.line_num, None, f"record: malformed CSV ({e})"
+    if first[1] is None:
+        yield first
+        return
+    header = first[1]
+    for lineno, cells, problem in rows:
+        if cells is None:
+            yield lineno, None, problem
+            continue
+        if not cells:
+            continue  # a blank line is no record (csv.DictReader's rule)
+        if len(cells) > len(header):
+            yield lineno, None, "record: more cells than header columns"
+            continue
+        yield lineno, {k: _csv_cell(v) for k, v in zip(header, cells, strict=False)}, None
 
 
 def _csv_cell(value: str) -> Any:
@@ -211,6 +437,8 @@ def read_numbered(path: str | Path, record_type: type[BaseModel], check_ids: boo
                   ) -> list[tuple[int, Any]]:
     """(line, record) for every record, validated; DataError listing every problem, file:line: field."""
     path = Path(path)
+    if path.is_file() and (missing := header_problems(path, record_type)):
+        raise DataError(missing)
     records: list[tuple[int, Any]] = []
     problems: list[str] = []
     seen: dict[str, int] = {}

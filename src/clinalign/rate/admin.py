@@ -1,4 +1,5 @@
-"""The admin page: per campaign, each rater's progress and order seed, agreement, unblinded results."""
+"""The admin page: per campaign, who is assigned, each rater's progress and order seed, agreement,
+unblinded results."""
 
 from __future__ import annotations
 
@@ -28,18 +29,23 @@ def admin(request: Request, con: sqlite3.Connection = Depends(get_con), who: db.
 
 
 def admin_summary(con: sqlite3.Connection) -> list[dict[str, Any]]:
-    """Per campaign: each rater's progress and order seed, agreement, and unblinded per-system results."""
+    """Per campaign: who is assigned, each rater's progress and order seed (a rater unassigned after
+    rating is listed with the ratings they gave, which count), agreement, and unblinded per-system
+    results."""
     raters = db.raters(con)
     out = []
     for c in db.campaigns(con):
         rows = db.all_ratings(con, c["id"])
         seeds = db.order_seeds(con, c["id"])
+        assigned = db.assigned_raters(con, c["id"])
         done: dict[str, int] = defaultdict(int)
         for r in rows:
             done[r["rater"]] += 1
         entry: dict[str, Any] = {
-            "name": c["name"], "kind": c["kind"], "n_items": c["n_items"],
-            "raters": [{"name": r.name, "done": done[r.name], "seed": seeds.get(r.id)} for r in raters]}
+            "id": c["id"], "name": c["name"], "kind": c["kind"], "n_items": c["n_items"],
+            "raters": [{"name": r.name, "done": done[r.name], "seed": seeds.get(r.id), "assigned": r.id in assigned}
+                       for r in raters if r.id in assigned or done[r.name]],
+            "unassigned": [r.name for r in raters if r.id not in assigned and not done[r.name]]}
         per_system: dict[str, list[float]] = defaultdict(list)
         damaged: set[int] = set()
         if c["kind"] == "likert":

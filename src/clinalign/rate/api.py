@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr
 
 from clinalign.rate import db
 from clinalign.rate.auth import check_csrf, rater, rating_rater
-from clinalign.rate.rating import campaign_or_404, progress, shown_pair, slot_or_404, submit, to_display
+from clinalign.rate.rating import assigned_campaign, progress, shown_pair, slot_or_404, submit, to_display
 from clinalign.rate.web import get_con
 
 router = APIRouter(prefix="/api")
@@ -31,7 +31,7 @@ def api_campaigns(con: sqlite3.Connection = Depends(get_con), who: db.Rater = De
 @router.get("/c/{cid}/{pos}")
 def api_item(cid: int, pos: int, con: sqlite3.Connection = Depends(get_con),
              who: db.Rater = Depends(rating_rater)) -> Any:
-    c = campaign_or_404(con, cid)
+    c = assigned_campaign(con, who, cid)
     order, slot = slot_or_404(con, who, c, pos)
     item = db.item_payload(con, slot.item_id)
     cur = db.own_ratings(con, who.id, cid).get(slot.item_id)

@@ -27,11 +27,13 @@ import logging
 import secrets
 from pathlib import Path
 
+import h11
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from clinalign.errors import DataError
 from clinalign.rate import admin, api, auth, db, pages
@@ -54,9 +56,34 @@ def _host_name(header: bytes | None) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+def security_headers(nonce: str | None) -> list[tuple[bytes, bytes]]:
+    """The headers every response carries: no third-party anything, inline script only with the page's
+    nonce (none at all without one), no framing, no sniffing, no referrer, no caching of PHI."""
+    script = f"'nonce-{nonce}'" if nonce else "'none'"
+    return [(b"content-security-policy",
+             f"default-src 'none'; script-src {script}; style-src 'unsafe-inline'; img-src 'self' data:; "
+             f"form-action 'self'; frame-ancestors 'none'; base-uri 'none'".encode()),
+            (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
+            (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1 server, whose own reply to a request it cannot parse (a malformed request line
+    or header, ``Content-Length: abc``, an unfinished header block over the size limit) carries the
+    security headers too: that reply is sent before any app code runs, so the middleware never sees it."""
+
+    def send_400_response(self, msg: str) -> None:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
+                   *security_headers(None)]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=msg.encode("ascii")), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event))
+        self.transport.close()
+
+
 class GuardMiddleware:
-    """Every response gets the security headers with a CSP nonce (no third-party anything, inline script
-    only with the nonce, no framing, no caching of PHI), the early replies here included. Before the app
+    """Every response gets the security headers with a CSP nonce, the early replies here and the
+    last-resort 500 included (``_GuardedApp`` puts this outside everything). Before the app
     runs: the Host header must name a trusted host (DNS rebinding), bodies over ``MAX_BODY`` are refused
     (413, also when chunked), and a body must arrive within ``BODY_TIMEOUT`` (408)."""
 
@@ -73,14 +100,7 @@ class GuardMiddleware:
 
         async def send_with_headers(msg: Message) -> None:
             if msg["type"] == "http.response.start":
-                headers = list(msg.get("headers", []))
-                headers += [
-                    (b"content-security-policy",
-                     f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'unsafe-inline'; img-src 'self' "
-                     f"data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'".encode()),
-                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"), (b"cache-control", b"no-store")]
-                msg = {**msg, "headers": headers}
+                msg = {**msg, "headers": [*msg.get("headers", []), *security_headers(nonce)]}
             await send(msg)
 
         headers = dict(scope["headers"])
@@ -129,14 +149,22 @@ async def _early_reply(scope: Scope, send: Send, status: int, text: str) -> None
     await send({"type": "http.response.body", "body": body})
 
 
+class _GuardedApp(FastAPI):
+    """FastAPI with the guard outside everything, Starlette's last-resort 500 handler included (a
+    middleware added the usual way sits inside that handler, whose reply would miss the headers)."""
+
+    def build_middleware_stack(self) -> ASGIApp:
+        return GuardMiddleware(super().build_middleware_stack(), allowed_hosts=self.state.allowed_hosts)
+
+
 def create_app(db_path: str | Path, allowed_hosts: list[str] | tuple[str, ...] = ()) -> FastAPI:
     """The app for one ratings database (which must exist: campaigns are created from the CLI).
 
     ``allowed_hosts``: Host header names to answer besides the loopback names (a reverse proxy's name)."""
     db.open_db(db_path).close()
-    app = FastAPI(title="clinalign rate", docs_url=None, redoc_url=None, openapi_url=None)
+    app = _GuardedApp(title="clinalign rate", docs_url=None, redoc_url=None, openapi_url=None)
     app.state.db_path = db_path
-    app.add_middleware(GuardMiddleware, allowed_hosts=(*LOOPBACK_HOSTS, *allowed_hosts))
+    app.state.allowed_hosts = (*LOOPBACK_HOSTS, *allowed_hosts)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(DataError, _damaged)
@@ -170,11 +198,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
+    first = exc.errors()[0] if exc.errors() else {}
+    if first.get("type") == "json_invalid":
+        return _error(request, 422, _json_body_error(first, exc.body))
     parts = []
     for e in exc.errors()[:5]:  # the field and what is wrong, never the submitted text
         field = ".".join(str(p) for p in e.get("loc", ()) if p not in ("body", "path", "query", "form"))[:60]
         parts.append(f"{field or 'body'}: {e.get('msg', 'invalid')}")
     return _error(request, 422, "; ".join(parts))
+
+
+def _json_body_error(err: dict, doc: object) -> str:
+    """What the JSON parser said and where (line and column, as an editor shows them), never the text."""
+    pos = err["loc"][-1] if isinstance(err.get("loc", [None])[-1], int) else 0
+    text = doc.decode("utf-8", "replace") if isinstance(doc, bytes) else doc if isinstance(doc, str) else ""
+    line = text.count("\n", 0, pos) + 1
+    column = pos - text.rfind("\n", 0, pos)
+    return f"request body is not valid JSON: {err.get('ctx', {}).get('error', 'cannot be parsed')} at line {line} column {column}"
 
 
 async def _damaged(request: Request, exc: Exception) -> Response:

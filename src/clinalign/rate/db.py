@@ -6,6 +6,11 @@ the page moves on, so closing the browser loses nothing. A rater has one current
 ``rating_history``. Tokens are stored only as SHA-256 hashes; a browser sign-in is a row in
 ``sessions`` (the hash of a random id, its own CSRF token, an expiry), deleted at sign-out or revocation. Each rater's item order (and which output
 of a pair is shown left) comes from a seed recorded in ``orders``, so any screen can be reconstructed.
+
+A rater sees and rates only the campaigns an admin assigned them to (``assignments``); a new rater has
+none until assigned, and unassigning stops further rating but keeps the ratings already given. A
+database from before assignments existed gets every rater assigned to every campaign when it is first
+opened, so nobody loses access to what they could rate.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import secrets
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +72,11 @@ END;
 CREATE TABLE IF NOT EXISTS sessions (
   id_hash TEXT PRIMARY KEY, rater_id INTEGER NOT NULL REFERENCES raters(id), csrf TEXT NOT NULL,
   created_at REAL NOT NULL, expires_at REAL NOT NULL);
+"""
+ASSIGNMENTS = """
+CREATE TABLE assignments (
+  rater_id INTEGER NOT NULL REFERENCES raters(id), campaign_id INTEGER NOT NULL REFERENCES campaigns(id),
+  assigned_at REAL NOT NULL, PRIMARY KEY (rater_id, campaign_id));
 """
 SESSION_TTL = 12 * 3600  # seconds; a sign-in lasts a working day, then the token is asked for again
 _TABLES = {"meta", "raters", "campaigns", "items", "ratings"}
@@ -142,24 +152,93 @@ def _setup(path: Path) -> sqlite3.Connection:
         con = connect(path)
         con.execute("PRAGMA journal_mode=WAL")
         con.executescript(SCHEMA)
+        _add_assignments(con)
     except sqlite3.DatabaseError as e:  # read-only file or folder, a full disk
         raise ConfigError(f"{path}: cannot open the ratings database for writing ({e})") from None
     return con
 
 
-def add_rater(con: sqlite3.Connection, name: str, admin: bool = False) -> str:
-    """Create a rater (or admin) and return their token; only its hash is stored, so it is shown once."""
+def _add_assignments(con: sqlite3.Connection) -> None:
+    """The assignments table, in the transaction that fills it: in a database made before it existed,
+    every rater is assigned every campaign (what they could rate then), so nothing is lost; in a new
+    database there is no one to assign yet."""
+    with transaction(con):
+        if con.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='assignments'").fetchone():
+            return
+        con.execute(ASSIGNMENTS)
+        con.execute("INSERT INTO assignments (rater_id, campaign_id, assigned_at) SELECT r.id, c.id, ? "
+                    "FROM raters r, campaigns c WHERE r.is_admin = 0", (time.time(),))
+
+
+def add_rater(con: sqlite3.Connection, name: str, admin: bool = False, campaigns: Sequence[str] = ()) -> str:
+    """Create a rater (or admin) and return their token; only its hash is stored, so it is shown once.
+    ``campaigns`` (names) are assigned in the same transaction: an unknown one creates nobody."""
     name = name.strip()
     if not name or len(name) > 100:
         raise ConfigError("rater name must be 1-100 characters")
+    if admin and campaigns:
+        raise ConfigError("admins do not rate, so they are not assigned campaigns")
     token = secrets.token_urlsafe(24)
     try:
         with transaction(con):
-            con.execute("INSERT INTO raters (name, token_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
-                        (name, hash_token(token), int(admin), time.time()))
+            rid = con.execute("INSERT INTO raters (name, token_hash, is_admin, created_at) VALUES (?, ?, ?, ?)",
+                              (name, hash_token(token), int(admin), time.time())).lastrowid
+            for cid in [_campaign_id(con, c) for c in campaigns]:
+                con.execute("INSERT OR IGNORE INTO assignments (rater_id, campaign_id, assigned_at) VALUES (?, ?, ?)",
+                            (rid, cid, time.time()))
     except sqlite3.IntegrityError as e:
         raise ConfigError(f"a rater named {name!r} already exists") from e
     return token
+
+
+def _campaign_id(con: sqlite3.Connection, name: str) -> int:
+    """A campaign by its name (or, failing that, by its number, as the admin page shows both)."""
+    row = con.execute("SELECT id FROM campaigns WHERE name = ?", (name,)).fetchone()
+    if row is None and name.isdigit():
+        row = con.execute("SELECT id FROM campaigns WHERE id = ?", (int(name),)).fetchone()
+    if row is None:
+        names = [r[0] for r in con.execute("SELECT name FROM campaigns ORDER BY id")]
+        raise ConfigError(f"no campaign named {name!r} (campaigns: {', '.join(map(repr, names)) or 'none yet'})")
+    return row[0]
+
+
+def _rater_ids(con: sqlite3.Connection, names: Sequence[str]) -> list[int]:
+    """Raters who rate, by name; an unknown name or an admin is a ConfigError naming it."""
+    ids = []
+    for name in names:
+        row = con.execute("SELECT id, is_admin FROM raters WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            raise ConfigError(f"no rater named {name!r} (add one with `clinalign rate add-rater`)")
+        if row["is_admin"]:
+            raise ConfigError(f"{name!r} is an admin; admins do not rate, so they are not assigned campaigns")
+        ids.append(row["id"])
+    return ids
+
+
+def assign(con: sqlite3.Connection, campaign_name: str, names: Sequence[str]) -> int:
+    """Let raters see and rate a campaign; returns how many were not assigned to it before."""
+    with transaction(con):
+        cid, ids = _campaign_id(con, campaign_name), _rater_ids(con, names)
+        return sum(con.execute("INSERT OR IGNORE INTO assignments (rater_id, campaign_id, assigned_at) "
+                               "VALUES (?, ?, ?)", (rid, cid, time.time())).rowcount for rid in ids)
+
+
+def unassign(con: sqlite3.Connection, campaign_name: str, names: Sequence[str]) -> int:
+    """Stop raters seeing a campaign; the ratings they gave stay (and are exported). Returns how many
+    were assigned."""
+    with transaction(con):
+        cid, ids = _campaign_id(con, campaign_name), _rater_ids(con, names)
+        return sum(con.execute("DELETE FROM assignments WHERE rater_id = ? AND campaign_id = ?",
+                               (rid, cid)).rowcount for rid in ids)
+
+
+def is_assigned(con: sqlite3.Connection, rater_id: int, cid: int) -> bool:
+    return con.execute("SELECT 1 FROM assignments WHERE rater_id = ? AND campaign_id = ?",
+                       (rater_id, cid)).fetchone() is not None
+
+
+def assigned_raters(con: sqlite3.Connection, cid: int) -> set[int]:
+    return {r[0] for r in con.execute("SELECT rater_id FROM assignments WHERE campaign_id = ?", (cid,))}
 
 
 @dataclass(frozen=True)
@@ -228,8 +307,9 @@ def end_session(con: sqlite3.Connection, sid: str) -> None:
 
 
 def create_campaign(con: sqlite3.Connection, name: str, kind: Kind, items: list[Item],
-                    rubric: str | None = None) -> int:
-    """Store a campaign and its items in one transaction; returns its id."""
+                    rubric: str | None = None, raters: Sequence[str] = ()) -> int:
+    """Store a campaign and its items, and assign ``raters`` (names) to it, in one transaction; returns
+    its id. Nobody else sees it until assigned."""
     if not items:
         raise ConfigError(f"campaign {name!r}: no items")
     wrong = [i.id for i in items if isinstance(i, LikertItem) != (kind == "likert")]
@@ -242,6 +322,8 @@ def create_campaign(con: sqlite3.Connection, name: str, kind: Kind, items: list[
             con.executemany(
                 "INSERT INTO items (campaign_id, ext_id, system, task, payload) VALUES (?, ?, ?, ?, ?)",
                 [(cid, *item_key(i), i.task, i.model_dump_json()) for i in items])
+            con.executemany("INSERT OR IGNORE INTO assignments (rater_id, campaign_id, assigned_at) VALUES (?, ?, ?)",
+                            [(rid, cid, time.time()) for rid in _rater_ids(con, raters)])
     except sqlite3.IntegrityError as e:
         raise ConfigError(f"a campaign named {name!r} already exists") from e
     assert cid is not None

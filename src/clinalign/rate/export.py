@@ -3,7 +3,8 @@
 The pairs file is exactly what ``clinalign train dpo --data`` reads: one ``{"prompt", "chosen",
 "rejected"}`` row per item with a clear majority (plus ``id``, systems and vote counts for tracing, which
 the trainer ignores). An item yields a pair only when more raters picked one output than picked the other
-or "tie": individual ties carry no preference, and a split vote is not one either.
+or "tie": individual ties carry no preference, and a split vote is not one either. An export with nothing
+to write (nobody has rated, or no majority yet) writes no file and says why (``NothingToExport``, exit 1).
 """
 
 from __future__ import annotations
@@ -16,7 +17,38 @@ from pathlib import Path
 from typing import Any
 
 from clinalign.data.io import write_jsonl, write_text_atomic
-from clinalign.errors import DataError
+from clinalign.errors import ClinalignError, DataError
+
+
+class NothingToExport(ClinalignError):
+    """An export that would write an empty file: it is not written. Exit code 1, not 2: the command was
+    right, the raters have not (yet) given what it asks for; a script stops before training on nothing.
+    ``paths``: the files left out (none named when nobody has rated at all)."""
+
+    exit_code = 1
+
+    def __init__(self, reason: str, paths: tuple[str, ...] = ()):
+        self.reason, self.paths = reason, paths
+        super().__init__(f"{', '.join(paths)}: not written: {reason}" if paths else reason)
+
+
+def _nothing(con: sqlite3.Connection, path: str | Path, kind: str, what: str) -> NothingToExport:
+    """Why ``path`` would be empty, in one line: nobody has rated, no rating of this kind, or (pairs) no
+    item with a majority pick."""
+    from clinalign.rate.db import all_ratings, db_file
+
+    rows = all_ratings(con)
+    if not rows:
+        return NothingToExport(f"nobody has rated in {db_file(con)} yet, so there is nothing to export and no "
+                               f"file was written (raters need a token and a campaign: `clinalign rate add-rater "
+                               f"NAME --campaign CAMPAIGN`, then `clinalign rate serve`)")
+    mine = [r for r in rows if r["kind"] == kind]
+    if not mine:
+        return NothingToExport(f"no {kind} ratings in {db_file(con)} (its {len(rows)} rating(s) are of the other "
+                               "kind)", (str(path),))
+    items = len({r["item_id"] for r in mine})
+    return NothingToExport(f"{what} ({len(mine)} rating(s) of {items} item(s))", (str(path),))
+
 
 LIKERT_COLUMNS = ["item_id", "system", "rater", "score", "comment", "task", "campaign", "updated_at"]
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may run as a formula (OWASP CSV injection)
@@ -58,6 +90,8 @@ def export_likert_csv(con: sqlite3.Connection, path: str | Path) -> int:
     Text cells go through ``safe_cell``: a comment such as ``=HYPERLINK(...)`` must not run when a
     coordinator opens the file in a spreadsheet."""
     rows = likert_rows(con)
+    if not rows:
+        raise _nothing(con, path, "likert", "no Likert score")
     buf = io.StringIO(newline="")
     # every cell quoted: with minimal quoting a bare CR in a comment is not quoted and splits the row
     w = csv.DictWriter(buf, fieldnames=LIKERT_COLUMNS, lineterminator="\n", quoting=csv.QUOTE_ALL)
@@ -94,8 +128,15 @@ def majority_pairs(con: sqlite3.Connection) -> list[dict[str, Any]]:
     return pairs
 
 
+_NO_MAJORITY = "no pairwise item has a majority pick yet (ties and split votes give no pair)"
+
+
 def export_pairs(con: sqlite3.Connection, path: str | Path) -> int:
-    return write_jsonl(path, majority_pairs(con))
+    """Write the majority picks as DPO pairs; NothingToExport (and no file) when there are none."""
+    pairs = majority_pairs(con)
+    if not pairs:
+        raise _nothing(con, path, "pairwise", _NO_MAJORITY)
+    return write_jsonl(path, pairs)
 
 
 def export_kto(con: sqlite3.Connection, path: str | Path) -> int:
@@ -103,6 +144,8 @@ def export_kto(con: sqlite3.Connection, path: str | Path) -> int:
     undesirable one (the loser); items the raters tied or split on give no row."""
     rows = [{"id": f"{p['id']}:{side}", "prompt": p["prompt"], "completion": p[side], "label": side == "chosen",
              "system": p[f"system_{side}"]} for p in majority_pairs(con) for side in ("chosen", "rejected")]
+    if not rows:
+        raise _nothing(con, path, "pairwise", _NO_MAJORITY)
     return write_jsonl(path, rows)
 
 

@@ -24,10 +24,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from clinalign.data.io import read_jsonl, read_raw_rows, read_records
+from clinalign.data.io import read_jsonl, read_raw_rows, read_records, validation_problems
 from clinalign.errors import ConfigError, DataError
+from clinalign.tasks import Task, get_task
 
 Kind = Literal["likert", "pairwise"]
 MAX_TEXT = 200_000  # characters; a discharge note is a few thousand
@@ -87,10 +88,14 @@ def items_from_study(study: str | Path, kind: Kind, task: str = "discharge_summa
     "pred"} joined on id with ``data/<task>/test.jsonl`` records.
 
     Likert items pair each system's output with the record's ``note``; pairwise items put two systems'
-    outputs for the same prompt side by side (default systems: sft and dpo, or the only two there are).
+    outputs for the same prompt side by side (default systems: sft and dpo, or the only two there are),
+    under the prompt the models saw, so exported picks train on exactly it: ``task`` must then be a
+    built-in task id or the task's declaration file, and every test record valid for it.
     Kept in one function because the study layout is defined by the study runner.
     """
     study = Path(study)
+    t = get_task(task) if kind == "pairwise" else None
+    task = t.id if t is not None else task
     pred_dir, test_file = study / "predictions" / task, study / "data" / task / "test.jsonl"
     if not pred_dir.is_dir() or not test_file.is_file():
         raise ConfigError(f"{study}: not a study folder with predictions/{task}/ and data/{task}/test.jsonl")
@@ -110,14 +115,14 @@ def items_from_study(study: str | Path, kind: Kind, task: str = "discharge_summa
         outs = {s: outputs[s].get(rid) for s in systems}
         if any(not o for o in outs.values()):
             continue  # an item is only fair to rate when every system answered it
-        if kind == "likert":
+        if t is None:
             if not rec.get("note"):
                 raise ConfigError(f"{test_file}: record {rid!r} has no 'note' field to show as the source")
             items += [LikertItem(id=rid, task=task, source=rec["note"], output=outs[s], system=s) for s in systems]
         else:
             a, b = systems
-            items.append(PairwiseItem(id=rid, task=task, prompt=_prompt(task, rec), output_a=outs[a],
-                                      output_b=outs[b], system_a=a, system_b=b))
+            items.append(PairwiseItem(id=rid, task=task, prompt=_prompt(t, rec, f"{test_file}: record {rid!r}"),
+                                      output_a=outs[a], output_b=outs[b], system_a=a, system_b=b))
     if not items:
         raise ConfigError(f"{study}: no test record of {task} has an output from every one of {systems}")
     return items
@@ -140,15 +145,13 @@ def items_from_samples(path: str | Path, task: str | None = None) -> list[Pairwi
     return items
 
 
-def _prompt(task: str, rec: dict[str, Any]) -> str:
-    """The prompt the models saw, so exported pairs train on exactly it; the note if the task is unknown."""
+def _prompt(task: Task, rec: dict[str, Any], where: str) -> str:
+    """The prompt the models saw for a test record; a record the task cannot read is a DataError naming
+    the file, the record and the field (never a silent stand-in, which would train on another prompt)."""
     try:
-        from clinalign.tasks import get_task
-
-        t = get_task(task)
-        return t.prompt(t.record_type.model_validate(rec))
-    except Exception:  # task not registered here, or an older record shape: the note is the prompt
-        return str(rec.get("note") or rec.get("prompt") or rec.get("text") or "")
+        return task.prompt(task.record_type.model_validate(rec))
+    except ValidationError as e:
+        raise DataError(validation_problems(where, e)) from None
 
 
 def _output_text(row: dict[str, Any]) -> str:

@@ -12,7 +12,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from clinalign.errors import DataError
 from clinalign.rate import db
 from clinalign.rate.auth import check_csrf, rater, rating_rater
-from clinalign.rate.rating import campaign_or_404, progress, shown_pair, slot_or_404, submit, to_display
+from clinalign.rate.rating import assigned_campaign, progress, shown_pair, slot_or_404, submit, to_display
 from clinalign.rate.web import get_con, page
 
 log = logging.getLogger("clinalign.rate")
@@ -29,7 +29,7 @@ def home(request: Request, con: sqlite3.Connection = Depends(get_con), who: db.R
 @router.get("/c/{cid}")
 def next_item(request: Request, cid: int, after: int = 0, con: sqlite3.Connection = Depends(get_con),
               who: db.Rater = Depends(rating_rater)) -> Response:
-    c = campaign_or_404(con, cid)
+    c = assigned_campaign(con, who, cid)
     order = db.rater_order(con, who.id, cid)
     rated = db.own_ratings(con, who.id, cid)
     todo = [s for s in order if s.item_id not in rated]
@@ -49,7 +49,7 @@ def next_item(request: Request, cid: int, after: int = 0, con: sqlite3.Connectio
 @router.get("/c/{cid}/{pos}", response_class=HTMLResponse)
 def item_page(request: Request, cid: int, pos: int, con: sqlite3.Connection = Depends(get_con),
               who: db.Rater = Depends(rating_rater)) -> HTMLResponse:
-    c = campaign_or_404(con, cid)
+    c = assigned_campaign(con, who, cid)
     order, slot = slot_or_404(con, who, c, pos)
     rated = db.own_ratings(con, who.id, cid)
     item = db.item_payload(con, slot.item_id)

@@ -10,10 +10,14 @@ from clinalign.rate import db
 from clinalign.rate.web import MAX_COMMENT, HTTPError
 
 
-def campaign_or_404(con: sqlite3.Connection, cid: int) -> sqlite3.Row:
+def assigned_campaign(con: sqlite3.Connection, who: db.Rater, cid: int) -> sqlite3.Row:
+    """The campaign a URL names, if this rater is assigned to it: 404 when there is none, 403 when it is
+    someone else's (a rater reaches only their own campaigns, whatever number they type)."""
     c = db.campaign(con, cid)
     if c is None:
         raise HTTPError(404, f"unknown campaign {cid}")
+    if not db.is_assigned(con, who.id, cid):
+        raise HTTPError(403, f"you are not assigned to campaign {cid}; ask the study administrator")
     return c
 
 
@@ -67,7 +71,7 @@ def check_comment(comment: str | None) -> str:
 def submit(con: sqlite3.Connection, who: db.Rater, cid: int, pos: int, score: Any, choice: Any,
            comment: str | None) -> sqlite3.Row:
     """Validate and store one rating (form or API alike); returns the campaign."""
-    c = campaign_or_404(con, cid)
+    c = assigned_campaign(con, who, cid)
     _, slot = slot_or_404(con, who, c, pos)
     s, ch = to_stored(c, slot, score, choice)
     db.save_rating(con, who.id, slot, s, ch, check_comment(comment))
@@ -75,9 +79,11 @@ def submit(con: sqlite3.Connection, who: db.Rater, cid: int, pos: int, score: An
 
 
 def progress(con: sqlite3.Connection, who: db.Rater) -> list[dict[str, Any]]:
-    """The rater's own progress in every campaign."""
+    """The rater's own progress in each campaign they are assigned to."""
     out = []
     for c in db.campaigns(con):
+        if not db.is_assigned(con, who.id, c["id"]):
+            continue
         done = len(db.own_ratings(con, who.id, c["id"]))
         out.append({"id": c["id"], "name": c["name"], "kind": c["kind"], "done": done, "total": c["n_items"]})
     return out

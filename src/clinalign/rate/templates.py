@@ -66,7 +66,8 @@ HOME = """{% extends "base" %}{% block main %}
 <h2 style="margin:0"><a href="/c/{{ c.id }}">{{ c.name }}</a></h2><span class="muted">{{ c.kind }}</span>
 <span class="muted" style="margin-left:auto">{{ c.done }} of {{ c.total }} done</span>
 <div class="progress" style="width:200px"><span style="width:{{ (100 * c.done / c.total) | round(1) }}%"></span></div>
-</div></div>{% else %}<p class="muted">No campaigns yet.</p>{% endfor %}
+</div></div>{% else %}<p class="muted">No campaigns are assigned to you yet; the study administrator assigns
+them.</p>{% endfor %}
 {% endblock %}"""
 
 PROGRESS = """<div class="card"><div class="nav">
@@ -140,13 +141,17 @@ DONE = """{% extends "base" %}{% block main %}
 
 ADMIN = """{% extends "base" %}{% block main %}
 <h1>Administration</h1>
-{% for c in campaigns %}<div class="card">
-<h2>{{ c.name }} <span class="muted">({{ c.kind }}, {{ c.n_items }} items)</span></h2>
-<table><tr><th>Rater</th><th>Done</th><th style="width:40%">Progress</th><th>Order seed</th></tr>
+{% for c in campaigns %}<div class="card" id="campaign-{{ c.id }}">
+<h2>{{ c.name }} <span class="muted">(campaign {{ c.id }}, {{ c.kind }}, {{ c.n_items }} items)</span></h2>
+<table><tr><th>Rater</th><th>Done</th><th style="width:40%">Progress</th><th>Order seed</th><th>Assigned</th></tr>
 {% for r in c.raters %}<tr><td>{{ r.name }}</td><td>{{ r.done }} / {{ c.n_items }}</td>
 <td><div class="progress"><span style="width:{{ (100 * r.done / c.n_items) | round(1) }}%"></span></div></td>
-<td class="muted">{{ r.seed if r.seed is not none else "not started" }}</td></tr>
-{% else %}<tr><td colspan="4" class="muted">No raters yet.</td></tr>{% endfor %}</table>
+<td class="muted">{{ r.seed if r.seed is not none else "not started" }}</td>
+<td>{{ "yes" if r.assigned else "no (ratings kept)" }}</td></tr>
+{% else %}<tr><td colspan="5" class="muted">No raters assigned yet.</td></tr>{% endfor %}</table>
+<p class="muted" id="unassigned-{{ c.id }}">{% if c.unassigned %}Not assigned: {{ c.unassigned | join(", ") }}.
+{% endif %}Assign with <code>clinalign rate assign "{{ c.name }}" RATER...</code>, remove with
+<code>clinalign rate unassign</code>.</p>
 <p><b>{{ c.agreement_name }}</b>:
 {% if c.agreement is not none %}{{ "%.3f" | format(c.agreement) }} <span class="muted">over {{ c.shared }} items with
 two or more raters</span>{% else %}<span class="muted">not yet defined ({{ c.shared }} items with two or more raters,

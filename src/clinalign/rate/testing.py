@@ -59,7 +59,8 @@ def running_server(db_path: str | Path, timeout: float = 30.0) -> Iterator[tuple
 
 def seed_db(db_path: str | Path, likert: list | None = None, pairwise: list | None = None,
             raters: tuple[str, ...] = ("alice", "bob"), admin: str | None = "admin") -> dict[str, str]:
-    """A ratings database with a Likert and/or a pairwise campaign and some raters; returns name -> token."""
+    """A ratings database with a Likert and/or a pairwise campaign and some raters, each assigned to every
+    campaign; returns name -> token."""
     from clinalign.rate import db
 
     con = db.init_db(db_path)
@@ -67,7 +68,7 @@ def seed_db(db_path: str | Path, likert: list | None = None, pairwise: list | No
         db.create_campaign(con, "Discharge summaries", "likert", likert)
     if pairwise:
         db.create_campaign(con, "Which answer is better", "pairwise", pairwise)
-    tokens = {name: db.add_rater(con, name) for name in raters}
+    tokens = {name: db.add_rater(con, name, campaigns=[c["name"] for c in db.campaigns(con)]) for name in raters}
     if admin:
         tokens[admin] = db.add_rater(con, admin, admin=True)
     con.close()

@@ -11,9 +11,13 @@ from pathlib import Path
 
 import typer
 
+from clinalign.data.io import MAX_RECORD_BYTES, record_limit
+
 app = typer.Typer(no_args_is_help=True)
 
 _Over = typer.Argument(None, help="key=value overrides of config keys (e.g. lora_rank=8 parallel=ddp)")
+_MaxRecord = typer.Option(MAX_RECORD_BYTES, "--max-record-bytes", min=1,
+                          help="refuse a data record over this many bytes before reading its text (bounded memory)")
 
 
 def _config_help(example: str) -> str:
@@ -26,12 +30,14 @@ def _config_help(example: str) -> str:
             f"built-in defaults apply (train/config.py): epochs {epochs}; lr {lrs}")
 
 
-def _run(stage: str, config: Path | None, overrides: list[str] | None, **flags: object) -> None:
+def _run(stage: str, config: Path | None, overrides: list[str] | None, max_record_bytes: int,
+         **flags: object) -> None:
     from clinalign.train.api import run
     from clinalign.train.config import build_config
 
     cfg = build_config(config, overrides, {"stage": stage, **flags})
-    final = run(cfg)
+    with record_limit(max_record_bytes):  # every data file the run reads
+        final = run(cfg)
     if os.environ.get("RANK", "0") == "0":
         typer.echo(f"{stage}: final weights in {final}")
 
@@ -54,9 +60,10 @@ def sft(
     save_every: int | None = typer.Option(None, help="checkpoint every N optimizer steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest intact (checksummed) checkpoint in --out"),
     init_from: str | None = typer.Option(None, help="start from a previous run's final/ (adapter or model)"),
+    max_record_bytes: int = _MaxRecord,
 ) -> None:
     """Supervised fine-tuning on (prompt, completion); loss on the answer tokens only."""
-    _run("sft", config, overrides, model=model, data=data, task=task, out=out, max_steps=max_steps,
+    _run("sft", config, overrides, max_record_bytes, model=model, data=data, task=task, out=out, max_steps=max_steps,
          epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lora=lora, seed=seed,
          save_every=save_every, resume=resume or None, init_from=init_from)
 
@@ -81,8 +88,9 @@ def dpo(
     save_every: int | None = typer.Option(None, help="checkpoint every N optimizer steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest intact (checksummed) checkpoint in --out"),
     init_from: str | None = typer.Option(None, help="start from an SFT run's final/ (adapter or model)"),
+    max_record_bytes: int = _MaxRecord,
 ) -> None:
     """Direct preference optimisation on (prompt, chosen, rejected), from the base or an SFT output."""
-    _run("dpo", config, overrides, model=model, data=data, task=task, out=out, max_steps=max_steps,
+    _run("dpo", config, overrides, max_record_bytes, model=model, data=data, task=task, out=out, max_steps=max_steps,
          epochs=epochs, batch_size=batch_size, grad_accum=grad_accum, lr=lr, lora=lora, beta=beta, loss=loss,
          seed=seed, save_every=save_every, resume=resume or None, init_from=init_from)

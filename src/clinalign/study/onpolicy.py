@@ -1,7 +1,7 @@
 """On-policy and iterative DPO in a study: ``dpo: {pairs: on_policy, rounds: R, samples: K, temperature: T}``.
 
 Round r samples K answers per training prompt from round r-1's model (round 1: the SFT model, or the
-base with ``dpo_from: base``), judges them with the task (data/onpolicy.py), and trains DPO from that
+base with ``dpo_from: base``), judges them with the task (study/onpolicy_pairs.py), and trains DPO from that
 model on the pairs. Sampling and training are each a cached stage (``<task>/dpo_round<r>_sample`` and
 ``<task>/dpo_round<r>``), keyed by the upstream model's stage fingerprint: a second run with the same
 model does not re-sample. The last round is the study's "dpo" system; per-round sample accuracy / mean
@@ -70,7 +70,7 @@ def run_rounds(stages: StageRunner, sp: str, task: Task, train: list[Any], opts:
                max_prompt_tokens: int | None = None) -> tuple[Path, str]:
     """(last round's stage dir, its fingerprint). ``max_new_tokens`` / ``max_prompt_tokens``: the study's
     evaluation settings (None: the task's length, whole prompts), so the policy is sampled as it is tested."""
-    from clinalign.data.onpolicy import load_policy, sample_pairs
+    from clinalign.study.onpolicy_pairs import load_policy, sample_pairs
 
     limits = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)) if v}
     # pairs normalised: a two-arm study reuses a single-arm on-policy study's samples, and vice versa

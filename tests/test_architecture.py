@@ -20,9 +20,6 @@ EXCEPTIONS = {
         "the tasks' metrics call the pure metric functions (accuracy, F1); eval.metrics imports nothing "
         "from clinalign, so there is no cycle. Fix: move it below tasks; left while eval/metrics.py is "
         "being rewritten in parallel (issue 13, helper B)",
-    ("clinalign.report.methods", "clinalign.study.config"):
-        "the methods paragraph states each task's settings as the runner merged them (merge_settings): one "
-        "merge rule, not a copy. Fix: the runner writes the merged settings into results['study']",
 }
 
 

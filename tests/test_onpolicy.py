@@ -7,9 +7,9 @@ import json
 import pytest
 
 from clinalign.cli import run
-from clinalign.study.onpolicy_pairs import load_policy, sample_pairs
 from clinalign.data.pairs import preference_pairs
 from clinalign.errors import ConfigError
+from clinalign.study.onpolicy_pairs import load_policy, sample_pairs
 from clinalign.tasks import get_task
 
 

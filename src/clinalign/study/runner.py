@@ -109,7 +109,7 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
         task_results["_folds"] = fold_summary([{s: task.evaluate(f.test, [r["pred"] for r in rows])
                                                 for s, rows in f.preds.items()} for f in folds])
     _add_clinician_likert(entry, preds, task_results, ev)
-    task_results.update(fold_info(folds, cfg, entry))
+    task_results.update(task_info(folds, cfg, entry))
     cut = sum(bool(r.get("prompt_truncated")) for r in preds["base"])
     if cut:
         task_results["_prompt_truncated"] = cut
@@ -156,13 +156,14 @@ def run_fold(run: TaskRun) -> Fold:
     return Fold(run.fold, test, preds, trained, split.info)
 
 
-def fold_info(folds: list[Fold], cfg: StudyConfig, entry: TaskEntry) -> dict[str, Any]:
+def task_info(folds: list[Fold], cfg: StudyConfig, entry: TaskEntry) -> dict[str, Any]:
     """The task's ``_split`` (records per part, duplicate groups: a dict, or one per fold naming it),
     ``_on_policy`` (per round of on-policy DPO, how often the policy's samples were judged right; each
     naming its fold in a k-fold study) and ``_settings`` (what each training stage ran with)."""
     info: dict[str, Any] = {"_split": folds[0].split if folds[0].fold is None
                             else [{"fold": f.fold, **f.split} for f in folds]}
-    rounds = [r for f in folds for stage in f.trained.values() for r in _named(f.fold, onpolicy.round_stats(stage.dir))]
+    rounds = [r for f in folds for stage in f.trained.values()
+              for r in _named(f.fold, onpolicy.round_stats(stage.dir))]
     if rounds:
         info["_on_policy"] = rounds
     info["_settings"] = stage_settings(folds[0].trained, cfg, entry)
@@ -177,7 +178,7 @@ def stage_settings(trained: dict[str, Stage], cfg: StudyConfig, entry: TaskEntry
     for system, arm in onpolicy.systems(opts).items():
         out[system] = pipeline.trained_settings(trained[system], dpo_written)
         if arm == "on_policy":
-            out[system] |= {**{k: v for k, v in opts.items() if k != "pairs"}, "pairs": "on_policy"}
+            out[system] |= {**opts, "pairs": "on_policy"}
     return out
 
 

@@ -20,15 +20,6 @@ EXCEPTIONS = {
         "the tasks' metrics call the pure metric functions (accuracy, F1); eval.metrics imports nothing "
         "from clinalign, so there is no cycle. Fix: move it below tasks; left while eval/metrics.py is "
         "being rewritten in parallel (issue 13, helper B)",
-    ("clinalign.data.onpolicy", "clinalign.eval"):
-        "on-policy pairs are sampled from a model (eval.inference) and judged; the module is a study-level "
-        "stage kept beside the other pair builders. Fix: move it to study/; left while the on-policy arm "
-        "is being changed in parallel (helper E)",
-    ("clinalign.data.onpolicy", "clinalign.models"): "as above: it loads the policy model",
-    ("clinalign.data.onpolicy", "clinalign.train"): "as above: it fingerprints the policy (train.ref_cache)",
-    ("clinalign.report.methods", "clinalign.study.config"):
-        "the methods paragraph states each task's settings as the runner merged them (merge_settings): one "
-        "merge rule, not a copy. Fix: the runner writes the merged settings into results['study']",
 }
 
 

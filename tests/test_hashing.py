@@ -131,14 +131,14 @@ def test_a_declared_task_is_fingerprinted_by_its_template(tmp_path):
 
 
 def test_stage_identity_holds_the_resolved_device_and_dtype(monkeypatch):
-    from clinalign.study.runner import _placed
+    from clinalign.study.pipeline import placed
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    on_cpu = _placed({"device": "auto", "dtype": "auto", "lr": 1e-3})
-    assert on_cpu == _placed({"device": "cpu", "dtype": "float32", "lr": 1e-3})  # the same run: one stage
+    on_cpu = placed({"device": "auto", "dtype": "auto", "lr": 1e-3})
+    assert on_cpu == placed({"device": "cpu", "dtype": "float32", "lr": 1e-3})  # the same run: one stage
     assert on_cpu == {"device": "cpu", "dtype": "float32", "lr": 1e-3}
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     monkeypatch.setenv("LOCAL_RANK", "3")  # torchrun: the rank's GPU index is not part of the identity
-    assert _placed({"device": "auto", "dtype": "auto", "lr": 1e-3}) == {"device": "cuda", "dtype": "bfloat16",
+    assert placed({"device": "auto", "dtype": "auto", "lr": 1e-3}) == {"device": "cuda", "dtype": "bfloat16",
                                                                         "lr": 1e-3}

@@ -1,4 +1,4 @@
-"""On-policy pairs (data/onpolicy.py) and the task judges they rank samples by."""
+"""On-policy pairs (study/onpolicy_pairs.py) and the task judges they rank samples by."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import json
 import pytest
 
 from clinalign.cli import run
-from clinalign.data.onpolicy import load_policy, sample_pairs
 from clinalign.data.pairs import preference_pairs
 from clinalign.errors import ConfigError
+from clinalign.study.onpolicy_pairs import load_policy, sample_pairs
 from clinalign.tasks import get_task
 
 

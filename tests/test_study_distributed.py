@@ -98,3 +98,23 @@ def test_a_study_launched_on_several_processes_needs_parallel(tiny_model_dir, tm
 def test_python_m_clinalign_help(tmp_path):
     out = _clinalign(tmp_path, "--help")
     assert "study" in out and "train" in out
+
+
+def test_on_policy_rounds_train_on_every_process(tiny_model_dir, tmp_path):
+    """An on-policy round's training is a DDP stage like SFT's: under torchrun every process trains it
+    (rank 0 alone would wait forever for the others), with the same losses as one process."""
+    from clinalign.cli import run
+
+    on_policy = {"pairs": "on_policy", "samples": 2, "max_steps": 2}
+    one = _study(tmp_path / "one.yaml", tiny_model_dir, 4, baselines=[])
+    two = _study(tmp_path / "two.yaml", tiny_model_dir, 2, parallel="ddp", baselines=[])
+    for path in (one, two):
+        cfg = yaml.safe_load(path.read_text())
+        cfg["dpo"] |= on_policy
+        cfg["tasks"] = cfg["tasks"][:1]
+        path.write_text(yaml.safe_dump(cfg))
+    assert run(["study", "run", str(one), "--out", str(tmp_path / "one")]) == 0
+    _clinalign(tmp_path, "study", "run", str(two), "--out", str(tmp_path / "two"), procs=2)
+    losses = [[json.loads(x)["loss"] for x in (tmp_path / out / "stages/uti_classification/dpo_round1/run/metrics.jsonl")
+               .read_text().splitlines()] for out in ("one", "two")]
+    assert len(losses[0]) == 2 and losses[1] == pytest.approx(losses[0], abs=1e-5)

@@ -1,4 +1,4 @@
-"""A cached stage is reused exactly when what it computes from is unchanged (issues 12 and 13): the base
+"""A cached stage is reused exactly when what it computes from is unchanged: the base
 weights' bytes, the prompts it renders, clinalign's version, the resolved device/dtype. Each test
 re-runs one mini study and checks which stages ran; they run in file order, each from the state the
 one before left."""

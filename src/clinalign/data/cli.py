@@ -163,7 +163,7 @@ def pairs(
     task_file: TaskFileOpt = None,
     from_model: Annotated[str | None, typer.Option(
         "--from-model", help="On-policy pairs: a training run (its final/), adapter or model directory, or "
-                             "'default'; its samples are judged by the task (data/onpolicy.py).")] = None,
+                             "'default'; its samples are judged by the task (study/onpolicy_pairs.py).")] = None,
     samples: Annotated[int, typer.Option(min=1, help="With --from-model: answers sampled per prompt.")] = 4,
     temperature: Annotated[float, typer.Option(min=0.01, help="With --from-model: sampling temperature.")] = 1.0,
     batch_size: Annotated[int, typer.Option(min=1, help="With --from-model: prompts per batch.")] = 8,
@@ -178,7 +178,7 @@ def pairs(
     if from_model is None:
         rows = preference_pairs(task, records, strategy=strategy, seed=seed)
     else:
-        from clinalign.data.onpolicy import load_policy, sample_pairs
+        from clinalign.study.onpolicy_pairs import load_policy, sample_pairs
 
         model, tokenizer, fp = load_policy(from_model)
         rows, stats = sample_pairs(task, model, tokenizer, records, samples=samples, temperature=temperature,

@@ -8,6 +8,10 @@
                       ...,
                       "_primary": METRIC, "_n_items": n, "_unparseable": {system: n},
                       "_verdict": "DPO best (f1_yes): ...",
+                      "_split": {"train": n, "val": n, "test": n, ...},  # k folds: [{"fold": k, ...}, ...]
+                      "_on_policy": [{"round": r, ...}],                  # k folds: each also names its "fold"
+                      "_folds": {METRIC: {system: {"mean", "std", "values"}}},          # k folds only
+                      "_settings": {system: {key: value}},   # what each training stage ran with
                       "_calibration": {system: {"ece": e, "n": n, "bins": [...]}}}},   # written here
      "study": {"name", "model", "config", ...}}
 
@@ -58,7 +62,7 @@ def write_report(
     """Write every report file into ``out_dir``, each atomically; returns file name -> path.
 
     ``curves[task][stage]``: the sft / dpo run's metrics.jsonl rows (``step``, ``loss``; DPO also
-    ``reward_margin``, ``reward_accuracy``).
+    ``reward_margin``, ``reward_accuracy``); in a k-fold study every fold's rows, each naming its ``fold``.
     ``calibration[task][system]``: ``(class -> probability, gold)`` per item (scored tasks).
     ``confusion[task][system]``: ``(golds, predictions)``.
     """

@@ -12,7 +12,7 @@ from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
-from clinalign.report.methods import methods, model_name
+from clinalign.report.methods import methods, model_name, splits
 from clinalign.report.tables import LEGEND, header, table_rows, task_tables
 
 
@@ -42,21 +42,24 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
 def task_meta_line(task_results: Mapping[str, Any]) -> str:
     """Test items, unparseable answers per system, ECE per system where scored."""
     bits = [f"{task_results.get('_n_items', '?')} test items"]
-    split = task_results.get("_split") or {}
-    if "train" in split:
-        bits.append(f"train/val/test records {split['train']}/{split.get('val', 0)}/{split.get('test', 0)}")
-    if split.get("duplicate_groups"):
-        bits.append(f"duplicate groups kept in one split: {split['duplicate_groups']} "
-                    f"({split['records_in_groups']} records" + (f", {split['dropped']} dropped)" if split.get("dropped") else ")"))
+    for label, split in splits(task_results):
+        where = f" ({label})" if label else ""
+        if "train" in split:
+            bits.append(f"train/val/test records{where} {split['train']}/{split.get('val', 0)}/{split.get('test', 0)}")
+        if split.get("duplicate_groups"):
+            bits.append(f"duplicate groups kept in one split{where}: {split['duplicate_groups']} "
+                        f"({split['records_in_groups']} records"
+                        + (f", {split['dropped']} dropped)" if split.get("dropped") else ")"))
     unp = task_results.get("_unparseable")
     if unp:
         bits.append("unparseable: " + ", ".join(f"{s} {n}" for s, n in unp.items()))
     if task_results.get("_prompt_truncated"):
         bits.append(f"prompts cut to max_prompt_tokens: {task_results['_prompt_truncated']}")
-    for r in task_results.get("_on_policy") or ():  # study/onpolicy.py: per round of on-policy DPO
+    for r in task_results.get("_on_policy") or ():  # study/onpolicy.py: per round (and fold) of on-policy DPO
         judged = (f"samples judged correct {r['sample_accuracy']:.2f}" if "sample_accuracy" in r
                   else f"mean judge score {r['mean_score']:.2f}")
-        bits.append(f"on-policy round {r['round']}: {judged} ({r['samples']} samples at {r['samples_per_s']:.1f}/s; "
+        fold = f"fold {r['fold']} " if "fold" in r else ""
+        bits.append(f"on-policy {fold}round {r['round']}: {judged} ({r['samples']} samples at {r['samples_per_s']:.1f}/s; "
                     f"{r['pairs']} pairs, {r['ties_skipped']} tied prompts skipped)")
     cal = task_results.get("_calibration")
     if cal:

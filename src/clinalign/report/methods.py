@@ -8,8 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from clinalign.eval.compare import ALPHA, ONPOLICY, metric_names
-
-STAGES = {"sft": "SFT", "dpo": "DPO"}
+from clinalign.report.tables import LABELS
 
 
 def model_name(study: Mapping[str, Any]) -> str:
@@ -22,26 +21,25 @@ def model_name(study: Mapping[str, Any]) -> str:
     return model
 
 
-def stage_recipe(stage: str, settings: Mapping[str, Any]) -> str:
-    """``key=value`` for every setting of a stage, with the epochs and learning rate the trainer falls
-    back to when the config leaves them out (train/config.py), so the recipe is complete."""
-    from clinalign.train.config import DEFAULT_EPOCHS, DEFAULT_LR
-
-    s = dict(settings)
-    if s.get("epochs") is None and s.get("max_steps") is None:
-        s["epochs"] = DEFAULT_EPOCHS[stage]
-    if s.get("lr") is None:
-        s["lr"] = DEFAULT_LR[(stage, bool(s.get("lora", True)))]
-    return ", ".join(f"{k}={v}" for k, v in sorted(s.items()))
+def splits(task_results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(label, split.json) of each split a task ran on: its one split unlabelled, or every fold of a
+    k-fold study labelled ``fold k``."""
+    split = task_results.get("_split") or {}
+    if isinstance(split, Mapping):
+        return [("", split)] if split else []
+    return [(f"fold {s['fold']}", s) for s in split]
 
 
-def task_recipes(study: Mapping[str, Any]) -> dict[str, dict[str, str]]:
-    """task id -> stage -> recipe, merged per task as the study runner merges them."""
-    from clinalign.study.config import merge_settings
+def stage_recipe(settings: Mapping[str, Any]) -> str:
+    """``key=value`` for every setting of a training stage."""
+    return ", ".join(f"{k}={v}" for k, v in sorted(settings.items()))
 
-    config = study.get("config") or {}
-    return {t["id"]: {stage: stage_recipe(stage, merge_settings(config.get(stage) or {}, t.get(stage) or {}))
-                      for stage in STAGES} for t in config.get("tasks") or ()}
+
+def task_recipes(results: Mapping[str, Any]) -> dict[str, dict[str, str]]:
+    """task id -> system -> recipe, from each task's ``_settings``: what its training stages ran with,
+    as the study runner read it back from their saved configs."""
+    return {tid: {system: stage_recipe(s) for system, s in t["_settings"].items()}
+            for tid, t in results.get("tasks", {}).items() if t.get("_settings")}
 
 
 def methods(results: Mapping[str, Any]) -> list[str]:
@@ -50,8 +48,9 @@ def methods(results: Mapping[str, Any]) -> list[str]:
     config = study.get("config") or {}
     tasks = results.get("tasks", {})
     out: list[str] = []
-    sizes = [f"{tid} {s['train']}/{s.get('val', 0)}/{s.get('test', 0)}"
-             for tid, t in tasks.items() if "train" in (s := t.get("_split") or {})]
+    sizes = [f"{tid} " + ", ".join(f"{label} {s['train']}/{s.get('val', 0)}/{s.get('test', 0)}".lstrip()
+                                   for label, s in parts)
+             for tid, t in tasks.items() if (parts := [(lb, s) for lb, s in splits(t) if "train" in s])]
     if sizes:
         out.append("Records per split (train/val/test): " + "; ".join(sizes) + ".")
     dpo_from = study.get("dpo_from", config.get("dpo_from", "sft"))
@@ -61,8 +60,8 @@ def methods(results: Mapping[str, Any]) -> list[str]:
         out.append("DPO on-policy: the same DPO recipe from the same starting model, on pairs of the model's own "
                    "samples judged by the task (best vs worst, or gold vs its most probable wrong answer), "
                    "round after round; DPO is the off-policy arm (the task's built pairs).")
-    for tid, recipe in task_recipes(study).items():
-        out.append(f"{tid}: " + "; ".join(f"{STAGES[st]} {r}" for st, r in recipe.items()) + ".")
+    for tid, recipe in task_recipes(results).items():
+        out.append(f"{tid}: " + "; ".join(f"{LABELS.get(system, system)} {r}" for system, r in recipe.items()) + ".")
     tests: dict[str, set[str]] = {}
     n_tests = 0
     for t in tasks.values():

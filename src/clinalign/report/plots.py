@@ -12,13 +12,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from clinalign.eval.compare import SYSTEMS, metric_names
+from clinalign.eval.compare import BASELINE, ONPOLICY, SYSTEMS, metric_names
 from clinalign.eval.metrics import UNPARSEABLE
 
-COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", "dpo_onpolicy": "#e45756", "classical": "#54a24b"}
+COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", ONPOLICY: "#e45756", BASELINE: "#54a24b"}
 CURVES = (("loss", "loss"), ("val_loss", "validation loss"), ("reward_margin", "reward margin"),
           ("reward_accuracy", "reward accuracy"))
-STAGE_TITLES = {"sft": "SFT", "dpo": "DPO", "dpo_onpolicy": "on-policy DPO"}
+STAGE_TITLES = {"sft": "SFT", "dpo": "DPO", ONPOLICY: "on-policy DPO"}
+LINE_STYLES = ("-", "--", ":", "-.")  # a stage's folds: one color, a line style each
 
 
 def _png(fig: Figure) -> bytes:
@@ -56,17 +57,31 @@ def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
     return _png(fig)
 
 
+def curve_series(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, list[tuple[Any, float]]]:
+    """(step, value) points of ``key`` per line: one line, or one per fold (rows naming a ``fold``:
+    a k-fold study's stage runs once per fold)."""
+    series: dict[str, list[tuple[Any, float]]] = {}
+    for i, r in enumerate(rows):
+        if _ok(r.get(key)):
+            series.setdefault(f"fold {r['fold']}" if "fold" in r else "", []).append((r.get("step", i), r[key]))
+    return series
+
+
 def curves_png(task_id: str, stage: str, rows: Sequence[Mapping[str, Any]]) -> bytes | None:
-    """One stage's training curves (``stage``: sft, dpo or dpo_onpolicy) against step, from its metrics.jsonl rows;
-    keys a run did not log are left out."""
+    """One stage's training curves (``stage``: sft, dpo or dpo_onpolicy) against step, from its metrics.jsonl rows
+    (every fold's, in a k-fold study: a line per fold); keys a run did not log are left out."""
     panels = [(k, title) for k, title in CURVES if any(_ok(r.get(k)) for r in rows)]
     if not panels:
         return None
     fig = Figure(figsize=(3.2 * len(panels), 2.8), layout="constrained")
     axes = fig.subplots(1, len(panels), squeeze=False)[0]
     for ax, (key, title) in zip(axes, panels, strict=True):
-        pts = [(r.get("step", i), r[key]) for i, r in enumerate(rows) if _ok(r.get(key))]
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLORS[stage], marker="." if len(pts) < 30 else "")
+        lines = curve_series(rows, key)
+        for n, (label, pts) in enumerate(lines.items()):
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], color=COLORS[stage], ls=LINE_STYLES[n % len(LINE_STYLES)],
+                    label=label or None, marker="." if len(pts) < 30 else "")
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("step")
         ax.grid(alpha=0.3)

@@ -19,12 +19,6 @@ from clinalign.models.device import Device, DType
 from clinalign.study.tracking import ReportTo
 
 
-def merge_settings(study_level: dict[str, Any], task_level: dict[str, Any]) -> dict[str, Any]:
-    """A stage's settings for one task: the study's ``sft:``/``dpo:``, overridden key by key by the task's
-    (also used by the report to state each task's recipe from the saved config)."""
-    return {**study_level, **task_level}
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -122,14 +116,19 @@ class StudyConfig(_Strict):
             raise ValueError(str(e)) from None
         return self
 
+    def stage_settings(self, stage: Literal["sft", "dpo"], task: TaskEntry) -> dict[str, Any]:
+        """The stage's section as the study file wrote it for one task: the study's ``sft:``/``dpo:``,
+        overridden key by key by the task's."""
+        return {**getattr(self, stage), **getattr(task, stage)}
+
     def train_settings(self, stage: Literal["sft", "dpo"], task: TaskEntry) -> dict[str, Any]:
-        """The stage's TrainConfig values: the study's device/dtype (and, under torchrun, its
-        ``parallel``) unless the stage names its own."""
+        """The stage's TrainConfig values: `stage_settings` over the study's device/dtype (and, under
+        torchrun, its ``parallel``), which the stage's section may override."""
         from clinalign.study.parallel import world
 
         launch = {"device": self.device, "dtype": self.dtype,
                   **({"parallel": self.parallel} if world() > 1 else {})}
-        return merge_settings({**launch, **getattr(self, stage)}, getattr(task, stage))
+        return {**launch, **self.stage_settings(stage, task)}
 
     def eval_settings(self, task: TaskEntry) -> EvalConfig:
         """The study's ``eval:`` overridden key by key by the task's, validated (a typo is an error, never

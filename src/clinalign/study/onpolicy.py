@@ -1,7 +1,7 @@
 """On-policy and iterative DPO in a study: ``dpo: {pairs: on_policy, rounds: R, samples: K, temperature: T}``.
 
 Round r samples K answers per training prompt from round r-1's model (round 1: the SFT model, or the
-base with ``dpo_from: base``), judges them with the task (data/onpolicy.py), and trains DPO from that
+base with ``dpo_from: base``), judges them with the task (study/onpolicy_pairs.py), and trains DPO from that
 model on the pairs. Sampling and training are each a cached stage (``<task>/dpo_round<r>_sample`` and
 ``<task>/dpo_round<r>``), keyed by the upstream model's stage fingerprint: a second run with the same
 model does not re-sample. The last round is the study's "dpo" system; per-round sample accuracy / mean
@@ -15,20 +15,22 @@ test items: ``dpo`` on the task's builder (off-policy) pairs, exactly the single
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from clinalign.data.io import write_json, write_jsonl
 from clinalign.errors import ConfigError
-from clinalign.study.stages import StageRunner
-from clinalign.tasks.base import Task
+from clinalign.eval.compare import ONPOLICY
+from clinalign.hashing import fingerprint
+from clinalign.study.onpolicy_pairs import load_policy, sample_pairs
+from clinalign.study.pipeline import Model, Split, TaskRun, placed, run_trainer, trained
+from clinalign.study.stages import Stage
 
 #: keys of the study's ``dpo:`` section read here, not by the trainer
 KEYS = ("pairs", "rounds", "samples", "temperature")
 #: the arms ``dpo.pairs`` may list, and the system each becomes when both are trained
-ARMS = {"builder": "dpo", "on_policy": "dpo_onpolicy"}
-ONPOLICY_SYSTEM = ARMS["on_policy"]
+ARMS = {"builder": "dpo", "on_policy": ONPOLICY}
 
 
 def split_settings(dpo: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any]]:
@@ -64,45 +66,57 @@ def systems(opts: dict[str, Any] | None) -> dict[str, str]:
     return {ARMS[a]: a for a in opts["pairs"]}
 
 
-def run_rounds(stages: StageRunner, sp: str, task: Task, train: list[Any], opts: dict[str, Any],
-               settings: dict[str, Any], *, base_model: str, base_fp: str, data_fp: str, init: Path | None, init_fp: str,
-               seed: int, batch_size: int, train_fn: Callable[..., None], max_new_tokens: int | None = None,
-               max_prompt_tokens: int | None = None) -> tuple[Path, str]:
-    """(last round's stage dir, its fingerprint). ``max_new_tokens`` / ``max_prompt_tokens``: the study's
-    evaluation settings (None: the task's length, whole prompts), so the policy is sampled as it is tested."""
-    from clinalign.data.onpolicy import load_policy, sample_pairs
-
-    limits = {k: v for k, v in (("max_new_tokens", max_new_tokens), ("max_prompt_tokens", max_prompt_tokens)) if v}
+def sample_key(run: TaskRun, policy: Model, data_fp: str, records: list[Any], opts: dict[str, Any],
+               limits: dict[str, int], r: int) -> dict[str, Any]:
     # pairs normalised: a two-arm study reuses a single-arm on-policy study's samples, and vice versa
-    sampling = {"pairs": "on_policy", **{k: opts[k] for k in KEYS if k != "pairs"}, **limits}
+    return {"policy": policy.fp, "data": data_fp, "records": [x.id for x in records], "pairs": "on_policy",
+            **{k: opts[k] for k in KEYS if k != "pairs"}, **limits, "seed": run.cfg.seed + r}
 
-    policy, policy_fp = init, init_fp if init else base_fp
-    out, fp = Path(), ""
+
+def fit_key(run: TaskRun, policy: Model, samples: Stage, settings: dict[str, Any]) -> dict[str, Any]:
+    return {"model": run.base.fp, "init": policy.fp, "pairs": samples.fp, "train": settings, "seed": run.cfg.seed}
+
+
+def rounds_stage(run: TaskRun, split: Split, opts: dict[str, Any], settings: dict[str, Any],
+                 init: Stage | None) -> Stage:
+    """On-policy DPO, round after round, from ``init``'s final weights (None: the base model); returns
+    the last round's training stage. The policy is sampled with the study's evaluation settings
+    (``max_new_tokens``, ``max_prompt_tokens``), so it is sampled as it is tested."""
+    ev = run.cfg.eval_settings(run.entry)
+    limits = {k: v for k, v in (("max_new_tokens", ev.max_new_tokens), ("max_prompt_tokens", ev.max_prompt_tokens)) if v}
+    records = split.parts["train"][: run.entry.max_pairs]
+    # the sample stages key on the split, the prompts and the placed trainer settings together
+    data_fp = fingerprint([split.stage.fp, split.prompts, placed(settings)])
+    policy = trained(init) if init else run.base
+    start = policy.path if init else None  # from the base model: no adapter to continue
     for r in range(1, opts["rounds"] + 1):
-        src = policy if policy is not None else Path(base_model)
+        samples = run.stages.run(f"{run.prefix}/dpo_round{r}_sample",
+                                 sample_key(run, policy, data_fp, records, opts, limits, r),
+                                 partial(_sample, run, policy, records, opts, limits, r))
+        stage = run.stages.run(f"{run.prefix}/dpo_round{r}", fit_key(run, policy, samples, settings),
+                               partial(_fit, run, samples, settings, start), every_rank=True)
+        policy = trained(stage)
+        start = policy.path
+    return stage
 
-        def sample(d: Path, _resume: bool, src: Path = src, r: int = r) -> None:
-            model, tok, mfp = load_policy(str(src))
-            pairs, stats = sample_pairs(task, model, tok, train, samples=opts["samples"],
-                                        temperature=float(opts["temperature"]), seed=seed + r,
-                                        batch_size=batch_size, fingerprint=mfp, **limits)
-            if not pairs:
-                raise ConfigError(f"round {r}: every prompt's samples tied; no on-policy pairs "
-                                  "(raise dpo.samples or dpo.temperature)")
-            write_jsonl(d / "pairs.jsonl", pairs)
-            write_json(d / "stats.json", {"round": r, **stats})
 
-        sdir, sfp = stages.run(f"{sp}/dpo_round{r}_sample", {"policy": policy_fp, "data": data_fp,
-                                                              "records": [x.id for x in train],
-                                                              **sampling, "seed": seed + r}, sample)
+def _sample(run: TaskRun, policy: Model, records: list[Any], opts: dict[str, Any], limits: dict[str, int], r: int,
+            out: Path, _resume: bool) -> None:
+    model, tok, mfp = load_policy(str(policy.path))
+    ev = run.cfg.eval_settings(run.entry)
+    pairs, stats = sample_pairs(run.task, model, tok, records, samples=opts["samples"],
+                                temperature=float(opts["temperature"]), seed=run.cfg.seed + r,
+                                batch_size=ev.batch_size, fingerprint=mfp, **limits)
+    if not pairs:
+        raise ConfigError(f"round {r}: every prompt's samples tied; no on-policy pairs "
+                          "(raise dpo.samples or dpo.temperature)")
+    write_jsonl(out / "pairs.jsonl", pairs)
+    write_json(out / "stats.json", {"round": r, **stats})
 
-        def fit(d: Path, resume: bool, sdir: Path = sdir, init_from: Path | None = policy) -> None:
-            train_fn("dpo", base_model, sdir / "pairs.jsonl", d / "run", settings, seed, resume, init_from=init_from)
 
-        out, fp = stages.run(f"{sp}/dpo_round{r}", {"model": base_fp, "init": policy_fp, "pairs": sfp,
-                                                    "train": settings, "seed": seed}, fit)
-        policy, policy_fp = out / "run" / "final", fp
-    return out, fp
+def _fit(run: TaskRun, samples: Stage, settings: dict[str, Any], start: Path | None, out: Path, resume: bool) -> None:
+    run_trainer("dpo", run.base.path, samples.dir / "pairs.jsonl", out / "run", settings, run.cfg.seed, resume,
+                init_from=start)
 
 
 def round_stats(dpo_dir: Path) -> list[dict[str, Any]]:

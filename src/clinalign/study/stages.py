@@ -3,7 +3,7 @@ resumes instead of starting over.
 
 Each stage owns a folder. ``.fingerprint`` is written when the stage starts and ``.done`` when it
 ends; both hold the hash of the stage's name, settings (which name its inputs by content: weights,
-data, the prompts it renders, the resolved device/dtype; see study/runner.py), its upstream stages'
+data, the prompts it renders, the resolved device/dtype; see study/pipeline.py), its upstream stages'
 fingerprints and clinalign's version (an upgrade may change what a stage computes). On a
 re-run: ``.done`` matches -> skipped; ``.fingerprint`` matches but no ``.done`` -> the stage was
 killed, so it is re-entered with ``resume=True`` (trainers continue from their last checkpoint);
@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from clinalign import __version__
 from clinalign.data.io import write_text_atomic
@@ -30,6 +30,13 @@ from clinalign.hashing import file_fingerprint, fingerprint
 from clinalign.train import distributed
 
 _SELF = (".done", ".fingerprint")
+
+
+class Stage(NamedTuple):
+    """A finished stage: its folder and the fingerprint of its inputs (what a downstream stage keys on)."""
+
+    dir: Path
+    fp: str
 
 
 def stage_files(out: Path) -> dict[str, list[Any]]:
@@ -73,8 +80,8 @@ class StageRunner:
     timings: dict[str, float] = field(default_factory=dict)
 
     def run(self, name: str, settings: dict[str, Any], fn: Callable[[Path, bool], None],
-            every_rank: bool = False) -> tuple[Path, str]:
-        """Run ``fn(out_dir, resume)`` unless cached; returns (out_dir, fingerprint).
+            every_rank: bool = False) -> Stage:
+        """Run ``fn(out_dir, resume)`` unless cached.
 
         Under torchrun (study/parallel.py) rank 0 decides, clears and marks the folder; ``fn`` runs on
         every rank when ``every_rank`` (training, sharded evaluation), else on rank 0 alone."""
@@ -85,7 +92,7 @@ class StageRunner:
         cached, resume = parallel.from_main(lambda: self._decide(name, out, fp))
         if cached:
             self.skipped.append(name)
-            return out, fp
+            return Stage(out, fp)
         parallel.on_main(self._start, out, fp, resume)
         self.log(f"[bold]{'resume' if resume else 'run'}[/bold]    {name}")
         t0 = time.perf_counter()
@@ -98,7 +105,7 @@ class StageRunner:
         parallel.on_main(lambda: write_text_atomic(
             out / ".done", json.dumps({"fingerprint": fp, "files": stage_files(out)}, indent=1) + "\n"))
         self.ran.append(name)
-        return out, fp
+        return Stage(out, fp)
 
     def _decide(self, name: str, out: Path, fp: str) -> tuple[bool, bool]:
         """(cached, resume) for this stage's folder; see the module docstring."""

@@ -422,7 +422,7 @@ def score_summary(record: DischargeRecord, summary: str | None) -> dict[str, flo
 def metrics() -> tuple[Metric, ...]:
     """Likert (the primary metric), fact recall and false facts: per-item means, Wilcoxon-tested."""
 
-    def metric(key: str, higher_is_better: bool) -> Metric:
+    def metric(key: str, higher_is_better: bool, covers: str) -> Metric:
         def per_item(r: DischargeRecord, p: Prediction) -> float:
             return score_summary(r, p)[key]
 
@@ -431,6 +431,20 @@ def metrics() -> tuple[Metric, ...]:
             return sum(vals) / len(vals) if vals else float("nan")
 
         return Metric(key, "wilcoxon", compute, per_item=per_item, higher_is_better=higher_is_better,
-                      mean=True)
+                      mean=True, covers=covers)
 
-    return (metric("likert", True), metric("fact_recall", True), metric("false_facts", False))
+    return (
+        metric("likert", True,
+               "the rubric's 1-5 grade, a deterministic rule standing in for clinicians: 5 minus omitted key "
+               "facts, each false fact and excess length; empty or degenerate output is 1. Not: style, "
+               "readability, or errors about things outside the key facts and the known vocabulary."),
+        metric("fact_recall", True,
+               "share of the note's key facts (diagnosis, findings, procedures, each discharge medication "
+               "with its dose, follow-up) the summary states, matched by keywords and dose; degenerate "
+               "output is 0. Not: whether a fact's words sit in the right sentence; age and sex."),
+        metric("false_facts", False,
+               "false statements per summary: wrong doses of listed medications, medications, diagnoses "
+               "or procedures from the known vocabulary that the note lacks, a wrong age or sex, and one "
+               "for degenerate output (repetition, digit runs, no words, too short). Not: false lab "
+               "values, dates or findings, or terms outside the vocabulary."),
+    )

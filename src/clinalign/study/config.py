@@ -200,9 +200,11 @@ def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
             TrainConfig.model_validate({**settings, "stage": stage})
         except ValidationError as e:
             loc = e.errors()[0]["loc"]
-            raise config_error(where, e, prefix=owner(stage, loc[0] if loc else None), unknown_key=None) from None
+            raise config_error(where, e, prefix=owner(stage, loc[0] if loc else None), unknown_key=None,
+                               model=TrainConfig) from None
     try:
         cfg.eval_settings(task)
     except ValidationError as e:
         loc = e.errors()[0]["loc"]
-        raise config_error(where, e, prefix=owner("eval", loc[0] if loc else None), unknown_key=None) from None
+        raise config_error(where, e, prefix=owner("eval", loc[0] if loc else None), unknown_key=None,
+                           model=EvalConfig) from None

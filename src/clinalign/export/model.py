@@ -123,7 +123,8 @@ def training_chain(final: Path) -> list[dict[str, Any]]:
 
 def model_task(final: Path, chain: list[dict[str, Any]], task: str | None) -> str | None:
     """The task the model was trained on: ``task`` when given, else a run's ``task:`` key, else the
-    study's layout (``OUT/stages/<task>/...``, where the study trains every stage of a task)."""
+    study's layout (``OUT/stages/<task>/...``, where the study trains every stage of a task; a folder
+    the study marked as its stage, not any path that happens to hold a "stages" folder)."""
     if task:
         return task
     named = next((c["task"] for c in reversed(chain) if c.get("task")), None)
@@ -136,11 +137,11 @@ def model_task(final: Path, chain: list[dict[str, Any]], task: str | None) -> st
             except ClinalignError:
                 return Path(named).stem
         return str(named)
-    parts = final.resolve().parts
-    if "stages" in parts[:-1]:
-        i = len(parts) - 1 - parts[::-1].index("stages")
-        return parts[i + 1] if i + 1 < len(parts) else None
-    return None
+    stage_dir = final.resolve().parent.parent  # OUT/stages/<task>[/foldN]/<stage>/run/final
+    if not any((stage_dir / m).is_file() for m in (".fingerprint", ".done")):  # study/stages.py's marks
+        return None
+    parts = stage_dir.parts
+    return parts[len(parts) - parts[::-1].index("stages")] if "stages" in parts[:-1] else None
 
 
 #: what the card lists of each stage's settings (the rest is in the run's config.yaml)

@@ -23,20 +23,24 @@ def _study(tmp_path: Path, model: Path, task: dict | None = None, **top) -> Path
     return path
 
 
-@pytest.mark.parametrize(("task", "top", "key"), [
-    ({"eval": {"max_itemz": 16}}, {}, "tasks.uti_classification.eval.max_itemz"),
-    ({"sft": {"epochz": 2}}, {}, "tasks.uti_classification.sft.epochz"),
-    ({"dpo": {"betta": 0.2}}, {}, "tasks.uti_classification.dpo.betta"),
-    ({}, {"sft": {"lora_rnak": 4}}, "sft.lora_rnak"),
-    ({}, {"dpo": {"losss": "ipo"}}, "dpo.losss"),
-    ({}, {"eval": {"n_bot": 10}}, "eval.n_bot"),
+@pytest.mark.parametrize(("task", "top", "key", "meant"), [
+    ({"eval": {"max_itemz": 16}}, {}, "tasks.uti_classification.eval.max_itemz", "max_items"),
+    ({"sft": {"epochz": 2}}, {}, "tasks.uti_classification.sft.epochz", "epochs"),
+    ({"dpo": {"betta": 0.2}}, {}, "tasks.uti_classification.dpo.betta", "beta"),
+    ({}, {"sft": {"lora_rnak": 4}}, "sft.lora_rnak", "lora_rank"),
+    ({}, {"dpo": {"losss": "ipo"}}, "dpo.losss", "loss"),
+    ({}, {"eval": {"n_bot": 10}}, "eval.n_bot", "n_boot"),
+    ({"sft": {"lerning_rate": 0.1}}, {}, "tasks.uti_classification.sft.lerning_rate", "lr"),
+    ({}, {"sft": {"epoch": 2}}, "sft.epoch", "epochs"),
+    ({}, {"dpo": {"per_device_train_batch_size": 2}}, "dpo.per_device_train_batch_size", "batch_size"),
 ])
 def test_a_typo_in_any_stage_section_fails_at_load_and_nothing_is_written(tmp_path, tiny_model_dir, capsys,
-                                                                         task, top, key):
+                                                                         task, top, key, meant):
+    """A mistyped key (or another tool's name for one of ours) is named with the key it was meant to be."""
     path = _study(tmp_path, tiny_model_dir, task, **top)
     with pytest.raises(ConfigError) as e:
         load_study(path)
-    assert str(e.value) == f"{path}: {key}: Extra inputs are not permitted"
+    assert str(e.value) == f"{path}: {key}: Extra inputs are not permitted (did you mean {meant!r}?)"
     out = tmp_path / "out"
     assert run(["study", "run", str(path), "--out", str(out)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
@@ -118,3 +122,34 @@ def test_max_steps_beyond_one_epoch_trains_that_many_steps(tiny_model_dir, tmp_p
     from clinalign.train.config import TrainConfig
 
     assert "overrides epochs" in TrainConfig.model_fields["max_steps"].description
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["lerning_rate=0.1"], "config: lerning_rate: unknown config key (did you mean 'lr'?)"),
+    (["epoch=2"], "config: epoch: unknown config key (did you mean 'epochs'?)"),
+    (["num_train_epochs=2"], "config: num_train_epochs: unknown config key (did you mean 'epochs'?)"),
+    (["lora_r=8"], "config: lora_r: unknown config key (did you mean 'lora_rank'?)"),
+    (["colour=blue"], "config: colour: unknown config key"),  # nothing near: no guess
+])
+def test_an_unknown_training_key_gets_the_key_it_was_meant_to_be(overrides, message):
+    from clinalign.train.config import build_config
+
+    with pytest.raises(ConfigError) as e:
+        build_config(None, overrides)
+    assert str(e.value) == message
+
+
+def test_did_you_mean_reaches_nested_study_sections(tmp_path, tiny_model_dir):
+    path = _study(tmp_path, tiny_model_dir, {"nn": 3})
+    with pytest.raises(ConfigError) as e:
+        load_study(path)
+    assert str(e.value).startswith(f"{path}: tasks.0.nn: Extra inputs are not permitted")
+    with pytest.raises(ConfigError) as e:
+        load_study(_study(tmp_path, tiny_model_dir, {"pairs_fil": "x.jsonl"}))
+    assert str(e.value).endswith("tasks.0.pairs_fil: Extra inputs are not permitted (did you mean 'pairs_file'?)")
+    with pytest.raises(ConfigError) as e:
+        load_study(_study(tmp_path, tiny_model_dir, split={"tset": 0.2}))
+    assert str(e.value).endswith("split.tset: Extra inputs are not permitted (did you mean 'test'?)")
+    with pytest.raises(ConfigError) as e:
+        load_study(_study(tmp_path, tiny_model_dir, validat=True))
+    assert str(e.value).endswith("validat: Extra inputs are not permitted (did you mean 'validate'?)")

@@ -144,3 +144,19 @@ def test_readme_commands_run_in_order(tmp_path, tiny_model_dir, monkeypatch, cap
     strays = [p for p in repo.rglob("*") if p.is_file() and p.relative_to(repo).parts[0] != "runs"
               and p.relative_to(repo).as_posix() not in tracked]
     assert not strays, strays
+
+
+def test_readme_says_what_make_test_installs():
+    """`make test` runs scripts/setup-browser.sh, which installs a system package with apt (sudo when
+    not root): the README says so, in the words of the script's own commands."""
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    test_target = makefile.split("\ntest:", 1)[1].split("\n\n", 1)[0]
+    assert "scripts/setup-browser.sh" in test_target
+    script = (ROOT / "scripts" / "setup-browser.sh").read_text(encoding="utf-8")
+    assert "apt-get update" in script and "apt-get install" in script and "--no-install-recommends chromium" in script
+    assert 'SUDO="sudo"' in script and "[ -x /usr/bin/chromium ]" in script
+    readme = " ".join((ROOT / "README.md").read_text(encoding="utf-8").split())  # line breaks as spaces
+    for words in ("`make test` installs itself: it first runs `scripts/setup-browser.sh`", "`apt-get update`",
+                  "`apt-get install --no-install-recommends chromium`", "through `sudo` when you are not root",
+                  "when `/usr/bin/chromium` is missing", "the browser tests are skipped"):
+        assert words in readme, words

@@ -316,3 +316,41 @@ def test_a_hand_edited_or_half_deleted_stage_is_recomputed(tmp_path):
     (d / ".done").write_text(json.loads((d / ".done").read_text())["fingerprint"])  # an older version's marker
     runner.run("t/eval", {"a": 1}, stage)
     assert len(calls) == 5 and "older clinalign" in logs[-2]
+
+
+def test_a_missing_data_file_fails_when_the_study_is_loaded(tmp_path: Path, tiny_model_dir: Path, capsys):
+    """A typo in a task's data:, pairs_file: or likert_csv: path is one line naming the key, before any
+    folder, report or tracking file is written."""
+    from clinalign.cli import run
+
+    for key in ("data", "pairs_file", "likert_csv"):
+        study = write_study(tmp_path, tiny_model_dir, tasks=[{"id": "uti_classification", key: "uti-typo.jsonl"}],
+                            report_to=["mlflow"])
+        with pytest.raises(ConfigError) as e:
+            load_study(study)
+        assert str(e.value) == (f"{study}: tasks.uti_classification.{key}: no such file: uti-typo.jsonl "
+                                f"(relative to the study file: {tmp_path / 'uti-typo.jsonl'})")
+        out = tmp_path / "out"
+        assert run(["study", "run", str(study), "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert f"tasks.uti_classification.{key}: no such file" in err and "Traceback" not in err
+        assert not out.exists()
+    (tmp_path / "folder.jsonl").mkdir()
+    study = write_study(tmp_path, tiny_model_dir, tasks=[{"id": "uti_classification", "data": str(tmp_path / "folder.jsonl")}])
+    with pytest.raises(ConfigError, match=r"tasks.uti_classification.data: is a folder, not a file: /"):
+        load_study(study)
+
+
+def test_a_study_whose_only_task_fails_says_so(tmp_path: Path, tiny_model_dir: Path, capsys):
+    """The only task fails (its data file does not validate): the study prints the task's failure and
+    the documented one-line error, exit 1, not a crash of the data summary."""
+    from clinalign.cli import run
+
+    (tmp_path / "bad.jsonl").write_text('{"id": "x1", "serum_sodium": "high"}\n')
+    study = write_study(tmp_path, tiny_model_dir, tasks=[{"id": "hyponatremia_urine", "data": str(tmp_path / "bad.jsonl")}])
+    assert run(["study", "run", str(study), "--out", str(tmp_path / "out")]) == 1
+    captured = capsys.readouterr()
+    assert "error: 1 of 1 task(s) failed: hyponatremia_urine" in captured.err
+    assert "IndexError" not in captured.out + captured.err and "Traceback" not in captured.out + captured.err
+    assert "bad.jsonl:1" in captured.out + captured.err
+    assert "clinalign data summary" not in captured.out  # no task got as far as its data: no table

@@ -117,9 +117,12 @@ def test_empty_and_long_summaries():
         s = score_summary(_record(), empty)
         assert s == {"fact_recall": 0.0, "false_facts": 0.0, "wrong_doses": 0.0, "invented_facts": 0.0,
                      "likert": 1.0}
-    padded = FULL + " The patient did well." * 40
+    padded = FULL + "".join(f" On day {i} the patient walked {10 * i} meters." for i in range(1, 21))
     assert len(padded.split()) > MAX_WORDS
     assert score_summary(_record(), padded)["likert"] == 4.0
+    # the same length made of one sentence on a loop is not a long summary but degenerate output
+    looped = FULL + " The patient did well." * 40
+    assert assess(_record(), looped).degenerate == "repetition" and assess(_record(), looped).likert == 1
 
 
 def test_likert_arithmetic_follows_the_rubric():
@@ -259,3 +262,81 @@ def test_assess_runs_once_per_record_and_answer_for_every_metric():
     changed = recs[1].model_copy(update={"facts": recs[1].facts[:1]})
     assert assess(changed, preds[1]) is not assess(recs[1], preds[1])
     assert scoring._assess.cache_info().misses == len(recs) + 1
+
+
+def _with_age(rec: DischargeRecord, age: int) -> DischargeRecord:
+    """A generated record whose note and reference summary give the patient this age."""
+    old = re.search(r"(\d+)-year-old", rec.note).group(1)
+    return rec.model_copy(update={"note": rec.note.replace(f"{old}-year-old", f"{age}-year-old"),
+                                  "summary": rec.summary.replace(f"{old}-year-old", f"{age}-year-old")})
+
+
+def test_a_wrong_age_or_sex_is_a_false_fact():
+    """The demo's SFT failure: the note says "46-year-old man", the summary "72-year-old man"."""
+    rec = next(_with_age(r, 46) for r in TASK.generate(40, seed=2) if "-year-old man" in r.note)
+    assert "46-year-old man" in rec.note and "46-year-old man" in rec.summary
+    assert score_summary(rec, rec.summary) == {"fact_recall": 1.0, "false_facts": 0.0, "wrong_doses": 0.0,
+                                               "invented_facts": 0.0, "likert": 5.0}
+    wrong_age = rec.summary.replace("46-year-old man", "72-year-old man")
+    a = assess(rec, wrong_age)
+    assert a.wrong_demographics == ["age"] and a.false_facts == 1 and a.fact_recall == 1.0 and a.likert == 4
+    assert TASK.evaluate([rec], [wrong_age])["false_facts"] == 1.0
+    wrong_both = rec.summary.replace("46-year-old man", "72-year-old woman")
+    assert assess(rec, wrong_both).wrong_demographics == ["age", "sex"] and assess(rec, wrong_both).likert == 3
+    # other spellings of the same age and sex are not false; leaving them out is not false either
+    for same in ("46 yo M", "46 y/o male", "A 46 year old gentleman"):
+        assert assess(rec, rec.summary.replace("46-year-old man", same)).wrong_demographics == [], same
+    assert assess(rec, rec.summary.replace("46-year-old man", "Patient")).false_facts == 0
+    assert assess(rec, rec.summary.replace("46-year-old man", "Female patient, 46,")).wrong_demographics == ["sex"]
+    assert assess(rec, rec.summary + " She was discharged home.").wrong_demographics == []  # "man" states it
+    assert assess(rec, rec.summary.replace("46-year-old man", "Patient") + " She is stable.").wrong_demographics \
+        == ["sex"]
+    # a note that states neither (a user's own data) is not judged on them
+    assert assess(_record(), "72-year-old woman. " + FULL).wrong_demographics == ["age", "sex"]
+    bare = _record().model_copy(update={"note": NOTE.replace("70-year-old man", "Patient")})
+    assert assess(bare, "72-year-old woman. " + FULL).false_facts == 0
+
+
+def test_demographics_parser():
+    from clinalign.tasks.discharge_summary.scoring import demographics
+
+    assert demographics("HPI: 46-year-old man with COPD") == (46, "male")
+    assert demographics("46 yo F admitted") == (46, "female") and demographics("46 y/o m") == (46, "male")
+    assert demographics("Temp 101 F, BP 120/80") == (None, None)  # a letter counts only after an age
+    assert demographics("Aged 81, a woman with a 10-year history of CKD") == (81, "female")
+    assert demographics("72 years old male; wife at bedside") == (72, "male")
+    assert demographics("He was admitted with a stroke at age 63.") == (63, "male")
+    assert demographics("Admitted with stage 3 CKD for 5 years.") == (None, None)
+    assert demographics("He told her the plan.") == (None, None)  # both pronouns: not stated
+
+
+@pytest.mark.parametrize("output, why", [
+    ("777222", "no words"),                                   # the demo's SFT output on one test item
+    ("7772227272227277777" + "27" * 60, "no words"),          # the same item's DPO output
+    ("!!! ... ???", "no words"),
+    ("Admitted with pneumonia 772227272227277777.", "digit run"),
+    ("Pneumonia.", "too short"),
+    ("pneumonia pneumonia pneumonia", "repetition"),
+    (FULL + " amlodipine 5 mg daily amlodipine 5 mg daily amlodipine 5 mg daily", "repetition"),
+    (FULL + " " + FULL + " " + FULL, "repetition"),
+])
+def test_degenerate_output_is_a_failure(output: str, why: str):
+    """Output that is not a summary scores as a failure whatever it contains: Likert 1, recall 0 and
+    one false fact, both in the assessment and in every metric the study reports."""
+    a = assess(_record(), TASK.parse(output))
+    assert a.degenerate == why
+    assert a.likert == 1 and a.fact_recall == 0.0 and a.false_facts == 1
+    assert TASK.evaluate([_record()], [TASK.parse(output)]) == {"likert": 1.0, "fact_recall": 0.0,
+                                                                "false_facts": 1.0}
+    assert TASK.judge(_record(), output) == 1.0
+    # a real summary of any reasonable form is not degenerate
+    for fine in (FULL, "Admitted with pneumonia.", "Discharged on amlodipine 5 mg daily.", FULL + " " + FULL):
+        assert assess(_record(), fine).degenerate is None, fine
+
+
+def test_generated_summaries_and_rejected_ones_are_never_degenerate():
+    rng = random.Random(1)
+    for r in TASK.generate(400, seed=9):
+        assert assess(r, r.summary).degenerate is None and assess(r, r.summary).wrong_demographics == []
+        for build in TASK.rejected_builders.values():
+            assert assess(r, build(r, rng)).degenerate is None

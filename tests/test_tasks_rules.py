@@ -103,3 +103,19 @@ def test_reasoning_parser_and_schema(tmp_path: Path):
 def test_hyponatremia_parser_whole_names():
     assert HYPO.parse("extrarenal_sodium_loss") == "extrarenal_sodium_loss"  # not also renal_sodium_loss
     assert HYPO.parse("Extrarenal sodium loss") == "extrarenal_sodium_loss"
+
+
+def test_every_metric_says_what_it_covers():
+    """Each built-in and declared task's metric carries a description of what it counts ("...") and
+    what it does not ("Not: ..."), which the report shows beside the number."""
+    from clinalign.tasks import all_tasks
+
+    examples = Path(__file__).resolve().parents[1] / "configs" / "tasks"
+    tasks = [*all_tasks(), *(get_task(str(p)) for p in sorted(examples.glob("*.yaml")))]
+    assert len(tasks) >= 7
+    for task in tasks:
+        for m in task.metrics:
+            assert len(m.covers) > 40 and "Not:" in m.covers, (task.id, m.name)
+    by_name = {m.name: m.covers for m in get_task("discharge_summary").metrics}
+    assert "wrong age or sex" in by_name["false_facts"] and "degenerate" in by_name["false_facts"]
+    assert "1-5" in by_name["likert"] and "key facts" in by_name["fact_recall"]

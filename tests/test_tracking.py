@@ -90,3 +90,32 @@ def test_no_tracking_by_default_and_typos_fail(study, tmp_path: Path):
     path.write_text(yaml.safe_dump({"report_to": "wandb", "tasks": [{"id": "uti_classification"}]}))
     with pytest.raises(ConfigError, match=r"bad.yaml: report_to.0: Input should be 'tensorboard' or 'mlflow'"):
         load_study(path)
+
+
+def test_mlflow_logs_nothing_into_the_study_output(study, tmp_path: Path, monkeypatch, capfd):
+    """MLflow's and alembic's INFO lines (creating the SQLite store) stay out of the study's output,
+    whether MLflow is imported during the tracking step or was already; their levels are put back."""
+    import logging
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_LOGGING_LEVEL", raising=False)
+    # a fresh process, where the tracking step is the first to import MLflow
+    code = ("import logging, sys; from pathlib import Path; from clinalign.study.tracking import report_to; "
+            "out = Path(sys.argv[1]); out.mkdir(); "
+            "report_to(['mlflow'], {'study': {'name': 'q', 'config': {'a': 1}}, 'tasks': {}}, out); print('done')")
+    proc = subprocess.run([sys.executable, "-c", code, str(tmp_path / "fresh")], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "done", proc.stderr[-2000:]
+    assert "INFO" not in proc.stderr and "Creating initial MLflow database tables" not in proc.stderr
+    assert (tmp_path / "fresh" / "mlflow.db").is_file()
+
+    import mlflow  # noqa: F401  already imported: its loggers are configured at INFO
+
+    logging.getLogger("mlflow").setLevel(logging.INFO)
+    capfd.readouterr()
+    study(report_to="mlflow")
+    captured = capfd.readouterr()
+    assert "INFO mlflow" not in captured.out + captured.err and "alembic" not in captured.out + captured.err
+    assert logging.getLogger("mlflow").level == logging.INFO and "MLFLOW_LOGGING_LEVEL" not in __import__("os").environ

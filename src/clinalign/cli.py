@@ -26,6 +26,24 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        import clinalign
+
+        print(clinalign.version_line())
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print clinalign's version (and git commit, from a checkout) and exit."),
+) -> None:
+    """Fine-tune open LLMs on clinical tasks with SFT and DPO, and compare them with real statistics."""
+
+
 app.add_typer(data_app, name="data", help="Generate, validate, split and convert task data.")
 app.add_typer(train_app, name="train", help="Train with SFT or DPO (LoRA or full; 1 CPU to many GPUs).")
 app.add_typer(model_app, name="model", help="Models: the embedded default, export.")

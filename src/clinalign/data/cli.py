@@ -102,7 +102,10 @@ def stdout_console() -> Console:
 
 
 def print_summary(rows: list[tuple[Task, list[Any]]], notes: Mapping[str, str] | None = None) -> None:
-    """The data table; ``notes[task id]`` is printed under it (e.g. why a study used fewer records than n)."""
+    """The data table; ``notes[task id]`` is printed under it (e.g. why a study used fewer records than n).
+    No rows (a study whose every task failed before its split): nothing to show, nothing printed."""
+    if not rows:
+        return
     table = Table(title="clinalign data summary")
     data = [summary_row(t, r) for t, r in rows]
     for col in data[0]:

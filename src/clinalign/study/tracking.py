@@ -11,8 +11,10 @@ another (a team's own server). Tracking runs after the report is written: a trac
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -27,10 +29,33 @@ MAX_PARAM_CHARS = 500  # MLflow takes more; a longer value (a prompt, a list) is
 
 def report_to(targets: list[str], results: dict[str, Any], out: Path) -> None:
     """Send the finished study in ``out`` to each tracker named in ``targets``."""
-    if "tensorboard" in targets:
-        to_tensorboard(results, out)
-    if "mlflow" in targets:
-        to_mlflow(results, out)
+    with quiet_loggers():
+        if "tensorboard" in targets:
+            to_tensorboard(results, out)
+        if "mlflow" in targets:
+            to_mlflow(results, out)
+
+
+@contextmanager
+def quiet_loggers() -> Iterator[None]:
+    """Only warnings and errors from MLflow and alembic (its store migrations) while a study is
+    tracked: their INFO lines ("Creating initial MLflow database tables...") would interleave with
+    the study's output. MLflow sets its loggers' levels from MLFLOW_LOGGING_LEVEL when first imported,
+    so the variable is set too; a level the user chose with MLFLOW_LOGGING_LEVEL is left alone."""
+    if os.environ.get("MLFLOW_LOGGING_LEVEL"):
+        yield
+        return
+    loggers = [logging.getLogger(n) for n in ("mlflow", "alembic")]
+    levels = [lg.level for lg in loggers]
+    os.environ["MLFLOW_LOGGING_LEVEL"] = "WARNING"
+    for lg in loggers:
+        lg.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        del os.environ["MLFLOW_LOGGING_LEVEL"]
+        for lg, level in zip(loggers, levels, strict=True):
+            lg.setLevel(level)
 
 
 def final_metrics(results: dict[str, Any]) -> dict[str, float]:

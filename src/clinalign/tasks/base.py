@@ -51,6 +51,8 @@ class Metric:
     ``test`` names the paired test the report uses for this metric: McNemar's exact test for 0/1
     per-item outcomes, a paired bootstrap for corpus-level scores such as F1, Wilcoxon signed-rank
     for ordinal or continuous per-item scores such as Likert.
+    ``covers`` says in a sentence or two what the number counts and what it does not, so a reader
+    of the report knows what a good score does not show.
     """
 
     name: str
@@ -59,6 +61,7 @@ class Metric:
     per_item: Callable[[Any, Prediction], float] | None = None
     higher_is_better: bool = True
     mean: bool = False
+    covers: str = ""
 
     def __call__(self, records: Sequence[Any], preds: Sequence[Prediction]) -> float:
         return self.compute(records, preds)

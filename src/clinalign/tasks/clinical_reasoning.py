@@ -123,7 +123,10 @@ class ClinicalReasoningTask(Task):
     @property
     def metrics(self) -> tuple[Metric, ...]:
         return (Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.answer for r in recs], preds),
-                       per_item=lambda r, p: float(r.answer == p), mean=True),)
+                       per_item=lambda r, p: float(r.answer == p), mean=True,
+                       covers="share of vignettes answered with the keyed option letter; an answer naming no "
+                              "single option is wrong; chance is one over the number of options. Not: the "
+                              "reasoning behind the pick (only the letter is scored)."),)
 
     @property
     def rejected_builders(self):

@@ -166,10 +166,16 @@ class DeclaredClassification(Task):
 
         pos = self.decl.positive_label
         built = {
-            "f1": lambda: Metric(f"f1_{pos}", "paired_bootstrap", lambda rs, ps: f1_for(golds(rs), ps, pos or "")),
-            "f1_macro": lambda: Metric("f1_macro", "paired_bootstrap", lambda rs, ps: macro_f1(golds(rs), ps, labels)),
+            "f1": lambda: Metric(f"f1_{pos}", "paired_bootstrap", lambda rs, ps: f1_for(golds(rs), ps, pos or ""),
+                                 covers=f"F1 of the label {pos!r}; an unparseable answer is wrong. Not: the "
+                                        "other labels."),
+            "f1_macro": lambda: Metric("f1_macro", "paired_bootstrap", lambda rs, ps: macro_f1(golds(rs), ps, labels),
+                                       covers="mean F1 over the labels, each weighted equally; an unparseable "
+                                              "answer is wrong. Not: how near a wrong label is."),
             "accuracy": lambda: Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(golds(rs), ps),
-                                       per_item=lambda r, p: float(gold(r) == p), mean=True),
+                                       per_item=lambda r, p: float(gold(r) == p), mean=True,
+                                       covers="share of records answered with the gold label. Not: class "
+                                              "balance (the commonest label alone scores its share)."),
         }
         return tuple(built[name]() for name in _metric_names(self.decl))
 
@@ -256,7 +262,12 @@ class DeclaredGeneration(Task):
             return fact_recall(self.facts(r), p)
 
         per_item = {"rouge_l": rl, "fact_recall": fr}
-        return tuple(Metric(name, "wilcoxon", _mean(per_item[name]), per_item=per_item[name], mean=True)
+        covers = {"rouge_l": "word overlap (longest common subsequence, stemmed) with the reference answer. "
+                             "Not: whether what differs is true or false.",
+                  "fact_recall": "share of the record's listed facts that occur verbatim in the answer. "
+                                 "Not: paraphrases of a fact, or anything false the answer adds."}
+        return tuple(Metric(name, "wilcoxon", _mean(per_item[name]), per_item=per_item[name], mean=True,
+                            covers=covers[name])
                      for name in _metric_names(self.decl))
 
     @property

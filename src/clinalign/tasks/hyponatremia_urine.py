@@ -267,9 +267,16 @@ class HyponatremiaUrineTask(Task):
     def metrics(self) -> tuple[Metric, ...]:
         return (
             Metric("macro_f1", "paired_bootstrap",
-                   lambda recs, preds: macro_f1([r.label for r in recs], preds, CATEGORIES)),
+                   lambda recs, preds: macro_f1([r.label for r in recs], preds, CATEGORIES),
+                   covers="mean F1 over the diagnosis categories present in gold or answers, each weighted "
+                          "equally, so a rare category counts as much as a common one and a category never "
+                          "predicted scores 0; unparseable answers are wrong. Not: how near a wrong "
+                          "category is clinically (every wrong category is equally wrong)."),
             Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.label for r in recs], preds),
-                   per_item=lambda r, p: float(r.label == p), mean=True),
+                   per_item=lambda r, p: float(r.label == p), mean=True,
+                   covers="share of cases given exactly the category of the urine osmolality / urine sodium "
+                          "algorithm; unparseable answers are wrong. Not: near misses, or whether every "
+                          "category is handled (see macro_f1)."),
         )
 
     @property

@@ -537,10 +537,19 @@ class MessageTriage(Task):
     @property
     def metrics(self) -> tuple[Metric, ...]:
         return (
-            Metric("f1_personnel", "paired_bootstrap", _field_f1(0, PERSONNEL)),
-            Metric("f1_urgency", "paired_bootstrap", _field_f1(1, URGENCY)),
-            Metric("accuracy_personnel", "mcnemar", _field_acc(0), per_item=_field_item(0), mean=True),
-            Metric("accuracy_urgency", "mcnemar", _field_acc(1), per_item=_field_item(1), mean=True),
+            Metric("f1_personnel", "paired_bootstrap", _field_f1(0, PERSONNEL),
+                   covers="macro F1 over the responders (physician, nurse, pharmacist, front desk), each "
+                          "weighted equally; an unparseable answer is wrong. Not: urgency (scored apart)."),
+            Metric("f1_urgency", "paired_bootstrap", _field_f1(1, URGENCY),
+                   covers="macro F1 over emergent / urgent / routine, each weighted equally, so the rare "
+                          "emergent messages count as much as routine ones; an unparseable answer is wrong. "
+                          "Not: the direction of an error (under-triage and over-triage cost the same)."),
+            Metric("accuracy_personnel", "mcnemar", _field_acc(0), per_item=_field_item(0), mean=True,
+                   covers="share of messages routed to the gold responder. Not: urgency, or rare "
+                          "responders (a model sending everything to the commonest scores its share)."),
+            Metric("accuracy_urgency", "mcnemar", _field_acc(1), per_item=_field_item(1), mean=True,
+                   covers="share of messages given the gold urgency. Not: the direction of an error, or rare "
+                          "levels (calling everything routine scores the share of routine messages)."),
         )
 
     @property

@@ -502,9 +502,14 @@ class UtiClassification(Task):
     @property
     def metrics(self) -> tuple[Metric, ...]:
         return (
-            Metric("f1_yes", "paired_bootstrap", lambda rs, ps: f1_for(_golds(rs), ps, "yes")),
+            Metric("f1_yes", "paired_bootstrap", lambda rs, ps: f1_for(_golds(rs), ps, "yes"),
+                   covers="F1 of the answer 'yes' (the passage describes a patient with a UTI): how many "
+                          "UTI passages are found and how many 'yes' answers are right; an unparseable "
+                          "answer is wrong. Not: how well 'no' passages are recognised (see accuracy)."),
             Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(_golds(rs), ps),
-                   per_item=lambda r, p: float(p == r.label), mean=True),
+                   per_item=lambda r, p: float(p == r.label), mean=True,
+                   covers="share of passages answered with the gold yes/no; an unparseable answer is wrong. "
+                          "Not: class balance (answering 'no' to everything scores the share of 'no')."),
         )
 
     @property

@@ -29,6 +29,19 @@ How a summary is matched against the facts (`assess`), so any score can be check
   occur in the note (so "CHF" is fine when the note says heart failure). A term preceded in its
   clause by a negation ("no", "without", "negative for", "ruled out", ...) or followed by
   "prophylaxis", "prevention" or "risk" is not an assertion.
+- Wrong demographics: the patient's age and sex stated in the summary must be the note's. The
+  patient's age is the first "N-year-old", "N years old", "N yo", "N y/o", "aged N" or "age N" in
+  the text; the sex is a man/woman/male/female/gentleman/lady/boy/girl word (or M/F) right after
+  that age, else the first such word, else the pronouns (he/him/his or she/her, when only one kind occurs).
+  A wrong age and a wrong sex are one false fact each; a summary that states neither is not judged
+  on them (so an omitted age is neither recalled nor false), nor is one whose note states neither.
+- Degenerate output: a non-empty answer that is not a summary at all is a failure, whatever words
+  it happens to contain: no word of two or more letters (``777222``), a run of 12 or more digits,
+  fewer than `MIN_WORDS` words, or repetition (a phrase of up to 8 words three times in a row, or,
+  from 16 words on, fewer than half of its 4-word sequences distinct). It scores Likert 1, recall 0
+  and one false fact: a reader handed it as a summary is misinformed, which the false-fact count
+  must show (a model that loops on half the items cannot report "no false facts"). An empty answer
+  states nothing: Likert 1, recall 0, no false fact.
 - Likert: `likert_score` applies RUBRIC to the recall, the false-fact count and the word count.
 
 Known limits, kept on purpose so scores stay explainable: keywords may be found in different
@@ -41,7 +54,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from clinalign.tasks.base import Metric, Prediction
@@ -49,20 +62,22 @@ from clinalign.tasks.discharge_summary.schema import DischargeRecord
 from clinalign.tasks.discharge_summary.vocab import VOCAB
 
 MAX_WORDS = 120  # a summary longer than this is not a summary (a copied note would otherwise score 5)
+MIN_WORDS = 3  # fewer words than this cannot summarise a note ("Pneumonia." is a label, not a summary)
 
 #: The 1-5 Likert anchors, once: `likert_score` is this text as arithmetic, and the rating app shows it
 #: to clinicians (rate/db.py, the default rubric of a Likert campaign), so both scales mean the same.
 RUBRIC = f"""Discharge summary rubric (1-5). Start at 5 and subtract one point per problem:
 - omissions: 1 point if any key fact is missing (diagnosis, key finding, procedure, each discharge
   medication with its dose, follow-up); 2 if a quarter or more are missing; 3 if half or more are missing;
-- 1 point for each false statement: a wrong dose for a discharge medication, or a medication,
-  diagnosis or procedure that is not in the note;
+- 1 point for each false statement: a wrong dose for a discharge medication, a medication,
+  diagnosis or procedure that is not in the note, or a wrong age or sex;
 - 1 point if the summary runs past {MAX_WORDS} words.
 5 = every key fact and nothing false: ready to use as written.
 4 = one problem (one omission, one false statement, or too long): good, minor fixes.
 3 = two problems (several omissions, or two false statements): a clinician must correct it.
 2 = three problems: major omissions or errors.
-1 = four or more problems, or an empty summary: unusable or unsafe."""
+1 = four or more problems, an empty summary, or output that is not a summary (repeated phrases,
+  runs of digits, no words, fewer than {MIN_WORDS} words): unusable or unsafe."""
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -263,6 +278,51 @@ def canonical(name: str, extra: tuple[Entry, ...]) -> str:
     return n
 
 
+_AGE = re.compile(r"\b(\d{1,3}) ?(?:years? old|yrs? old|yo|y o)\b|\b(?:aged?|age of) (\d{1,3})\b")
+_SEX_WORDS = {"man": "male", "male": "male", "gentleman": "male", "boy": "male",
+              "woman": "female", "female": "female", "lady": "female", "girl": "female"}
+_SEX = re.compile(r"\b(" + "|".join(_SEX_WORDS) + r")\b")
+_SEX_AFTER_AGE = re.compile(r"(" + "|".join(_SEX_WORDS) + r"|m|f)\b")  # "46 yo F"
+_PRONOUNS = (re.compile(r"\b(he|him|his)\b"), re.compile(r"\b(she|her|hers)\b"))
+
+
+def demographics(text: str) -> tuple[int | None, str | None]:
+    """The patient's age and sex ("male" / "female") as the text states them, None where it does not
+    (the rules are in the module docstring)."""
+    t = normalize(text)
+    age_m = _AGE.search(t)
+    age = int(age_m.group(1) or age_m.group(2)) if age_m else None
+    sex_m = _SEX_AFTER_AGE.match(t, age_m.end() + 1) if age_m else None
+    sex_m = sex_m or _SEX.search(t)
+    if sex_m:
+        word = sex_m.group(1)
+        return age, _SEX_WORDS.get(word, "male" if word == "m" else "female")
+    he, she = (bool(p.search(t)) for p in _PRONOUNS)
+    return age, ("male" if he else "female") if he != she else None
+
+
+def degenerate(text: str) -> str | None:
+    """Why a non-empty answer is not a summary at all ("no words", "digit run", "too short",
+    "repetition"), or None for an empty answer or a real attempt at one."""
+    if not text.strip():
+        return None
+    if not re.search(r"[^\W\d_]{2}", text):
+        return "no words"
+    if re.search(r"\d{12}", text):
+        return "digit run"
+    tokens = re.findall(r"[^\W_]+", text.lower())
+    if len(tokens) < MIN_WORDS:
+        return "too short"
+    for n in range(1, 9):
+        for i in range(len(tokens) - 3 * n + 1):
+            if tokens[i:i + n] == tokens[i + n:i + 2 * n] == tokens[i + 2 * n:i + 3 * n]:
+                return "repetition"
+    grams = [tuple(tokens[i:i + 4]) for i in range(len(tokens) - 3)]
+    if len(tokens) >= 16 and len(set(grams)) < len(grams) / 2:
+        return "repetition"
+    return None
+
+
 @dataclass(frozen=True)
 class Assessment:
     """What the rubric saw in one summary: the numbers and the reasons behind them. Shared by every
@@ -272,12 +332,15 @@ class Assessment:
     missing: list[str] = field(default_factory=list)
     wrong_doses: list[str] = field(default_factory=list)
     invented: list[str] = field(default_factory=list)
+    wrong_demographics: list[str] = field(default_factory=list)  # "age", "sex"
+    degenerate: str | None = None  # why the answer is not a summary at all (see `degenerate`)
     words: int = 0
     likert: int = 1
 
     @property
     def false_facts(self) -> int:
-        return len(self.wrong_doses) + len(self.invented)
+        return (len(self.wrong_doses) + len(self.invented) + len(self.wrong_demographics)
+                + (self.degenerate is not None))
 
 
 def likert_score(recall: float, false_facts: int, words: int) -> int:
@@ -308,6 +371,9 @@ def assess(record: DischargeRecord, summary: str | None) -> Assessment:
 @lru_cache(maxsize=65536)
 def _assess(keyed: _Keyed, text: str) -> Assessment:
     record = keyed.record
+    words = len(text.split())
+    if why := degenerate(text):
+        return Assessment(0.0, [f.text for f in record.facts], degenerate=why, words=words, likert=1)
     extra = record_vocab(record)
     s_clauses = clauses(text)
     s_words = set(" ".join(s_clauses).split())
@@ -338,9 +404,12 @@ def _assess(keyed: _Keyed, text: str) -> Assessment:
             missing.append(f.text)
     invented = sorted({m.canonical for m in s_mentions if m.asserted and m.canonical not in note_terms
                        and f" {m.surface} " not in note_text and f" {m.canonical} " not in note_text})
+    stated, told = demographics(text), demographics(record.note)
+    wrong_demo = [name for name, s, n in zip(("age", "sex"), stated, told, strict=True)
+                  if s is not None and n is not None and s != n]
     recall = 1 - len(missing) / len(record.facts)
-    words = len(text.split())
-    return Assessment(recall, missing, wrong, invented, words, likert_score(recall, len(wrong) + len(invented), words))
+    a = Assessment(recall, missing, wrong, invented, wrong_demo, words=words)
+    return replace(a, likert=likert_score(recall, a.false_facts, words))
 
 
 def score_summary(record: DischargeRecord, summary: str | None) -> dict[str, float]:
@@ -353,7 +422,7 @@ def score_summary(record: DischargeRecord, summary: str | None) -> dict[str, flo
 def metrics() -> tuple[Metric, ...]:
     """Likert (the primary metric), fact recall and false facts: per-item means, Wilcoxon-tested."""
 
-    def metric(key: str, higher_is_better: bool) -> Metric:
+    def metric(key: str, higher_is_better: bool, covers: str) -> Metric:
         def per_item(r: DischargeRecord, p: Prediction) -> float:
             return score_summary(r, p)[key]
 
@@ -362,6 +431,20 @@ def metrics() -> tuple[Metric, ...]:
             return sum(vals) / len(vals) if vals else float("nan")
 
         return Metric(key, "wilcoxon", compute, per_item=per_item, higher_is_better=higher_is_better,
-                      mean=True)
+                      mean=True, covers=covers)
 
-    return (metric("likert", True), metric("fact_recall", True), metric("false_facts", False))
+    return (
+        metric("likert", True,
+               "the rubric's 1-5 grade, a deterministic rule standing in for clinicians: 5 minus omitted key "
+               "facts, each false fact and excess length; empty or degenerate output is 1. Not: style, "
+               "readability, or errors about things outside the key facts and the known vocabulary."),
+        metric("fact_recall", True,
+               "share of the note's key facts (diagnosis, findings, procedures, each discharge medication "
+               "with its dose, follow-up) the summary states, matched by keywords and dose; degenerate "
+               "output is 0. Not: whether a fact's words sit in the right sentence; age and sex."),
+        metric("false_facts", False,
+               "false statements per summary: wrong doses of listed medications, medications, diagnoses "
+               "or procedures from the known vocabulary that the note lacks, a wrong age or sex, and one "
+               "for degenerate output (repetition, digit runs, no words, too short). Not: false lab "
+               "values, dates or findings, or terms outside the vocabulary."),
+    )

@@ -16,10 +16,6 @@ LAYERS = ["base", "tasks", "data", "models", "train", "eval", "rate", "report", 
 
 #: (importing module, imported module or package) -> why the order is broken there
 EXCEPTIONS = {
-    ("clinalign.tasks.*", "clinalign.eval.metrics"):
-        "the tasks' metrics call the pure metric functions (accuracy, F1); eval.metrics imports nothing "
-        "from clinalign, so there is no cycle. Fix: move it below tasks; left while eval/metrics.py is "
-        "being rewritten in parallel (issue 13, helper B)",
     ("clinalign.data.onpolicy", "clinalign.eval"):
         "on-policy pairs are sampled from a model (eval.inference) and judged; the module is a study-level "
         "stage kept beside the other pair builders. Fix: move it to study/; left while the on-policy arm "

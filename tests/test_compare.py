@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from clinalign.errors import DataError, TaskError
-from clinalign.eval import metrics as M
 from clinalign.eval.compare import apply_holm, compare_systems, likert_metric, verdict
 from clinalign.eval.stats import holm, mcnemar_exact, wilcoxon_paired
+from clinalign.tasks import metrics as M
 from clinalign.tasks.base import Metric, Record, Task
 
 

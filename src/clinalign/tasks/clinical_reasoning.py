@@ -16,9 +16,9 @@ from typing import Literal
 
 from pydantic import ValidationInfo, field_validator
 
-from clinalign.eval.metrics import accuracy
 from clinalign.tasks.base import Metric, Prediction, Record, Task
 from clinalign.tasks.knowledge import BY_NAME, CONDITIONS, VITALS, Condition, by_system
+from clinalign.tasks.metrics import accuracy_metric
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 QuestionType = Literal["diagnosis", "treatment"]
@@ -122,8 +122,7 @@ class ClinicalReasoningTask(Task):
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
-        return (Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.answer for r in recs], preds),
-                       per_item=lambda r, p: float(r.answer == p), mean=True),)
+        return (accuracy_metric(lambda r: r.answer),)
 
     @property
     def rejected_builders(self):

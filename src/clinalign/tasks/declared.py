@@ -64,8 +64,8 @@ from pydantic import (
 
 from clinalign.config import load_yaml
 from clinalign.errors import TaskError
-from clinalign.eval.metrics import accuracy, f1_for, macro_f1
 from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
+from clinalign.tasks.metrics import accuracy_metric, f1_for, macro_f1
 
 NO_GENERATOR = "declared tasks have no synthetic generator; bring your data"
 CLASSIFICATION_METRICS = ("f1", "f1_macro", "accuracy")
@@ -168,8 +168,7 @@ class DeclaredClassification(Task):
         built = {
             "f1": lambda: Metric(f"f1_{pos}", "paired_bootstrap", lambda rs, ps: f1_for(golds(rs), ps, pos or "")),
             "f1_macro": lambda: Metric("f1_macro", "paired_bootstrap", lambda rs, ps: macro_f1(golds(rs), ps, labels)),
-            "accuracy": lambda: Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(golds(rs), ps),
-                                       per_item=lambda r, p: float(gold(r) == p), mean=True),
+            "accuracy": lambda: accuracy_metric(gold),
         }
         return tuple(built[name]() for name in _metric_names(self.decl))
 

@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import ValidationInfo, field_validator
 
 from clinalign.errors import InputError
-from clinalign.eval.metrics import accuracy, macro_f1
 from clinalign.tasks.base import Metric, Prediction, Record, Task
+from clinalign.tasks.metrics import accuracy_metric, macro_f1
 
 VolumeStatus = Literal["hypovolemic", "euvolemic", "hypervolemic"]
 VOLUME_STATUSES: tuple[str, ...] = ("hypovolemic", "euvolemic", "hypervolemic")
@@ -268,8 +268,7 @@ class HyponatremiaUrineTask(Task):
         return (
             Metric("macro_f1", "paired_bootstrap",
                    lambda recs, preds: macro_f1([r.label for r in recs], preds, CATEGORIES)),
-            Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.label for r in recs], preds),
-                   per_item=lambda r, p: float(r.label == p), mean=True),
+            accuracy_metric(lambda r: r.label),
         )
 
     @property

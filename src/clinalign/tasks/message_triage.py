@@ -45,9 +45,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from clinalign.eval.metrics import accuracy, macro_f1
 from clinalign.tasks._text import PATIENT_NAMES, clean_answer, lowercase_casual, maybe, pick, sentences, typo
 from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
+from clinalign.tasks.metrics import accuracy_metric, macro_f1
 
 PERSONNEL = ("physician", "nurse", "pharmacist", "front_desk")
 URGENCY = ("emergent", "urgent", "routine")
@@ -500,17 +500,6 @@ def _field_f1(field: int, labels: tuple[str, ...]) -> Callable[[list[TriageRecor
     return compute
 
 
-def _field_acc(field: int) -> Callable[[list[TriageRecord], list[Prediction]], float]:
-    def compute(records: list[TriageRecord], preds: list[Prediction]) -> float:
-        return accuracy([(r.personnel, r.urgency)[field] for r in records], [split_answer(p)[field] for p in preds])
-
-    return compute
-
-
-def _field_item(field: int) -> Callable[[TriageRecord, Prediction], float]:
-    return lambda r, p: float(split_answer(p)[field] == (r.personnel, r.urgency)[field])
-
-
 def _other(rng: random.Random, labels: tuple[str, ...], not_this: str) -> str:
     return pick(rng, [lab for lab in labels if lab != not_this])
 
@@ -539,8 +528,8 @@ class MessageTriage(Task):
         return (
             Metric("f1_personnel", "paired_bootstrap", _field_f1(0, PERSONNEL)),
             Metric("f1_urgency", "paired_bootstrap", _field_f1(1, URGENCY)),
-            Metric("accuracy_personnel", "mcnemar", _field_acc(0), per_item=_field_item(0), mean=True),
-            Metric("accuracy_urgency", "mcnemar", _field_acc(1), per_item=_field_item(1), mean=True),
+            accuracy_metric(lambda r: r.personnel, "accuracy_personnel", lambda p: split_answer(p)[0]),
+            accuracy_metric(lambda r: r.urgency, "accuracy_urgency", lambda p: split_answer(p)[1]),
         )
 
     @property

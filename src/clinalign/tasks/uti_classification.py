@@ -18,9 +18,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from clinalign.eval.metrics import accuracy, f1_for
 from clinalign.tasks._text import PATIENT_NAMES, clean_answer, maybe, pick, sentences, typo
 from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
+from clinalign.tasks.metrics import accuracy_metric, f1_for
 
 LABELS = ("yes", "no")
 NOTE_TYPES = ("nursing note", "ED note", "discharge excerpt", "patient message")
@@ -503,8 +503,7 @@ class UtiClassification(Task):
     def metrics(self) -> tuple[Metric, ...]:
         return (
             Metric("f1_yes", "paired_bootstrap", lambda rs, ps: f1_for(_golds(rs), ps, "yes")),
-            Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(_golds(rs), ps),
-                   per_item=lambda r, p: float(p == r.label), mean=True),
+            accuracy_metric(lambda r: r.label),
         )
 
     @property

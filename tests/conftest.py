@@ -6,6 +6,8 @@ import os
 
 import pytest
 
+from clinalign.synthetic import generate
+
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
@@ -15,7 +17,7 @@ def _tiny_corpus() -> list[str]:
 
     texts: list[str] = []
     for task in all_tasks():
-        for rec in task.generate(60, seed=123):
+        for rec in generate(task, 60, seed=123):
             texts.append(task.prompt(rec))
             texts.append(task.answer(rec))
     return texts

@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "clinalign"
 
 #: lowest first. ``base`` is clinalign/__init__.py, errors.py and config.py (YAML + overrides); hashing.py counts as models; ``cli`` is clinalign/cli.py,
 #: __main__.py and every package's cli.py (the command surface sits above everything it calls).
-LAYERS = ["base", "tasks", "data", "models", "train", "eval", "rate", "report", "export", "study", "cli"]
+LAYERS = ["base", "tasks", "synthetic", "data", "models", "train", "eval", "rate", "report", "export", "study", "cli"]
 
 #: (importing module, imported module or package) -> why the order is broken there
 EXCEPTIONS = {

@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from clinalign.cli import run
 from clinalign.errors import RESUMABLE, WriteError
+from clinalign.synthetic import generate
 from clinalign.train import checkpoint
 
 STEPS = 16  # 32 examples / batch 4 = 8 steps per epoch, 2 epochs
@@ -27,7 +28,7 @@ def sft_data(tmp_path_factory):
 
     task = get_task("uti_classification")
     path = tmp_path_factory.mktemp("faults") / "sft.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, task.generate(32, seed=5))))
+    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, generate(task, 32, seed=5))))
     return path
 
 

@@ -11,6 +11,7 @@ import json
 
 import pytest
 
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 RECORDED = {
@@ -39,6 +40,6 @@ def _jsonl(records) -> bytes:
 
 @pytest.mark.parametrize(("task_id", "n", "seed"), sorted(RECORDED))
 def test_generator_output_is_byte_identical_to_the_recorded_output(task_id, n, seed):
-    records = get_task(task_id).generate(n, seed)
+    records = generate(get_task(task_id), n, seed)
     assert len(records) == n
     assert hashlib.sha256(_jsonl(records)).hexdigest() == RECORDED[(task_id, n, seed)]

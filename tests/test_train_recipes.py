@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from clinalign.cli import run
+from clinalign.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def uti_records(tmp_path_factory):
     from clinalign.tasks import get_task
 
     path = tmp_path_factory.mktemp("uti") / "uti.jsonl"
-    write_jsonl(path, get_task("uti_classification").generate(48, seed=3))
+    write_jsonl(path, generate(get_task("uti_classification"), 48, seed=3))
     return path
 
 

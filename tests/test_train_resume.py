@@ -13,6 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from clinalign.cli import run
+from clinalign.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def sft_data(tmp_path_factory):
 
     task = get_task("uti_classification")
     path = tmp_path_factory.mktemp("resume") / "sft.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, task.generate(32, seed=5))))
+    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, generate(task, 32, seed=5))))
     return path
 
 

@@ -26,6 +26,7 @@ from clinalign.report import safe_name
 from clinalign.study import parallel
 from clinalign.study.config import StudyConfig, TaskEntry
 from clinalign.study.stages import StageRunner, file_fingerprint, fingerprint
+from clinalign.synthetic import generate
 from clinalign.tasks import Task, get_task
 from clinalign.tasks.base import BASELINE_VIEW
 
@@ -330,7 +331,7 @@ def _prepare_data(task: Task, entry: TaskEntry, cfg: StudyConfig, out: Path, fol
     if entry.data:
         records = read_records(entry.data, task.record_type)
     else:
-        records = task.generate(entry.n, seed=entry.seed)
+        records = generate(task, entry.n, seed=entry.seed)
     info: dict[str, int] = {}
     if fold is None:
         parts = split_records(task, records, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed,

@@ -66,8 +66,8 @@ from clinalign.config import load_yaml
 from clinalign.errors import TaskError
 from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
 from clinalign.tasks.metrics import accuracy_metric, f1_for, macro_f1
+from clinalign.tasks.text import strip_chat_artefacts
 
-NO_GENERATOR = "declared tasks have no synthetic generator; bring your data"
 CLASSIFICATION_METRICS = ("f1", "f1_macro", "accuracy")
 GENERATION_METRICS = ("rouge_l", "fact_recall")
 
@@ -179,9 +179,6 @@ class DeclaredClassification(Task):
 
         return {"wrong_label": wrong_label}
 
-    def generate(self, n: int, seed: int) -> list[Any]:
-        raise TaskError(f"{NO_GENERATOR} (task {self.id!r})")
-
 
 def _label_words(text: str) -> str:
     return re.sub(r"[\s_\-*`\"']+", " ", text.lower()).strip()
@@ -242,9 +239,7 @@ class DeclaredGeneration(Task):
 
     def parse(self, text: str) -> Prediction:
         """The answer without chat-template tokens or a leading role line; None if nothing is left."""
-        t = re.sub(r"<\|[^|>]*\|>|</?s>|\[/?INST\]", " ", text).strip()
-        t = re.sub(r"^assistant\s*\n", "", t).strip()
-        return t or None
+        return strip_chat_artefacts(text) or None
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -265,9 +260,6 @@ class DeclaredGeneration(Task):
             out["omit_fact"] = lambda r, rng: omit_fact(self.answer(r), self.facts(r), rng)
         out["truncate"] = lambda r, rng: truncate_half(self.answer(r))
         return out
-
-    def generate(self, n: int, seed: int) -> list[Any]:
-        raise TaskError(f"{NO_GENERATOR} (task {self.id!r})")
 
 
 def truncate_half(reference: str) -> str:

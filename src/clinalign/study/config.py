@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clinalign.config import apply_overrides, config_error, read_yaml, validate
-from clinalign.errors import ConfigError
+from clinalign.errors import ConfigError, TaskError
 from clinalign.models.device import Device, DType
 from clinalign.study.tracking import ReportTo
 
@@ -157,7 +157,24 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
             t.id = str((base / t.id).resolve())
     for t in cfg.tasks:
         _check_sections(cfg, t, str(path))
+    _check_tasks(cfg, path)
     return cfg
+
+
+def _check_tasks(cfg: StudyConfig, path: Path) -> None:
+    """Every task resolves (built-in id, task file, ``module:attr`` or entry point), and one without a
+    synthetic generator has its records in ``data:``."""
+    from clinalign.synthetic import generator_for
+    from clinalign.tasks import get_task
+
+    for i, t in enumerate(cfg.tasks):
+        try:
+            task = get_task(t.id)
+        except TaskError as e:
+            raise ConfigError(f"{path}: tasks.{i}.id: {e}") from None
+        if t.data is None and generator_for(task) is None:
+            raise ConfigError(f"{path}: tasks.{i}.data: task {task.id!r} has no synthetic generator; "
+                              "give its records as data: FILE")
 
 
 #: TrainConfig keys the study sets itself for each stage: in a stage section they would be ignored

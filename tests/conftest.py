@@ -6,13 +6,12 @@ import os
 
 import pytest
 
-from clinalign.synthetic import generate
-
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
 def _tiny_corpus() -> list[str]:
+    from clinalign.synthetic import generate
     from clinalign.tasks import all_tasks
 
     texts: list[str] = []
@@ -26,14 +25,9 @@ def _tiny_corpus() -> list[str]:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A ~0.5M-parameter Llama with a BPE tokenizer trained on the five tasks' synthetic text."""
-    from clinalign.models.tiny import build_tiny_model
+    from tiny_model import build_tiny_model
 
-    out = tmp_path_factory.mktemp("tiny-llama")
-    try:
-        texts = _tiny_corpus()
-    except Exception:  # tasks not importable yet: fall back to generic clinical text
-        texts = ["patient with dysuria and fever, urine culture positive"] * 50
-    return build_tiny_model(out, texts)
+    return build_tiny_model(tmp_path_factory.mktemp("tiny-llama"), _tiny_corpus())
 
 
 @pytest.fixture(scope="session")

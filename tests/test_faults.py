@@ -281,7 +281,7 @@ def test_a_full_disk_anywhere_is_one_line_naming_the_file(tmp_path, monkeypatch,
     from clinalign.rate import export
 
     dbp = tmp_path / "r.sqlite"
-    from clinalign.rate.testing import seed_db
+    from rate_server import seed_db
 
     seed_db(dbp, raters=("a",), admin=None)
     target = tmp_path / "p.jsonl"

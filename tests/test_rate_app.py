@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from clinalign.rate import db
 from clinalign.rate.app import MAX_BODY, create_app
 from clinalign.rate.items import LikertItem, PairwiseItem
-from clinalign.rate.testing import seed_db
+from rate_server import seed_db
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 

@@ -11,7 +11,8 @@ import json
 
 import pytest
 
-from clinalign.synthetic import generate
+from clinalign.errors import TaskError
+from clinalign.synthetic import generate, generator_for
 from clinalign.tasks import get_task
 
 RECORDED = {
@@ -43,3 +44,16 @@ def test_generator_output_is_byte_identical_to_the_recorded_output(task_id, n, s
     records = generate(get_task(task_id), n, seed)
     assert len(records) == n
     assert hashlib.sha256(_jsonl(records)).hexdigest() == RECORDED[(task_id, n, seed)]
+
+
+def test_only_the_built_in_task_gets_its_generator(tmp_path):
+    """A generator is found by the task's class, not only its id: a user's task that reuses a built-in
+    id (another schema) has none, and asking for records says so in one line."""
+    assert generator_for(get_task("uti_classification")) is not None
+    path = tmp_path / "mine.yaml"
+    path.write_text("id: uti_classification\ntype: classification\ntext_fields: [note]\nlabels: ['yes', 'no']\n"
+                    "prompt: 'UTI? {note}'\n")
+    mine = get_task(str(path))
+    assert mine.id == "uti_classification" and generator_for(mine) is None
+    with pytest.raises(TaskError, match=r"^task 'uti_classification' has no synthetic generator; bring your data"):
+        generate(mine, 3, 0)

@@ -69,7 +69,7 @@ class _ByLength:
 def test_generation_pairs_are_best_vs_worst_sample_and_ties_give_no_pair(policy):
     model, tok, fp = policy
     task = _ByLength()
-    recs = generate(task, 3, seed=2)
+    recs = generate(task.inner, 3, seed=2)
     pairs, stats = sample_pairs(task, model, tok, recs, samples=4, seed=3, max_new_tokens=12, fingerprint=fp)
     again, _ = sample_pairs(task, model, tok, recs, samples=4, seed=3, max_new_tokens=12, fingerprint=fp)
     other, _ = sample_pairs(task, model, tok, recs, samples=4, seed=4, max_new_tokens=12, fingerprint=fp)

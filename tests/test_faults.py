@@ -152,6 +152,7 @@ def test_weights_that_are_not_finite_are_never_saved(tiny_model_dir, tmp_path):
     assert not (tmp_path / "final").exists() and not (tmp_path / "checkpoints" / "step-2").exists()
 
 
+@pytest.mark.slow  # signals a training process
 def test_sigterm_writes_a_checkpoint_and_exits_resumable(tiny_model_dir, sft_data, straight, tmp_path,
                                                           monkeypatch, capsys):
     out = tmp_path / "run"

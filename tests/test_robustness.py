@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -70,6 +71,7 @@ def test_parsers_accept_their_own_answers():
             assert task.parse(task.answer(rec)) == (task.answer(rec) if task.is_closed_set else task.answer(rec).strip())
 
 
+@pytest.mark.slow  # kills a writer process many times
 def test_killed_writer_leaves_old_or_new_file(tmp_path: Path):
     """SIGKILL `data generate` at staggered moments: the output is always the old file or the whole new one."""
     out = tmp_path / "data.jsonl"

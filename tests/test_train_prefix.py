@@ -137,6 +137,7 @@ def test_prefix_cache_refuses_what_it_cannot_do(tiny_model_dir, tmp_path, capsys
     assert not (tmp_path / "out" / "final").exists()
 
 
+@pytest.mark.distributed
 def test_ddp_with_the_cache_matches_one_plain_process(tiny_model_dir, tmp_path):
     """2 gloo processes x batch 2 with the cache = 1 process x batch 4 without it (DPO, LoRA on layer 1)."""
     import os

@@ -34,6 +34,7 @@ def _args(model, data, out):
             "progress=false", "lora_rank=4"]
 
 
+@pytest.mark.slow  # kills and resumes a training process
 def test_sigkill_then_resume_is_bit_identical(tiny_model_dir, sft_data, tmp_path):
     ref_out, out = tmp_path / "straight", tmp_path / "killed"
     assert run(_args(tiny_model_dir, sft_data, ref_out)) == 0

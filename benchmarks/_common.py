@@ -51,13 +51,14 @@ def make_pairs(shape: str, n: int, tokenizer: Any, seed: int = 0, prompt_tokens:
     gold label vs the task's default rejected label (1-3 tokens); summary: discharge_summary notes to
     ~1,000 prompt tokens, gold summary vs a rejected one, each cut/extended to ~150 tokens.
     """
+    from clinalign.synthetic import generate
     from clinalign.tasks import get_task
 
     rng = random.Random(seed)
     name, default_len = ("uti_classification", 500) if shape == "classification" else ("discharge_summary", 1000)
     target = prompt_tokens or default_len
     task = get_task(name)
-    records = task.generate(n * 4, seed=seed)
+    records = generate(task, n * 4, seed=seed)
     build = task.rejected_builders[task.default_strategy]
     pairs = []
     for i in range(n):

@@ -11,6 +11,7 @@ import sys
 
 from clinalign.data.splits import split_records
 from clinalign.eval import baselines
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 
@@ -18,8 +19,8 @@ def main(task_ids: list[str]) -> None:
     for tid in task_ids:
         task = get_task(tid)
         for n in (160, 640):
-            parts = split_records(task, task.generate(n, seed=0), val=0.05, test=0.25, seed=0)
-            test = parts["test"] if n == 160 else task.generate(800, seed=99)[-160:]
+            parts = split_records(task, generate(task, n, seed=0), val=0.05, test=0.25, seed=0)
+            test = parts["test"] if n == 160 else generate(task, 800, seed=99)[-160:]
             rows = baselines.predict(task, parts["train"], test)
             scores = task.evaluate(test, [r["pred"] for r in rows])
             print(tid, f"train {len(parts['train'])}", f"test {len(test)}",

@@ -33,6 +33,7 @@ import time
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tiny_model: the tests' random-init Llama
 CONFIGS = {
     "a": "concat + live ref",
     "b": "concat + cached ref",
@@ -107,7 +108,7 @@ def build_random_llama(out: Path, pairs_text: list[str]) -> Path:
     import torch
     from transformers import AutoConfig, LlamaForCausalLM
 
-    from clinalign.models.tiny import build_tiny_model
+    from tiny_model import build_tiny_model
 
     build_tiny_model(out, pairs_text, vocab_size=4000)
     cfg = AutoConfig.from_pretrained(out)
@@ -264,7 +265,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="clinalign-dpo-step-"))
     n = a.batch_size * (a.steps + 1)
     if a.model == "random30m":
-        from clinalign.models.tiny import build_tiny_model
+        from tiny_model import build_tiny_model
 
         # tokenizer first (trained on passages like the benchmark's), then the model with it
         seed_tok = AutoTokenizer.from_pretrained(

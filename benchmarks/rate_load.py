@@ -27,7 +27,9 @@ import httpx
 import numpy as np
 
 from clinalign.rate.items import LikertItem
-from clinalign.rate.testing import running_server, seed_db
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the test helpers that run the app
+from rate_server import running_server, seed_db  # noqa: E402
 
 
 def run_load(raters: int = 20, ratings: int = 1000, timeout: float = 120.0) -> dict:

@@ -18,6 +18,7 @@ import torch
 from clinalign.data.splits import split_records
 from clinalign.eval.inference import predict_closed_set
 from clinalign.models.loading import load_tokenizer, resolve_model_path
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.train import loop, prefix
 from clinalign.train.config import TrainConfig
@@ -29,7 +30,7 @@ def main() -> None:
     tid, s = sys.argv[1], json.loads(sys.argv[2])
     lam, n = s.pop("lam", 1.0), s.pop("n", 160)
     task = get_task(tid)
-    sp = split_records(task, task.generate(n, seed=0), val=0.05, test=0.25, seed=0)
+    sp = split_records(task, generate(task, n, seed=0), val=0.05, test=0.25, seed=0)
     train, test = sp["train"], sp["test"]
     path = resolve_model_path("default")
     tok = load_tokenizer(path)

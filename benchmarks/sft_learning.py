@@ -23,6 +23,7 @@ from clinalign.data.pairs import sft_examples
 from clinalign.data.splits import split_records
 from clinalign.eval.inference import predict_closed_set
 from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.train.tokenize import answer_ids, prompt_ids
 
@@ -59,7 +60,7 @@ def main():
     settings = json.loads(sys.argv[3]) if len(sys.argv) > 3 else {}
     n = int(settings.pop("n", 160))
     task = get_task(tid)
-    recs = task.generate(n, seed=0)
+    recs = generate(task, n, seed=0)
     sp = split_records(task, recs, val=0.05, test=0.25, seed=0)
     train, test = sp["train"], sp["test"]
     out.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """The one direction of imports (docs/architecture.md): a module may import its own layer and the layers
 below it, never one above. Every import counts, also one inside a function (a lazy import is still a
-dependency); the few that break the order are listed in EXCEPTIONS with the reason, and an exception
-that no longer occurs fails too, so the list stays true."""
+dependency). There is no list of exceptions: a function that seems to need an import from above
+belongs in a lower layer."""
 
 from __future__ import annotations
 
@@ -12,15 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "clinalign"
 
 #: lowest first. ``base`` is clinalign/__init__.py, errors.py and config.py (YAML + overrides); hashing.py counts as models; ``cli`` is clinalign/cli.py,
 #: __main__.py and every package's cli.py (the command surface sits above everything it calls).
-LAYERS = ["base", "tasks", "data", "models", "train", "eval", "rate", "report", "export", "study", "cli"]
-
-#: (importing module, imported module or package) -> why the order is broken there
-EXCEPTIONS = {
-    ("clinalign.tasks.*", "clinalign.eval.metrics"):
-        "the tasks' metrics call the pure metric functions (accuracy, F1); eval.metrics imports nothing "
-        "from clinalign, so there is no cycle. Fix: move it below tasks; left while eval/metrics.py is "
-        "being rewritten in parallel (issue 13, helper B)",
-}
+LAYERS = ["base", "tasks", "synthetic", "data", "models", "train", "eval", "rate", "report", "export", "study", "cli"]
 
 
 def module_name(path: Path, root: Path) -> str:
@@ -55,15 +47,9 @@ def imports(source: str, module: str, is_package: bool) -> list[tuple[str, int]]
     return [(m, line) for m, line in dict.fromkeys(out) if m == "clinalign" or m.startswith("clinalign.")]
 
 
-def _matches(pattern: str, module: str) -> bool:
-    if pattern.endswith(".*"):
-        return module.startswith(pattern[:-1])
-    return module == pattern or module.startswith(pattern + ".")
-
-
-def violations(files: dict[str, str]) -> tuple[list[str], set[tuple[str, str]]]:
-    """Imports from a lower layer into a higher one, and the exceptions that were used."""
-    bad, used = [], set()
+def violations(files: dict[str, str]) -> list[str]:
+    """Imports from a lower layer into a higher one."""
+    bad = []
     for name, source in files.items():
         path = Path(name)
         module = module_name(path, SRC)
@@ -72,31 +58,24 @@ def violations(files: dict[str, str]) -> tuple[list[str], set[tuple[str, str]]]:
         for target, line in imports(source, module, path.name == "__init__.py"):
             dst_layer = layer(target)
             assert dst_layer in LAYERS, f"{name}:{line}: imports {target}, whose layer is not in LAYERS"
-            if LAYERS.index(dst_layer) <= LAYERS.index(src_layer):
-                continue
-            hit = next((k for k in EXCEPTIONS if _matches(k[0], module) and _matches(k[1], target)), None)
-            if hit is None:
+            if LAYERS.index(dst_layer) > LAYERS.index(src_layer):
                 bad.append(f"{name}:{line}: {module} ({src_layer}) imports {target} ({dst_layer}), a higher layer")
-            else:
-                used.add(hit)
-    return bad, used
+    return bad
 
 
 def test_imports_go_one_way():
     files = {str(p): p.read_text(encoding="utf-8") for p in sorted(SRC.rglob("*.py"))}
     assert len(files) > 50
-    bad, used = violations(files)
+    bad = violations(files)
     assert not bad, "\n".join(bad)
-    stale = set(EXCEPTIONS) - used
-    assert not stale, f"exceptions that no longer occur (remove them): {sorted(stale)}"
 
 
 def test_the_checker_sees_lazy_relative_and_module_imports():
     tasks = str(SRC / "tasks" / "x.py")
-    bad, _ = violations({tasks: "def f():\n    from clinalign.study import runner\n"})
+    bad = violations({tasks: "def f():\n    from clinalign.study import runner\n"})
     assert bad == [f"{tasks}:2: clinalign.tasks.x (tasks) imports clinalign.study.runner (study), a higher layer"]
-    bad, _ = violations({str(SRC / "data" / "y.py"): "import clinalign.report.tables\nfrom ..rate import db\n"})
+    bad = violations({str(SRC / "data" / "y.py"): "import clinalign.report.tables\nfrom ..rate import db\n"})
     assert len(bad) == 2 and "clinalign.rate.db (rate)" in bad[1]
-    assert violations({str(SRC / "study" / "z.py"): "from clinalign.report import write_report\n"})[0] == []
-    assert violations({str(SRC / "models" / "cli.py"): "from clinalign.eval.predict import x\n"})[0] == []
-    assert violations({str(SRC / "eval" / "w.py"): "from clinalign.data.cli import app\n"})[0]  # cli is on top
+    assert violations({str(SRC / "study" / "z.py"): "from clinalign.report import write_report\n"}) == []
+    assert violations({str(SRC / "models" / "cli.py"): "from clinalign.eval.predict import x\n"}) == []
+    assert violations({str(SRC / "eval" / "w.py"): "from clinalign.data.cli import app\n"})  # cli is on top

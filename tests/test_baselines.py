@@ -7,6 +7,7 @@ import pytest
 
 from clinalign.data.splits import split_records
 from clinalign.eval import baselines
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 UTI = get_task("uti_classification")
@@ -44,7 +45,7 @@ def test_numeric_panels_are_binned_so_the_rule_thresholds_are_learned():
     """Hyponatremia's categories are thresholds on four numbers: scaled + quantile-binned values let a
     linear model place them (text TF-IDF of the same panels reached macro F1 0.48 with 112 records)."""
     task = get_task("hyponatremia_urine")
-    parts = split_records(task, task.generate(160, seed=0), val=0.05, test=0.25, seed=0)
+    parts = split_records(task, generate(task, 160, seed=0), val=0.05, test=0.25, seed=0)
     rows = baselines.predict(task, parts["train"], parts["test"])
     assert task.evaluate(parts["test"], [r["pred"] for r in rows])["accuracy"] >= 0.9
     assert "binned" in baselines.describe(task, parts["test"][0])
@@ -52,7 +53,7 @@ def test_numeric_panels_are_binned_so_the_rule_thresholds_are_learned():
 
 def test_options_that_vary_per_record_are_ranked_by_their_words():
     task = get_task("clinical_reasoning")
-    recs = task.generate(150, seed=1)
+    recs = generate(task, 150, seed=1)
     rows = baselines.predict(task, recs[:110], recs[110:])
     assert all(set(r["probs"]) == set(rec.options) for r, rec in zip(rows, recs[110:], strict=True))
     acc = task.evaluate(recs[110:], [r["pred"] for r in rows])["accuracy"]
@@ -61,7 +62,7 @@ def test_options_that_vary_per_record_are_ranked_by_their_words():
 
 def test_extractive_summary_copies_the_notes_lists():
     task = get_task("discharge_summary")
-    rec = task.generate(1, seed=5)[0]
+    rec = generate(task, 1, seed=5)[0]
     row = baselines.predict(task, [], [rec])[0]
     meds = [f.text for f in rec.facts if f.kind == "medication"]
     assert row["text"].startswith("Admitted for ") and all(m in row["text"] for m in meds)

@@ -284,6 +284,7 @@ def _ref_worker(rank: int, world: int, init: str, model_dir: str, pairs: list, p
         dist.destroy_process_group()
 
 
+@pytest.mark.distributed
 def test_reference_logps_shard_parallel_over_two_processes(tiny_model_dir, tok, tmp_path):
     import torch.multiprocessing as mp
 

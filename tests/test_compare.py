@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from clinalign.errors import DataError, TaskError
-from clinalign.eval import metrics as M
 from clinalign.eval.compare import (
     EVERY_COMPARISON,
     apply_multiplicity,
@@ -19,6 +18,8 @@ from clinalign.eval.compare import (
     verdict,
 )
 from clinalign.eval.stats import adjust_pvalues, mcnemar_exact, wilcoxon_paired
+from clinalign.synthetic import generate
+from clinalign.tasks import metrics as M
 from clinalign.tasks.base import Metric, Record, Task
 
 
@@ -256,7 +257,7 @@ def test_metrics_declared_a_mean_are_the_mean_of_their_per_item_scores():
     checked = 0
     for task in all_tasks():
         tid = task.id
-        recs = task.generate(12, seed=1)
+        recs = generate(task, 12, seed=1)
         answers = [task.answer(r) for r in recs]
         preds = [task.parse(a) for a in answers[:6]] + [None] * 3 + [task.parse(a) for a in answers[9:]]
         for m in task.metrics:

@@ -12,6 +12,7 @@ from clinalign.cli import run as cli
 from clinalign.data.io import read_records
 from clinalign.data.pairs import preference_pairs
 from clinalign.data.splits import split_records
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 
@@ -148,7 +149,7 @@ def test_all_strategies_for_every_task():
     from clinalign.tasks import all_tasks
 
     for task in all_tasks():
-        recs = task.generate(20, seed=1)
+        recs = generate(task, 20, seed=1)
         pairs = preference_pairs(task, recs, strategy="all", seed=0)
         assert {p["strategy"] for p in pairs} == set(task.rejected_builders), task.id
         assert all(p["chosen"] != p["rejected"] for p in pairs)

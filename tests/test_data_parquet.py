@@ -12,6 +12,7 @@ import pytest
 from clinalign.cli import run as cli
 from clinalign.data.io import read_records
 from clinalign.errors import DataError
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 
@@ -30,7 +31,7 @@ def _problems(path: Path, record_type) -> list[str]:
 
 def test_parquet_reads_like_jsonl(tmp_path: Path):
     task = get_task("clinical_reasoning")  # options: a struct column, keys differing between rows
-    rows = [r.model_dump(mode="json") for r in task.generate(12, seed=3)]
+    rows = [r.model_dump(mode="json") for r in generate(task, 12, seed=3)]
     jl, pqf = _both(tmp_path, rows)
     from_parquet = read_records(pqf, task.record_type)
     assert from_parquet == read_records(jl, task.record_type)
@@ -44,7 +45,7 @@ def test_parquet_reads_like_jsonl(tmp_path: Path):
 
 def test_parquet_errors_match_jsonl(tmp_path: Path, capsys):
     task = get_task("uti_classification")
-    rows = [r.model_dump(mode="json") for r in task.generate(6, seed=1)]
+    rows = [r.model_dump(mode="json") for r in generate(task, 6, seed=1)]
     rows[1]["label"] = "maybe"
     rows[3]["text"] = None  # a null cell is an absent field, as in a JSONL row without the key
     rows[4]["id"] = rows[0]["id"]

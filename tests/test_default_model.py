@@ -16,6 +16,7 @@ from clinalign.cli import run
 from clinalign.errors import ClinalignError
 from clinalign.models import default
 from clinalign.models.default import NAME, cache_root, default_model_dir, is_built
+from clinalign.synthetic import generate
 
 
 def fake_convert(src: Path, dst: Path) -> None:
@@ -146,7 +147,7 @@ def test_real_default_model_through_the_cli(tmp_path: Path):
     assert capital["Paris"] > 0.9
 
     task = get_task("uti_classification")
-    recs = task.generate(5, seed=0)
+    recs = generate(task, 5, seed=0)
     rows = predict_closed_set(task, model, tok, recs, batch_size=5)
     for r in rows:
         assert set(r["probs"]) == {"yes", "no"} and sum(r["probs"].values()) == pytest.approx(1.0)

@@ -9,6 +9,7 @@ import yaml
 
 from clinalign.errors import ConfigError
 from clinalign.models.device import resolve
+from clinalign.synthetic import generate
 
 
 @pytest.fixture
@@ -123,7 +124,7 @@ def test_bf16_scoring_on_cpu_end_to_end(tiny_model_dir):
 
     assert {p.dtype for p in load_model(tiny_model_dir, dtype="bfloat16", device="cpu").parameters()} == {torch.bfloat16}
     task = get_task("uti_classification")
-    records = task.generate(6, seed=3)
+    records = generate(task, 6, seed=3)
     bf16 = predict_records(task, tiny_model_dir, records, batch_size=4, dtype="bfloat16", device="cpu")
     fp32 = predict_records(task, tiny_model_dir, records, batch_size=4, dtype="float32", device="cpu")
     assert len(bf16) == 6 and all(r["pred"] in ("yes", "no") for r in bf16)

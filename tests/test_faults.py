@@ -15,6 +15,7 @@ from safetensors.torch import load_file
 
 from clinalign.cli import run
 from clinalign.errors import RESUMABLE, WriteError
+from clinalign.synthetic import generate
 from clinalign.train import checkpoint
 
 STEPS = 16  # 32 examples / batch 4 = 8 steps per epoch, 2 epochs
@@ -27,7 +28,7 @@ def sft_data(tmp_path_factory):
 
     task = get_task("uti_classification")
     path = tmp_path_factory.mktemp("faults") / "sft.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, task.generate(32, seed=5))))
+    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, generate(task, 32, seed=5))))
     return path
 
 
@@ -151,6 +152,7 @@ def test_weights_that_are_not_finite_are_never_saved(tiny_model_dir, tmp_path):
     assert not (tmp_path / "final").exists() and not (tmp_path / "checkpoints" / "step-2").exists()
 
 
+@pytest.mark.slow  # signals a training process
 def test_sigterm_writes_a_checkpoint_and_exits_resumable(tiny_model_dir, sft_data, straight, tmp_path,
                                                           monkeypatch, capsys):
     out = tmp_path / "run"
@@ -280,7 +282,7 @@ def test_a_full_disk_anywhere_is_one_line_naming_the_file(tmp_path, monkeypatch,
     from clinalign.rate import export
 
     dbp = tmp_path / "r.sqlite"
-    from clinalign.rate.testing import seed_db
+    from rate_server import seed_db
 
     seed_db(dbp, raters=("a",), admin=None)
     target = tmp_path / "p.jsonl"

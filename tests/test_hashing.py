@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from clinalign import hashing
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.tasks.base import BASELINE_VIEW
 from clinalign.train.ref_cache import fingerprint_model
@@ -103,7 +104,7 @@ def test_retrained_weights_of_the_same_size_change_the_model_and_adapter_fingerp
 
 def test_prompt_fingerprint_follows_the_rendering(monkeypatch):
     task = get_task("hyponatremia_urine")
-    records = task.generate(6, seed=0)
+    records = generate(task, 6, seed=0)
     model_fp, baseline_fp = task.prompt_fingerprint(records), task.prompt_fingerprint(records, BASELINE_VIEW)
     assert task.prompt_fingerprint(records) == model_fp
     assert task.prompt_fingerprint(records[:5]) != model_fp

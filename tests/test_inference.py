@@ -21,6 +21,7 @@ from clinalign.eval.inference import (
     predict_generation,
 )
 from clinalign.models.loading import load_model, load_tokenizer
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.tasks.base import Metric, Record, Task
 from clinalign.train.tokenize import answer_ids, prompt_ids
@@ -110,7 +111,7 @@ def test_answers_end_with_the_end_of_turn_token(tiny):
 def test_logliks_equal_one_full_forward_per_answer(tiny, batch_size):
     model, tok = tiny
     triage = get_task("message_triage")  # 12 two-line answers of different token lengths
-    rec = triage.generate(1, seed=2)[0]
+    rec = generate(triage, 1, seed=2)[0]
     prompts = PROMPTS + [triage.prompt(rec)]
     choices = [CHOICES] * len(PROMPTS) + [list(triage.choices)]
     got = choice_logliks(model, tok, prompts, choices, batch_size=batch_size)
@@ -147,7 +148,7 @@ def test_vocabulary_is_projected_only_at_answer_positions(tiny):
 def test_closed_set_rows_predict_the_argmax(tiny):
     model, tok = tiny
     task = get_task("clinical_reasoning")  # 4 or 5 lettered options per record
-    recs = task.generate(4, seed=1)
+    recs = generate(task, 4, seed=1)
     rows = predict_closed_set(task, model, tok, recs, batch_size=3)
     for rec, row in zip(recs, rows, strict=True):
         opts = task.choices_for(rec)
@@ -271,7 +272,7 @@ def test_shared_prefix_predictions_equal_separate_passes(tiny_model_dir: Path, t
               "dpo": _adapter(tiny_model_dir, tmp_path / "dpo", top, 2)}
     for tid in ("message_triage", "clinical_reasoning"):
         task = get_task(tid)
-        recs = task.generate(7, seed=4)
+        recs = generate(task, 7, seed=4)
         together = predict_systems(task, models, recs, batch_size=3)
         for name, path in models.items():
             alone = predict_records(task, path, recs, batch_size=3)

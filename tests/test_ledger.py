@@ -21,6 +21,7 @@ from clinalign.study.ledger import (
     record_use,
     split_hash,
 )
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 
@@ -31,7 +32,7 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_counts_distinct_configurations_across_output_folders(tmp_path, cache):
-    test = split_hash(get_task("uti_classification").generate(20, seed=0))
+    test = split_hash(generate(get_task("uti_classification"), 20, seed=0))
     assert read_uses(test) == [] and count_configurations(test) == 0
 
     uses = record_use(test, "cfg0aaaa", study="demo", task="uti_classification", out=tmp_path / "run1")
@@ -51,12 +52,12 @@ def test_counts_distinct_configurations_across_output_folders(tmp_path, cache):
     assert ledger_dir() == cache / "test-ledger"
     assert len(list((cache / "test-ledger" / test).glob("*.json"))) == 3
     # another split has its own record
-    other = split_hash(get_task("uti_classification").generate(20, seed=1))
+    other = split_hash(generate(get_task("uti_classification"), 20, seed=1))
     assert other != test and count_configurations(other) == 0
 
 
 def test_split_hash_is_by_content_not_order():
-    recs = get_task("uti_classification").generate(10, seed=0)
+    recs = generate(get_task("uti_classification"), 10, seed=0)
     assert split_hash(recs) == split_hash(list(reversed(recs)))
     assert split_hash(recs) == split_hash([r.model_dump(mode="json") for r in recs])
     assert split_hash(recs) != split_hash(recs[:-1])

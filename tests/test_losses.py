@@ -299,6 +299,7 @@ def _kto_worker(rank: int, world: int, init: str, rows: tuple, out: str) -> None
         dist.destroy_process_group()
 
 
+@pytest.mark.distributed
 def test_kto_reference_point_is_the_mean_over_every_process(tmp_path):
     """2 gloo processes with 3 rows each give each row the loss 1 process gives it in the batch of 6:
     z0 is the KL estimate of the global batch, not of the rank's rows."""

@@ -10,6 +10,7 @@ from clinalign.cli import run
 from clinalign.data.pairs import preference_pairs
 from clinalign.errors import ConfigError
 from clinalign.study.onpolicy_pairs import load_policy, sample_pairs
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 
@@ -20,7 +21,7 @@ def policy(tiny_model_dir):
 
 def test_closed_set_judge_is_exact_label():
     task = get_task("uti_classification")
-    rec = task.generate(1, seed=0)[0]
+    rec = generate(task, 1, seed=0)[0]
     gold = task.answer(rec)
     wrong = next(c for c in task.choices if c != gold)
     assert task.judge(rec, gold) == 1.0 and task.judge(rec, f"  {gold}.") == 1.0
@@ -29,7 +30,7 @@ def test_closed_set_judge_is_exact_label():
 
 def test_discharge_judge_ranks_the_gold_summary_above_every_perturbation():
     task = get_task("discharge_summary")
-    for rec in task.generate(5, seed=1):
+    for rec in generate(task, 5, seed=1):
         gold = task.judge(rec, task.answer(rec))
         assert gold >= 5.0  # Likert 5 plus a tenth of its recall
         for pair in preference_pairs(task, [rec], strategy="all"):
@@ -39,7 +40,7 @@ def test_discharge_judge_ranks_the_gold_summary_above_every_perturbation():
 def test_closed_set_pairs_are_deterministic_and_reject_a_wrong_answer(policy):
     model, tok, fp = policy
     task = get_task("uti_classification")
-    recs = task.generate(6, seed=4)
+    recs = generate(task, 6, seed=4)
     a, stats = sample_pairs(task, model, tok, recs, samples=3, temperature=1.0, seed=7, fingerprint=fp)
     b, _ = sample_pairs(task, model, tok, recs, samples=3, temperature=1.0, seed=7, fingerprint=fp)
     assert a == b and len(a) == 6
@@ -68,7 +69,7 @@ class _ByLength:
 def test_generation_pairs_are_best_vs_worst_sample_and_ties_give_no_pair(policy):
     model, tok, fp = policy
     task = _ByLength()
-    recs = task.generate(3, seed=2)
+    recs = generate(task.inner, 3, seed=2)
     pairs, stats = sample_pairs(task, model, tok, recs, samples=4, seed=3, max_new_tokens=12, fingerprint=fp)
     again, _ = sample_pairs(task, model, tok, recs, samples=4, seed=3, max_new_tokens=12, fingerprint=fp)
     other, _ = sample_pairs(task, model, tok, recs, samples=4, seed=4, max_new_tokens=12, fingerprint=fp)
@@ -88,7 +89,7 @@ def test_generation_pairs_are_best_vs_worst_sample_and_ties_give_no_pair(policy)
 def test_cli_from_model_writes_judged_pairs(tiny_model_dir, tmp_path):
     task = get_task("hyponatremia_urine")
     data = tmp_path / "h.jsonl"
-    data.write_text("".join(json.dumps(r.model_dump()) + "\n" for r in task.generate(5, seed=0)))
+    data.write_text("".join(json.dumps(r.model_dump()) + "\n" for r in generate(task, 5, seed=0)))
     out = tmp_path / "pairs.jsonl"
     args = ["data", "pairs", "hyponatremia_urine", str(data), "--from-model", str(tiny_model_dir), "--samples", "2",
             "--temperature", "0.7", "--seed", "1", "--out", str(out)]
@@ -96,7 +97,7 @@ def test_cli_from_model_writes_judged_pairs(tiny_model_dir, tmp_path):
     rows = [json.loads(x) for x in out.read_text().splitlines()]
     first = out.read_text()
     assert run(args) == 0 and out.read_text() == first
-    recs = {r.id: r for r in task.generate(5, seed=0)}
+    recs = {r.id: r for r in generate(task, 5, seed=0)}
     assert len(rows) == 5
     for row in rows:
         rec = recs[row["id"].split(":")[0]]

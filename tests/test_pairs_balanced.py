@@ -10,6 +10,7 @@ import pytest
 
 from clinalign.data.io import write_jsonl
 from clinalign.data.pairs import preference_pairs
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 UTI = get_task("uti_classification")
@@ -17,14 +18,14 @@ TRIAGE = get_task("message_triage")
 
 
 def _skewed(n_major: int, n_minor: int, seed: int = 0) -> list:
-    recs = UTI.generate(4 * (n_major + n_minor), seed=seed)
+    recs = generate(UTI, 4 * (n_major + n_minor), seed=seed)
     no = [r for r in recs if r.label == "no"][:n_major]
     yes = [r for r in recs if r.label == "yes"][:n_minor]
     assert len(no) == n_major and len(yes) == n_minor
     return no + yes
 
 
-@pytest.mark.parametrize("task,records", [(UTI, _skewed(28, 12)), (TRIAGE, TRIAGE.generate(45, seed=2))])
+@pytest.mark.parametrize("task,records", [(UTI, _skewed(28, 12)), (TRIAGE, generate(TRIAGE, 45, seed=2))])
 def test_default_pairs_push_every_label_up_and_down_equally(task, records):
     pairs = preference_pairs(task, records, seed=3)
     chosen, rejected = Counter(p["chosen"] for p in pairs), Counter(p["rejected"] for p in pairs)

@@ -12,7 +12,7 @@ from fastapi.testclient import TestClient
 from clinalign.rate import db
 from clinalign.rate.app import MAX_BODY, create_app
 from clinalign.rate.items import LikertItem, PairwiseItem
-from clinalign.rate.testing import seed_db
+from rate_server import seed_db
 
 XSS = '<script>alert("x")</script><img src=x onerror=alert(1)>'
 
@@ -615,7 +615,7 @@ def _raw_http(url: str, request: bytes) -> tuple[int, dict[str, str]]:
 def test_the_servers_own_400s_carry_the_security_headers(app_db):
     """uvicorn answers requests it cannot parse itself, before the app runs (a malformed request line or
     header, ``Content-Length: abc``): those replies carry the headers too."""
-    from clinalign.rate.testing import running_server
+    from rate_server import running_server
 
     path, tokens = app_db
     with running_server(path) as (url, _):

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from clinalign.rate.app import create_app
 from clinalign.rate.items import LikertItem, PairwiseItem
-from clinalign.rate.testing import seed_db
+from rate_server import seed_db
 
 # any code point, lone surrogates and control characters included, plus a few known to have broken things
 ANY_TEXT = (st.text(st.characters(exclude_categories=()), max_size=40)

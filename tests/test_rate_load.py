@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@pytest.mark.slow  # the load test
 def test_twenty_raters_thousand_ratings(tmp_path):
     out = tmp_path / "load.json"
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "rate_load.py"), "--raters", "20",

@@ -109,6 +109,7 @@ def test_readme_blocks_parse():
         "tasks=[{id: uti_classification, n: 40}, {id: message_triage, n: 40}]")
 
 
+@pytest.mark.slow  # the README's whole sequence: training, studies, export
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git to list the tracked files")
 def test_readme_commands_run_in_order(tmp_path, tiny_model_dir, monkeypatch, capsys):
     repo = copy_of_worktree(tmp_path / "clone")

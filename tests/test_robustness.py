@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from clinalign.data.io import read_records
 from clinalign.errors import DataError
+from clinalign.synthetic import generate
 from clinalign.tasks import all_tasks
 
 TASKS = all_tasks()
@@ -65,10 +67,11 @@ def test_parsers_return_answer_or_none(text: str, task_i: int):
 
 def test_parsers_accept_their_own_answers():
     for task in TASKS:
-        for rec in task.generate(30, seed=5):
+        for rec in generate(task, 30, seed=5):
             assert task.parse(task.answer(rec)) == (task.answer(rec) if task.is_closed_set else task.answer(rec).strip())
 
 
+@pytest.mark.slow  # kills a writer process many times
 def test_killed_writer_leaves_old_or_new_file(tmp_path: Path):
     """SIGKILL `data generate` at staggered moments: the output is always the old file or the whole new one."""
     out = tmp_path / "data.jsonl"

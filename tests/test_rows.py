@@ -12,6 +12,7 @@ from clinalign.cli import run
 from clinalign.data.io import read_jsonl
 from clinalign.data.rows import PairRow, read_rows
 from clinalign.errors import DataError
+from clinalign.synthetic import generate
 
 
 def _pairs(tmp_path: Path, *rows: dict) -> Path:
@@ -45,7 +46,7 @@ def test_every_reader_of_pairs_reports_the_same_problem(tmp_path, capsys, bad, p
     from clinalign.data.io import write_jsonl
     from clinalign.tasks import get_task
 
-    write_jsonl(records, get_task("uti_classification").generate(6, seed=1))
+    write_jsonl(records, generate(get_task("uti_classification"), 6, seed=1))
     assert run(["data", "audit", "uti_classification", str(records), "--pairs", str(path)]) == 2
     assert expected in capsys.readouterr().err
 

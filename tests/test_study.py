@@ -11,6 +11,7 @@ import yaml
 from clinalign.errors import ConfigError
 from clinalign.study import stages as S
 from clinalign.study.config import load_study
+from clinalign.synthetic import generate
 
 pytestmark = pytest.mark.slow
 
@@ -142,7 +143,7 @@ def test_kfold_split_partitions_and_stratifies():
     from clinalign.tasks import get_task
 
     task = get_task("uti_classification")
-    recs = task.generate(100, seed=1)
+    recs = generate(task, 100, seed=1)
     tests = []
     for fold in range(5):
         parts = kfold_split(task, recs, k=5, fold=fold, val=0.1, seed=0)
@@ -237,7 +238,7 @@ def test_duplicates_share_a_split_and_a_failing_task_does_not_sink_the_study(tin
     from clinalign.tasks import get_task
 
     uti = get_task("uti_classification")
-    recs = uti.generate(30, seed=5)
+    recs = generate(uti, 30, seed=5)
     copies = [r.model_copy(update={"id": f"{r.id}-again"}) for r in recs[:4]]  # 4 groups of 2
     write_jsonl(tmp_path / "uti.jsonl", recs + copies)
     (tmp_path / "bad.jsonl").write_text('{"id": "x1", "serum_sodium": "high"}\n')

@@ -12,6 +12,7 @@ import pytest
 
 from clinalign.data.io import read_records
 from clinalign.errors import DataError
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.tasks.discharge_summary import (
     MAX_WORDS,
@@ -103,7 +104,7 @@ def test_invented_names_are_reported():
 
 
 def test_abbreviations_and_brand_names_on_a_generated_note():
-    rec = next(r for r in TASK.generate(80, seed=1) if r.facts[0].text == "acute decompensated heart failure")
+    rec = next(r for r in generate(TASK, 80, seed=1) if r.facts[0].text == "acute decompensated heart failure")
     med = next(f for f in rec.facts if f.kind == "medication" and f.aliases)
     text = rec.summary.replace("acute decompensated heart failure", "CHF exacerbation (known CHF)")
     text = text.replace(f"{med.name} {med.dose}", f"{med.aliases[0].title()} {med.dose}")
@@ -167,14 +168,14 @@ def test_parse(raw: str, parsed: str | None):
 
 
 def test_task_shape():
-    rec = TASK.generate(1, seed=0)[0]
+    rec = generate(TASK, 1, seed=0)[0]
     assert TASK.choices is None and not TASK.is_closed_set and 120 <= TASK.max_new_tokens <= 200
     assert TASK.answer(rec) == rec.summary and rec.note in TASK.prompt(rec)
     assert TASK.stratum(rec) is None
 
 
 def test_reference_summaries_score_5_and_every_builder_scores_lower():
-    recs = TASK.generate(200, seed=4)
+    recs = generate(TASK, 200, seed=4)
     rng = random.Random(0)
     kinds = {"omit_fact": 0, "wrong_dose": 0, "invented_fact": 0}
     for r in recs:
@@ -196,10 +197,10 @@ def test_reference_summaries_score_5_and_every_builder_scores_lower():
 
 
 def test_generator_deterministic_varied_and_faithful():
-    a, b = TASK.generate(40, seed=11), TASK.generate(40, seed=11)
+    a, b = generate(TASK, 40, seed=11), generate(TASK, 40, seed=11)
     assert [r.model_dump() for r in a] == [r.model_dump() for r in b]
-    assert [r.note for r in TASK.generate(40, seed=12)] != [r.note for r in a]
-    recs = TASK.generate(2000, seed=3)
+    assert [r.note for r in generate(TASK, 40, seed=12)] != [r.note for r in a]
+    recs = generate(TASK, 2000, seed=3)
     assert len({r.note for r in recs}) == 2000 and len({r.id for r in recs}) == 2000
     diagnoses = {next(f.text for f in r.facts if f.kind == "diagnosis").split()[-1] for r in recs}
     assert len(diagnoses) >= 10
@@ -221,7 +222,7 @@ def test_generator_deterministic_varied_and_faithful():
 
 
 def test_records_validate_with_file_line_errors(tmp_path: Path):
-    recs = TASK.generate(3, seed=5)
+    recs = generate(TASK, 3, seed=5)
     path = tmp_path / "dc.jsonl"
     rows = [r.model_dump() for r in recs]
     rows[1]["facts"][0]["kind"] = "symptom"
@@ -246,7 +247,7 @@ def test_assess_runs_once_per_record_and_answer_for_every_metric():
     assessment per (record, answer): matching is not redone per metric."""
     from clinalign.tasks.discharge_summary import scoring
 
-    recs = TASK.generate(6, seed=11)
+    recs = generate(TASK, 6, seed=11)
     preds = [r.summary for r in recs[:3]] + [None, "Admitted. Discharged home.", recs[5].note[:200]]
     scoring._assess.cache_clear()
     TASK.evaluate(recs, preds)
@@ -273,7 +274,7 @@ def _with_age(rec: DischargeRecord, age: int) -> DischargeRecord:
 
 def test_a_wrong_age_or_sex_is_a_false_fact():
     """The demo's SFT failure: the note says "46-year-old man", the summary "72-year-old man"."""
-    rec = next(_with_age(r, 46) for r in TASK.generate(40, seed=2) if "-year-old man" in r.note)
+    rec = next(_with_age(r, 46) for r in generate(TASK, 40, seed=2) if "-year-old man" in r.note)
     assert "46-year-old man" in rec.note and "46-year-old man" in rec.summary
     assert score_summary(rec, rec.summary) == {"fact_recall": 1.0, "false_facts": 0.0, "wrong_doses": 0.0,
                                                "invented_facts": 0.0, "likert": 5.0}
@@ -336,7 +337,7 @@ def test_degenerate_output_is_a_failure(output: str, why: str):
 
 def test_generated_summaries_and_rejected_ones_are_never_degenerate():
     rng = random.Random(1)
-    for r in TASK.generate(400, seed=9):
+    for r in generate(TASK, 400, seed=9):
         assert assess(r, r.summary).degenerate is None and assess(r, r.summary).wrong_demographics == []
         for build in TASK.rejected_builders.values():
             assert assess(r, build(r, rng)).degenerate is None

@@ -12,6 +12,7 @@ import pytest
 
 from clinalign.data.io import read_records
 from clinalign.errors import DataError, InputError
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.tasks.hyponatremia_urine import CATEGORIES, HyponatremiaRecord, classify, near_miss_categories
 
@@ -109,7 +110,7 @@ def test_schema_keeps_a_label_that_disagrees_with_the_rule(tmp_path: Path):
 
 
 def test_generator_labels_follow_the_rule_and_are_balanced_unique_deterministic():
-    recs = TASK.generate(2000, seed=11)
+    recs = generate(TASK, 2000, seed=11)
     for r in recs:
         assert r.label == classify(r.serum_sodium, r.serum_osmolality, r.urine_osmolality, r.urine_sodium,
                                    r.volume_status)
@@ -119,9 +120,9 @@ def test_generator_labels_follow_the_rule_and_are_balanced_unique_deterministic(
     keys = {(r.serum_sodium, r.serum_osmolality, r.urine_osmolality, r.urine_sodium, r.volume_status) for r in recs}
     assert len(keys) == 2000 and len({r.id for r in recs}) == 2000
     assert len({TASK.prompt(r) for r in recs}) == 2000
-    again = TASK.generate(300, seed=11)
+    again = generate(TASK, 300, seed=11)
     assert [r.model_dump() for r in again] == [r.model_dump() for r in recs[:300]]
-    other = TASK.generate(300, seed=12)
+    other = generate(TASK, 300, seed=12)
     assert [r.model_dump() for r in other] != [r.model_dump() for r in again]
     # realism: hypotonic serum osmolality tracks 2 x Na; SIADH urine is not maximally dilute
     for r in recs:
@@ -137,7 +138,7 @@ def test_prompt_shows_values_exactly_and_lists_every_category():
     assert "euvolemic" in p
     assert all(c in p for c in CATEGORIES)
     assert TASK.prompt(rec) == p  # stable across calls
-    formats = {TASK.prompt(r).splitlines()[2].split()[0] for r in TASK.generate(100, 0)}
+    formats = {TASK.prompt(r).splitlines()[2].split()[0] for r in generate(TASK, 100, 0)}
     assert len(formats) >= 4  # several panel layouts
 
 
@@ -186,7 +187,7 @@ def test_metrics_on_hand_made_predictions():
 
 
 def test_builders_give_a_different_valid_category():
-    recs = TASK.generate(400, seed=5)
+    recs = generate(TASK, 400, seed=5)
     rng = random.Random(0)
     for name, build in TASK.rejected_builders.items():
         got = [build(r, rng) for r in recs]
@@ -203,7 +204,7 @@ def test_builders_give_a_different_valid_category():
                     "edematous_state", "renal_failure", "low_solute_or_polydipsia"}),
 ])
 def test_plausible_wrong_category_is_one_rule_step_away(label, plausible):
-    recs = [r for r in TASK.generate(200, seed=2) if r.label == label]
+    recs = [r for r in generate(TASK, 200, seed=2) if r.label == label]
     build = TASK.rejected_builders["plausible_wrong_category"]
     rng = random.Random(1)
     got = {build(r, rng) for r in recs for _ in range(5)}
@@ -217,7 +218,7 @@ def test_small_balanced_set_still_gets_every_split():
     """8 labels x 5 records: per-label rounding of a 10% val share would give 0 val records."""
     from clinalign.data.splits import kfold_split, split_records
 
-    recs = TASK.generate(40, seed=0)
+    recs = generate(TASK, 40, seed=0)
     parts = split_records(TASK, recs, val=0.1, test=0.3, seed=0)
     assert (len(parts["train"]), len(parts["val"]), len(parts["test"])) == (24, 4, 12)
     assert sorted(r.id for p in parts.values() for r in p) == sorted(r.id for r in recs)

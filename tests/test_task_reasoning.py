@@ -12,12 +12,14 @@ import pytest
 
 from clinalign.data.io import read_records
 from clinalign.errors import DataError
+from clinalign.synthetic import generate
+from clinalign.synthetic.clinical_reasoning import make_vignette, pick_distractors
 from clinalign.tasks import get_task
-from clinalign.tasks.clinical_reasoning import ReasoningRecord, make_vignette, pick_distractors
+from clinalign.tasks.clinical_reasoning import ReasoningRecord
 from clinalign.tasks.knowledge import BY_NAME, CONDITIONS, VITALS, check_table
 
 TASK = get_task("clinical_reasoning")
-RECS = TASK.generate(2000, seed=1)
+RECS = generate(TASK, 2000, seed=1)
 
 
 def test_knowledge_table_is_complete_and_consistent():
@@ -47,8 +49,8 @@ def test_generated_records_are_valid_unique_and_deterministic():
         assert len(set(r.options.values())) == len(r.options)
         assert TASK.choices_for(r) == tuple(r.options)
         assert TASK.answer(r) == r.answer
-    assert [r.model_dump() for r in TASK.generate(200, seed=1)] == [r.model_dump() for r in RECS[:200]]
-    assert [r.model_dump() for r in TASK.generate(200, seed=2)] != [r.model_dump() for r in RECS[:200]]
+    assert [r.model_dump() for r in generate(TASK, 200, seed=1)] == [r.model_dump() for r in RECS[:200]]
+    assert [r.model_dump() for r in generate(TASK, 200, seed=2)] != [r.model_dump() for r in RECS[:200]]
     assert Counter(r.question_type for r in RECS)["treatment"] > 800
 
 

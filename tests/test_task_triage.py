@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.tasks.message_triage import PERSONNEL, URGENCY, TriageRecord, split_answer
 
@@ -17,7 +18,7 @@ TRIAGE = get_task("message_triage")
 
 @pytest.fixture(scope="module")
 def big() -> list[TriageRecord]:
-    return TRIAGE.generate(2000, seed=21)
+    return generate(TRIAGE, 2000, seed=21)
 
 
 def rec(i: int, personnel: str, urgency: str) -> TriageRecord:
@@ -43,7 +44,7 @@ def test_schema_rejects_bad_labels_and_empty_message():
 
 
 def test_determinism_by_seed():
-    a, b, c = TRIAGE.generate(60, seed=1), TRIAGE.generate(60, seed=1), TRIAGE.generate(60, seed=2)
+    a, b, c = generate(TRIAGE, 60, seed=1), generate(TRIAGE, 60, seed=1), generate(TRIAGE, 60, seed=2)
     assert [r.model_dump() for r in a] == [r.model_dump() for r in b]
     assert [r.message for r in a] != [r.message for r in c]
     assert a[0].id == "triage-000001"
@@ -165,7 +166,7 @@ def test_metrics_by_hand():
 def test_pair_builders():
     assert TRIAGE.default_strategy == "wrong_both"
     rng = random.Random(0)
-    for r in TRIAGE.generate(60, seed=4):
+    for r in generate(TRIAGE, 60, seed=4):
         gold = split_answer(TRIAGE.answer(r))
         for name, build in TRIAGE.rejected_builders.items():
             rejected = build(r, rng)

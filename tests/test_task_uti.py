@@ -9,15 +9,17 @@ from collections import Counter
 import pytest
 from pydantic import ValidationError
 
+from clinalign.synthetic import generate
+from clinalign.synthetic.uti_classification import NOTE_TYPES
 from clinalign.tasks import get_task
-from clinalign.tasks.uti_classification import NOTE_TYPES, UtiRecord
+from clinalign.tasks.uti_classification import UtiRecord
 
 UTI = get_task("uti_classification")
 
 
 @pytest.fixture(scope="module")
 def big() -> list[UtiRecord]:
-    return UTI.generate(2000, seed=11)
+    return generate(UTI, 2000, seed=11)
 
 
 def test_registered_and_closed_set():
@@ -35,7 +37,7 @@ def test_record_schema_rejects_bad_input():
 
 
 def test_determinism_by_seed():
-    a, b, c = UTI.generate(50, seed=3), UTI.generate(50, seed=3), UTI.generate(50, seed=4)
+    a, b, c = generate(UTI, 50, seed=3), generate(UTI, 50, seed=3), generate(UTI, 50, seed=4)
     assert [r.model_dump() for r in a] == [r.model_dump() for r in b]
     assert [r.text for r in a] != [r.text for r in c]
     assert [r.id for r in a][:2] == ["uti-000001", "uti-000002"]
@@ -45,7 +47,7 @@ def test_generator_does_not_touch_global_random():
     random.seed(0)
     before = random.random()
     random.seed(0)
-    UTI.generate(20, seed=1)
+    generate(UTI, 20, seed=1)
     assert random.random() == before
 
 
@@ -148,7 +150,7 @@ def test_wrong_label_builder():
     assert UTI.default_strategy == "wrong_label"
     build = UTI.rejected_builders["wrong_label"]
     rng = random.Random(0)
-    for r in UTI.generate(40, seed=2):
+    for r in generate(UTI, 40, seed=2):
         rejected = build(r, rng)
         assert rejected != UTI.answer(r) and rejected in UTI.choices
         assert UTI.parse(rejected) == rejected

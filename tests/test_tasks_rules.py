@@ -11,6 +11,7 @@ import pytest
 
 from clinalign.data.io import read_records
 from clinalign.errors import DataError, InputError
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 from clinalign.tasks.hyponatremia_urine import CATEGORIES, classify
 from clinalign.tasks.knowledge import CONDITIONS
@@ -48,11 +49,11 @@ def test_classify_rejects_impossible(args, message):
 
 
 def test_hyponatremia_generator_and_schema(tmp_path: Path):
-    recs = HYPO.generate(400, seed=3)
+    recs = generate(HYPO, 400, seed=3)
     assert all(r.label == classify(r.serum_sodium, r.serum_osmolality, r.urine_osmolality, r.urine_sodium,
                                    r.volume_status) for r in recs)
     assert set(Counter(r.label for r in recs)) == set(CATEGORIES)
-    assert [r.model_dump() for r in HYPO.generate(50, 3)] == [r.model_dump() for r in recs[:50]]
+    assert [r.model_dump() for r in generate(HYPO, 50, 3)] == [r.model_dump() for r in recs[:50]]
     bad = recs[0].model_dump() | {"serum_sodium": 140}
     path = tmp_path / "h.jsonl"
     path.write_text(json.dumps(bad) + "\n")
@@ -66,7 +67,7 @@ def test_hyponatremia_parser_metrics_pairs():
     assert HYPO.parse("renal_sodium_loss") == "renal_sodium_loss"
     assert HYPO.parse("siadh or renal failure") is None
     assert HYPO.parse("I am not sure") is None
-    recs = HYPO.generate(8, seed=0)
+    recs = generate(HYPO, 8, seed=0)
     preds = [r.label for r in recs[:6]] + [None, "hypertonic" if recs[7].label != "hypertonic" else "siadh"]
     assert HYPO.evaluate(recs, preds)["accuracy"] == pytest.approx(6 / 8)
     rng = random.Random(0)
@@ -77,7 +78,7 @@ def test_hyponatremia_parser_metrics_pairs():
 
 def test_reasoning_generator():
     assert len(CONDITIONS) >= 40
-    recs = REASON.generate(2000, seed=1)
+    recs = generate(REASON, 2000, seed=1)
     assert len({r.vignette for r in recs}) == 2000
     counts = Counter(r.answer for r in recs)
     four = sum(1 for r in recs if len(r.options) == 4)
@@ -93,7 +94,7 @@ def test_reasoning_parser_and_schema(tmp_path: Path):
     for text, want in [("C", "C"), ("(B)", "B"), ("Answer: D", "D"), ("A. Pneumonia", "A"),
                        ("The answer is E", "E"), ("pneumonia", None), ("", None)]:
         assert REASON.parse(text) == want, text
-    row = REASON.generate(1, 0)[0].model_dump() | {"answer": "E", "options": {"A": "x", "B": "y", "C": "z", "D": "w"}}
+    row = generate(REASON, 1, 0)[0].model_dump() | {"answer": "E", "options": {"A": "x", "B": "y", "C": "z", "D": "w"}}
     path = tmp_path / "r.jsonl"
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(DataError, match="r.jsonl:1: .*answer 'E' is not one of the options"):

@@ -12,6 +12,7 @@ import yaml
 
 from clinalign.errors import ConfigError
 from clinalign.study.config import load_study
+from clinalign.synthetic import generate
 
 CURVE = [{"step": 1, "epoch": 0.5, "loss": 0.69, "lr": 1e-4}, {"step": 2, "epoch": 1.0, "loss": 0.41, "lr": 5e-5}]
 
@@ -23,7 +24,7 @@ def study(tiny_model_dir: Path, tmp_path: Path, monkeypatch):
     from clinalign.study import runner
 
     def fake_task(cfg, entry, task, base_model, stages, out, extras):
-        recs = task.generate(30, seed=0)
+        recs = generate(task, 30, seed=0)
         gold = [task.answer(r) for r in recs]
         curve = out / "stages" / task.id / "dpo" / "run" / "metrics.jsonl"
         curve.parent.mkdir(parents=True)

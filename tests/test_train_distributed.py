@@ -15,6 +15,7 @@ import pytest
 from safetensors.torch import load_file
 
 from clinalign.cli import run
+from clinalign.synthetic import generate
 
 TOL = 1e-5
 
@@ -26,7 +27,7 @@ def pairs_file(tmp_path_factory):
 
     task = get_task("uti_classification")
     path = tmp_path_factory.mktemp("dist") / "pairs.jsonl"
-    rows = preference_pairs(task, task.generate(16, seed=7), seed=0)
+    rows = preference_pairs(task, generate(task, 16, seed=7), seed=0)
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 

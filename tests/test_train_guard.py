@@ -9,6 +9,7 @@ from safetensors.torch import load_file
 from clinalign.cli import run
 from clinalign.data.io import write_jsonl
 from clinalign.data.pairs import preference_pairs, sft_examples
+from clinalign.synthetic import generate
 from clinalign.tasks import get_task
 
 UTI = get_task("uti_classification")
@@ -32,8 +33,8 @@ def test_guard_directions_and_patience():
 
 def test_sft_early_stopping_when_validation_stalls(tiny_model_dir, tmp_path):
     """With lr 0 the validation loss never improves after the first evaluation: stop at the second."""
-    write_jsonl(tmp_path / "train.jsonl", sft_examples(UTI, UTI.generate(48, seed=5)))
-    write_jsonl(tmp_path / "val.jsonl", sft_examples(UTI, UTI.generate(16, seed=6)))
+    write_jsonl(tmp_path / "train.jsonl", sft_examples(UTI, generate(UTI, 48, seed=5)))
+    write_jsonl(tmp_path / "val.jsonl", sft_examples(UTI, generate(UTI, 16, seed=6)))
     out = tmp_path / "run"
     assert run(["train", "sft", "--model", str(tiny_model_dir), "--data", str(tmp_path / "train.jsonl"),
                 "--out", str(out), "--no-lora", "--batch-size", "8", "--epochs", "5", "--lr", "0",
@@ -49,7 +50,7 @@ def test_sft_early_stopping_when_validation_stalls(tiny_model_dir, tmp_path):
 
 
 def test_dpo_validation_metrics(tiny_model_dir, tmp_path):
-    recs = UTI.generate(40, seed=6)
+    recs = generate(UTI, 40, seed=6)
     write_jsonl(tmp_path / "pairs.jsonl", preference_pairs(UTI, recs[:32]))
     write_jsonl(tmp_path / "val.jsonl", preference_pairs(UTI, recs[32:]))
     out = tmp_path / "dpo"
@@ -66,7 +67,7 @@ def test_dpo_validation_metrics(tiny_model_dir, tmp_path):
 
 
 def test_unknown_guard_metric_is_an_error(tiny_model_dir, tmp_path, capsys):
-    recs = UTI.generate(16, seed=7)
+    recs = generate(UTI, 16, seed=7)
     write_jsonl(tmp_path / "t.jsonl", sft_examples(UTI, recs))
     code = run(["train", "sft", "--model", str(tiny_model_dir), "--data", str(tmp_path / "t.jsonl"),
                 "--out", str(tmp_path / "o"), "--no-lora", "--batch-size", "8", "--max-steps", "2",

@@ -10,6 +10,7 @@ import torch
 
 from clinalign.cli import run
 from clinalign.models.layers import decoder_stack
+from clinalign.synthetic import generate
 from clinalign.train import prefix
 from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, sft_forward
 from clinalign.train.ref_cache import adapters_off
@@ -105,7 +106,7 @@ def test_sft_then_dpo_runs_train_the_same_adapter(tiny_model_dir, tmp_path):
     from clinalign.tasks import get_task
 
     data = tmp_path / "uti.jsonl"
-    write_jsonl(data, get_task("uti_classification").generate(16, seed=5))
+    write_jsonl(data, generate(get_task("uti_classification"), 16, seed=5))
     runs = {}
     for cache in ("false", "true"):
         sft = _train("sft", tiny_model_dir, data, tmp_path / f"sft-{cache}", f"prefix_cache={cache}")
@@ -128,7 +129,7 @@ def test_prefix_cache_refuses_what_it_cannot_do(tiny_model_dir, tmp_path, capsys
     from clinalign.tasks import get_task
 
     data = tmp_path / "uti.jsonl"
-    write_jsonl(data, get_task("uti_classification").generate(8, seed=5))
+    write_jsonl(data, generate(get_task("uti_classification"), 8, seed=5))
     code = run(["train", "sft", "--model", str(tiny_model_dir), "--data", str(data), "--task", "uti_classification",
                 "--out", str(tmp_path / "out"), "--max-steps", "1", "progress=false", *extra])
     err = capsys.readouterr().err.strip().splitlines()
@@ -136,6 +137,7 @@ def test_prefix_cache_refuses_what_it_cannot_do(tiny_model_dir, tmp_path, capsys
     assert not (tmp_path / "out" / "final").exists()
 
 
+@pytest.mark.distributed
 def test_ddp_with_the_cache_matches_one_plain_process(tiny_model_dir, tmp_path):
     """2 gloo processes x batch 2 with the cache = 1 process x batch 4 without it (DPO, LoRA on layer 1)."""
     import os
@@ -146,7 +148,7 @@ def test_ddp_with_the_cache_matches_one_plain_process(tiny_model_dir, tmp_path):
     from clinalign.tasks import get_task
 
     data = tmp_path / "uti.jsonl"
-    write_jsonl(data, get_task("uti_classification").generate(16, seed=5))
+    write_jsonl(data, generate(get_task("uti_classification"), 16, seed=5))
     common = ["--model", str(tiny_model_dir), "--data", str(data), "--task", "uti_classification",
               "--max-steps", "3", "--lr", "5e-3", "max_length=256", "progress=false", "lora_rank=4",
               "lora_dropout=0", "lora_layers=1"]

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from clinalign.cli import run
+from clinalign.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +17,7 @@ def uti_records(tmp_path_factory):
     from clinalign.tasks import get_task
 
     path = tmp_path_factory.mktemp("uti") / "uti.jsonl"
-    write_jsonl(path, get_task("uti_classification").generate(48, seed=3))
+    write_jsonl(path, generate(get_task("uti_classification"), 48, seed=3))
     return path
 
 
@@ -24,6 +25,7 @@ def _rows(path):
     return [json.loads(x) for x in path.read_text().splitlines()]
 
 
+@pytest.mark.slow  # trains until the preferences are learnt
 def test_sft_then_dpo_learns_the_preferences(tiny_model_dir, uti_records, tmp_path):
     common = ["--model", str(tiny_model_dir), "--data", str(uti_records), "--task", "uti_classification",
               "--batch-size", "8", "--no-lora", "max_length=256", "progress=false"]
@@ -172,6 +174,7 @@ def test_on_the_fly_reference_equals_the_precomputed_one(tiny_model_dir, uti_rec
 
 @pytest.mark.parametrize(("loss", "extra"), [("simpo", ["--beta", "2.0", "simpo_gamma=0.5"]),
                                              ("orpo", ["--beta", "0.5"]), ("kto", ["--beta", "0.5"])])
+@pytest.mark.slow  # trains until the preferences are learnt
 def test_simpo_orpo_kto_learn_the_preferences(tiny_model_dir, uti_records, tmp_path, loss, extra):
     """Each new loss raises reward accuracy on the fixture pairs; the reference-free ones never
     compute (or cache) reference log-probs. KTO reads the task's pairs as desirable/undesirable rows."""

@@ -13,6 +13,7 @@ import pytest
 from safetensors.torch import load_file
 
 from clinalign.cli import run
+from clinalign.synthetic import generate
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +23,7 @@ def sft_data(tmp_path_factory):
 
     task = get_task("uti_classification")
     path = tmp_path_factory.mktemp("resume") / "sft.jsonl"
-    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, task.generate(32, seed=5))))
+    path.write_text("".join(json.dumps(r) + "\n" for r in sft_examples(task, generate(task, 32, seed=5))))
     return path
 
 
@@ -33,6 +34,7 @@ def _args(model, data, out):
             "progress=false", "lora_rank=4"]
 
 
+@pytest.mark.slow  # kills and resumes a training process
 def test_sigkill_then_resume_is_bit_identical(tiny_model_dir, sft_data, tmp_path):
     ref_out, out = tmp_path / "straight", tmp_path / "killed"
     assert run(_args(tiny_model_dir, sft_data, ref_out)) == 0

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from clinalign.rate.items import LikertItem, PairwiseItem
-from clinalign.rate.testing import running_server, seed_db
+from rate_server import running_server, seed_db
 
 CHROMIUM = Path("/usr/bin/chromium")
 DOCS = Path(__file__).resolve().parents[2] / "docs"

@@ -17,6 +17,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from clinalign import synthetic
 from clinalign.data.io import MAX_RECORD_BYTES, read_records, record_limit, write_jsonl
 from clinalign.data.pairs import preference_pairs, sft_examples
 from clinalign.data.splits import split_records
@@ -51,14 +52,17 @@ def load(task: Task, path: Path) -> list[Any]:
 
 @app.command()
 def generate(
-    task: Annotated[str, typer.Argument(help="Task id.")],
+    task: Annotated[str, typer.Argument(help="A built-in task id (the tasks with a synthetic generator).")],
     n: Annotated[int, typer.Option("--n", min=1, help="Number of records.")] = 500,
     seed: Annotated[int, typer.Option(help="Random seed: the same seed gives the same records.")] = 0,
     out: Annotated[Path, typer.Option("--out", help="Output JSONL file.")] = Path("data.jsonl"),
 ) -> None:
-    """Generate N synthetic records for a built-in task (deterministic for a seed)."""
+    """Generate N synthetic records for a built-in task (deterministic for a seed).
+
+    A task without a bundled generator (a task file, a hospital's own task) says so and exits 2:
+    give it records from a file instead."""
     t = get_task(task)
-    n_written = write_jsonl(out, t.generate(n, seed))
+    n_written = write_jsonl(out, synthetic.generate(t, n, seed))
     console.print(f"wrote {n_written} {t.id} records to {out}")
 
 

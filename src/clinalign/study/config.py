@@ -14,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from clinalign.config import apply_overrides, config_error, read_yaml, validate
-from clinalign.errors import ConfigError
+from clinalign.errors import ConfigError, TaskError
 from clinalign.models.device import Device, DType
 from clinalign.study.tracking import ReportTo
 
@@ -147,20 +147,41 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
     raw = apply_overrides(read_yaml(path, what="study"), overrides)
     cfg = validate(StudyConfig, raw, str(path), unknown_key=None)
     base = path.parent
-    for t in cfg.tasks:  # relative data paths are relative to the study file; each must exist now
+    for t in cfg.tasks:  # relative paths are relative to the study file
         for attr in ("data", "pairs_file", "likert_csv"):
             v = getattr(t, attr)
             if v and not Path(v).is_absolute():
                 setattr(t, attr, str((base / v).resolve()))
-            if v and not Path(getattr(t, attr)).is_file():
-                where = "" if Path(v).is_absolute() else f" (relative to the study file: {getattr(t, attr)})"
-                what = "is a folder, not a file" if Path(getattr(t, attr)).is_dir() else "no such file"
-                raise ConfigError(f"{path}: tasks.{t.id}.{attr}: {what}: {v}{where}")
         if t.id.endswith((".yaml", ".yml")) and not Path(t.id).is_absolute():
             t.id = str((base / t.id).resolve())
+    _check_tasks(cfg, path, raw)
     for t in cfg.tasks:
         _check_sections(cfg, t, str(path))
     return cfg
+
+
+def _check_tasks(cfg: StudyConfig, path: Path, raw: dict[str, Any]) -> None:
+    """Every task resolves (built-in id, task file, ``module:attr`` or entry point), its files exist,
+    and one without a synthetic generator has its records in ``data:``."""
+    from clinalign.synthetic import generator_for
+    from clinalign.tasks import get_task
+
+    for i, t in enumerate(cfg.tasks):
+        try:
+            task = get_task(t.id)
+        except TaskError as e:
+            raise ConfigError(f"{path}: tasks.{i}.id: {e}") from None
+        written = raw["tasks"][i] if isinstance(raw.get("tasks"), list) else {}
+        for attr in ("data", "pairs_file", "likert_csv"):
+            v = getattr(t, attr)
+            if v and not Path(v).is_file():
+                given = str(written.get(attr, v)) if isinstance(written, dict) else v
+                where = "" if Path(given).is_absolute() else f" (relative to the study file: {v})"
+                what = "is a folder, not a file" if Path(v).is_dir() else "no such file"
+                raise ConfigError(f"{path}: tasks.{t.id}.{attr}: {what}: {given}{where}")
+        if t.data is None and generator_for(task) is None:
+            raise ConfigError(f"{path}: tasks.{t.id}.data: task {task.id!r} has no synthetic generator; "
+                              "give its records as data: FILE")
 
 
 #: TrainConfig keys the study sets itself for each stage: in a stage section they would be ignored

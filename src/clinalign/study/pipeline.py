@@ -32,6 +32,7 @@ from clinalign.hashing import file_fingerprint
 from clinalign.study import parallel
 from clinalign.study.config import SET_BY_STUDY, EvalConfig, StudyConfig, TaskEntry
 from clinalign.study.stages import Stage, StageRunner
+from clinalign.synthetic import generate
 from clinalign.tasks import Task
 from clinalign.tasks.base import BASELINE_VIEW
 
@@ -127,7 +128,7 @@ def data_stage(run: TaskRun) -> Split:
 
 def _write_split(run: TaskRun, out: Path, _resume: bool) -> None:
     task, e, cfg = run.task, run.entry, run.cfg
-    records = read_records(e.data, task.record_type) if e.data else task.generate(e.n, seed=e.seed)
+    records = read_records(e.data, task.record_type) if e.data else generate(task, e.n, seed=e.seed)
     info: dict[str, int] = {}
     if run.fold is None:
         parts = split_records(task, records, val=cfg.split.val, test=cfg.split.test, seed=cfg.split.seed,

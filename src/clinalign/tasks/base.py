@@ -1,5 +1,9 @@
-"""What every task provides. A task is a plugin: adding one means one module in `tasks/`, not
-touching the trainers, the evaluator or the study.
+"""What every task provides. A task is a definition: its records' schema, how a record becomes a
+prompt and a gold answer, how model text is parsed and scored, and how wrong answers for DPO pairs are
+built. Adding one means one module, not touching the trainers, the evaluator or the study: a module in
+`tasks/` for a bundled task, or a hospital's own module loaded as ``my_pkg.tasks:Readmission``
+(see `tasks/__init__.py`). Where records come from is not the task's business: a user's files, or
+for the bundled tasks a synthetic generator in `clinalign.synthetic`.
 
 Conventions every task follows (the rest of the system relies on them):
 - A record is a pydantic model with an ``id: str`` field plus the task's inputs and gold output.
@@ -76,7 +80,8 @@ BASELINE_VIEW = ("baseline_features", "option_texts", "answer")
 
 class Task(ABC):
     """Base class for a task definition. Subclasses set the class attributes and implement the
-    abstract methods; see `tasks/uti_classification.py` for a complete example."""
+    abstract methods; see `tasks/uti_classification.py`, or `docs/examples/readmission_task.py` for
+    a task kept outside this package."""
 
     id: ClassVar[str]
     description: ClassVar[str]
@@ -105,10 +110,6 @@ class Task(ABC):
     @property
     @abstractmethod
     def rejected_builders(self) -> dict[str, RejectedBuilder]: ...
-
-    @abstractmethod
-    def generate(self, n: int, seed: int) -> list[Any]:
-        """``n`` varied synthetic records, identical for the same seed."""
 
     def choices_for(self, record: Any) -> tuple[str, ...] | None:
         """The answers allowed for this record (tasks whose option set varies per record, such as

@@ -1,11 +1,10 @@
 """Clinical reasoning: a case vignette with 4-5 lettered options -> the letter of the best diagnosis
 or next treatment.
 
-Vignettes are built from the knowledge table (knowledge.py): age and sex that fit the condition,
-a presentation, background, vital signs drawn from the condition's profile, and key findings.
-Distractors are the conditions a clinician would weigh against it (its "confusable" list, then its
-organ system), so the model must reason from the findings, not from the topic. The correct letter
-is uniform over the positions, so a model cannot win by always answering "A".
+The options of a record vary (4 or 5 letters, their texts per case), so the allowed answers are the
+record's own letters (``choices_for``) and the classical baseline ranks the options by their words.
+The most plausible wrong option for a DPO pair is read from the knowledge table (knowledge.py): the
+correct condition's "confusable" conditions first, then its organ system.
 """
 
 from __future__ import annotations
@@ -16,9 +15,9 @@ from typing import Literal
 
 from pydantic import ValidationInfo, field_validator
 
-from clinalign.eval.metrics import accuracy
 from clinalign.tasks.base import Metric, Prediction, Record, Task
-from clinalign.tasks.knowledge import BY_NAME, CONDITIONS, VITALS, Condition, by_system
+from clinalign.tasks.knowledge import CONDITIONS, Condition, by_system
+from clinalign.tasks.metrics import accuracy_metric
 
 LETTERS: tuple[str, ...] = ("A", "B", "C", "D", "E")
 QuestionType = Literal["diagnosis", "treatment"]
@@ -66,19 +65,6 @@ QUESTIONS = {
 }
 PROMPT = "{vignette}\n\n{question}\n\n{options}\n\nAnswer with the letter of the best option."
 
-ARRIVAL = {
-    "emergency": ("presents to the emergency department", "is brought to the emergency department by ambulance",
-                  "is brought to the emergency department by family", "comes to the emergency department"),
-    "clinic": ("presents to clinic", "is seen in the primary care clinic", "comes to urgent care"),
-}
-VIGNETTES = (
-    "{article} {age}-year-old {sex} {arrival} with {presentation}. History: {history}. Vital signs: {vitals}. "
-    "Examination and work-up show {findings}.",
-    "{article} {age}-year-old {sex} {arrival} with {presentation}. Background includes {history}. {vitals_sentence} "
-    "Evaluation shows {findings}.",
-    "{age}-year-old {sex_adj}. Chief complaint: {presentation}. Past history: {history}.\n"
-    "Vitals: {vitals}.\nFindings: {findings}.",
-)
 
 
 class ClinicalReasoningTask(Task):
@@ -122,95 +108,14 @@ class ClinicalReasoningTask(Task):
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
-        return (Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.answer for r in recs], preds),
-                       per_item=lambda r, p: float(r.answer == p), mean=True,
-                       covers="share of vignettes answered with the keyed option letter; an answer naming no "
-                              "single option is wrong; chance is one over the number of options. Not: the "
-                              "reasoning behind the pick (only the letter is scored)."),)
+        return (accuracy_metric(lambda r: r.answer,
+                                covers="share of vignettes answered with the keyed option letter; an answer naming "
+                                       "no single option is wrong; chance is one over the number of options. Not: "
+                                       "the reasoning behind the pick (only the letter is scored)."),)
 
     @property
     def rejected_builders(self):
         return {"distractor": distractor, "wrong_label": wrong_label}
-
-    def generate(self, n: int, seed: int) -> list[ReasoningRecord]:
-        rng = random.Random(seed)
-        out: list[ReasoningRecord] = []
-        seen: set[str] = set()
-        while len(out) < n:
-            cond = rng.choice(CONDITIONS)
-            vignette = make_vignette(cond, rng)
-            qtype: QuestionType = rng.choice(("diagnosis", "treatment"))
-            k = rng.choice((4, 5))
-            wrong = pick_distractors(cond, qtype, k - 1, rng)
-            rng.shuffle(wrong)  # the most plausible distractor must not sit at a fixed letter
-            position = rng.randrange(k)  # uniform over the letters this record has
-            conds = [*wrong[:position], cond, *wrong[position:]]
-            if vignette in seen:
-                continue
-            seen.add(vignette)
-            field = "name" if qtype == "diagnosis" else "treatment"
-            out.append(ReasoningRecord(id=f"reason-{len(out) + 1:06d}", vignette=vignette,
-                                       options={LETTERS[i]: getattr(c, field) for i, c in enumerate(conds)},
-                                       answer=LETTERS[position], question_type=qtype))
-        return out
-
-
-def pick_distractors(cond: Condition, qtype: str, k: int, rng: random.Random) -> list[Condition]:
-    """``k`` wrong options, most plausible first: the condition's confusable list (its first entry
-    always), then its organ system, then conditions that are confused with it, then any. A treatment
-    question never offers another condition's treatment that would also be right."""
-    systems = by_system()
-    confusable = [BY_NAME[x] for x in cond.confusable]
-    rest_conf = confusable[1:]
-    rng.shuffle(rest_conf)
-    confused_with_it = [c for c in CONDITIONS if cond.name in c.confusable]
-    tiers = [confusable[:1] + rest_conf,
-             rng.sample(systems[cond.system], len(systems[cond.system])),
-             rng.sample(confused_with_it, len(confused_with_it)),
-             rng.sample(CONDITIONS, len(CONDITIONS))]
-    out: list[Condition] = []
-    for tier in tiers:
-        for c in tier:
-            if c is cond or c in out or (qtype == "treatment" and c.group == cond.group):
-                continue
-            out.append(c)
-    return out[:k]
-
-
-def _vitals(profile: str, rng: random.Random, long: bool) -> str:
-    v = VITALS[profile]
-    temp = rng.uniform(*v.temp)
-    hr, sbp, rr, spo2 = rng.randint(*v.hr), rng.randint(*v.sbp), rng.randint(*v.rr), rng.randint(*v.spo2)
-    dbp = min(rng.randint(*v.dbp), sbp - 25)
-    rhythm = f" ({v.rhythm})" if v.rhythm else ""
-    if long:
-        return (f"temperature {temp:.1f} °C, pulse {hr}{rhythm}, blood pressure {sbp}/{dbp} mm Hg, "
-                f"respiratory rate {rr}, oxygen saturation {spo2}% on room air")
-    return f"T {temp:.1f} °C, HR {hr}{rhythm}, BP {sbp}/{dbp}, RR {rr}, SpO2 {spo2}% on room air"
-
-
-def _join(items: list[str]) -> str:
-    """Items may contain "and" themselves, so a list of two is joined with ", and"."""
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + ", and " + items[-1]
-
-
-def make_vignette(cond: Condition, rng: random.Random) -> str:
-    """A coherent case: demographics within the condition's range, its vital-sign profile, its
-    telling history item and key finding (so the case is answerable) plus others, in varied order."""
-    age = rng.randint(*cond.ages)
-    sex = cond.sex if cond.sex != "any" else rng.choice(("male", "female"))
-    template = rng.randrange(len(VIGNETTES))
-    history = [cond.history[0], *rng.sample(cond.history[1:], rng.choice((0, 1)))]
-    findings = [cond.findings[0], *rng.sample(cond.findings[1:], rng.choice((1, 2)))]
-    rng.shuffle(findings)
-    vitals = _vitals(cond.vitals, rng, long=rng.random() < 0.5)
-    return VIGNETTES[template].format(
-        article="An" if str(age).startswith("8") or age in (11, 18) else "A",
-        age=age, sex="man" if sex == "male" else "woman", sex_adj=sex,
-        arrival=rng.choice(ARRIVAL[cond.setting]), presentation=rng.choice(cond.presentation),
-        history=_join(history) if template != 2 else "; ".join(history),
-        vitals=vitals, vitals_sentence=f"Vital signs are {vitals}.",
-        findings="; ".join(findings))
 
 
 _BY_TEXT: dict[str, Condition] = {t.casefold(): c for c in CONDITIONS for t in (c.name, c.treatment)}

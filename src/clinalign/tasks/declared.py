@@ -64,10 +64,10 @@ from pydantic import (
 
 from clinalign.config import load_yaml
 from clinalign.errors import TaskError
-from clinalign.eval.metrics import accuracy, f1_for, macro_f1
 from clinalign.tasks.base import Metric, Prediction, Record, RejectedBuilder, Task
+from clinalign.tasks.metrics import accuracy_metric, f1_for, macro_f1
+from clinalign.tasks.text import strip_chat_artefacts
 
-NO_GENERATOR = "declared tasks have no synthetic generator; bring your data"
 CLASSIFICATION_METRICS = ("f1", "f1_macro", "accuracy")
 GENERATION_METRICS = ("rouge_l", "fact_recall")
 
@@ -172,10 +172,8 @@ class DeclaredClassification(Task):
             "f1_macro": lambda: Metric("f1_macro", "paired_bootstrap", lambda rs, ps: macro_f1(golds(rs), ps, labels),
                                        covers="mean F1 over the labels, each weighted equally; an unparseable "
                                               "answer is wrong. Not: how near a wrong label is."),
-            "accuracy": lambda: Metric("accuracy", "mcnemar", lambda rs, ps: accuracy(golds(rs), ps),
-                                       per_item=lambda r, p: float(gold(r) == p), mean=True,
-                                       covers="share of records answered with the gold label. Not: class "
-                                              "balance (the commonest label alone scores its share)."),
+            "accuracy": lambda: accuracy_metric(gold, covers="share of records answered with the gold label. Not: "
+                                                             "class balance (the commonest label alone scores its share)."),
         }
         return tuple(built[name]() for name in _metric_names(self.decl))
 
@@ -185,9 +183,6 @@ class DeclaredClassification(Task):
             return rng.choice([x for x in self.decl.labels if x != self.answer(r)])
 
         return {"wrong_label": wrong_label}
-
-    def generate(self, n: int, seed: int) -> list[Any]:
-        raise TaskError(f"{NO_GENERATOR} (task {self.id!r})")
 
 
 def _label_words(text: str) -> str:
@@ -249,9 +244,7 @@ class DeclaredGeneration(Task):
 
     def parse(self, text: str) -> Prediction:
         """The answer without chat-template tokens or a leading role line; None if nothing is left."""
-        t = re.sub(r"<\|[^|>]*\|>|</?s>|\[/?INST\]", " ", text).strip()
-        t = re.sub(r"^assistant\s*\n", "", t).strip()
-        return t or None
+        return strip_chat_artefacts(text) or None
 
     @property
     def metrics(self) -> tuple[Metric, ...]:
@@ -277,9 +270,6 @@ class DeclaredGeneration(Task):
             out["omit_fact"] = lambda r, rng: omit_fact(self.answer(r), self.facts(r), rng)
         out["truncate"] = lambda r, rng: truncate_half(self.answer(r))
         return out
-
-    def generate(self, n: int, seed: int) -> list[Any]:
-        raise TaskError(f"{NO_GENERATOR} (task {self.id!r})")
 
 
 def truncate_half(reference: str) -> str:

@@ -15,8 +15,8 @@ from typing import Literal
 from pydantic import ValidationInfo, field_validator
 
 from clinalign.errors import InputError
-from clinalign.eval.metrics import accuracy, macro_f1
 from clinalign.tasks.base import Metric, Prediction, Record, Task
+from clinalign.tasks.metrics import accuracy_metric, macro_f1
 
 VolumeStatus = Literal["hypovolemic", "euvolemic", "hypervolemic"]
 VOLUME_STATUSES: tuple[str, ...] = ("hypovolemic", "euvolemic", "hypervolemic")
@@ -272,78 +272,15 @@ class HyponatremiaUrineTask(Task):
                           "equally, so a rare category counts as much as a common one and a category never "
                           "predicted scores 0; unparseable answers are wrong. Not: how near a wrong "
                           "category is clinically (every wrong category is equally wrong)."),
-            Metric("accuracy", "mcnemar", lambda recs, preds: accuracy([r.label for r in recs], preds),
-                   per_item=lambda r, p: float(r.label == p), mean=True,
-                   covers="share of cases given exactly the category of the urine osmolality / urine sodium "
-                          "algorithm; unparseable answers are wrong. Not: near misses, or whether every "
-                          "category is handled (see macro_f1)."),
+            accuracy_metric(lambda r: r.label,
+                            covers="share of cases given exactly the category of the urine osmolality / urine "
+                                   "sodium algorithm; unparseable answers are wrong. Not: near misses, or whether "
+                                   "every category is handled (see macro_f1)."),
         )
 
     @property
     def rejected_builders(self):
         return {"plausible_wrong_category": plausible_wrong_category, "wrong_label": wrong_label}
-
-    def generate(self, n: int, seed: int) -> list[HyponatremiaRecord]:
-        """Balanced over the 8 categories (a shuffled round-robin), labels from classify()."""
-        rng = random.Random(seed)
-        out: list[HyponatremiaRecord] = []
-        seen: set[tuple] = set()
-        order: list[str] = []
-        while len(out) < n:
-            if not order:
-                order = list(CATEGORIES)
-                rng.shuffle(order)
-            category = order.pop()
-            values = sample_panel(category, rng)
-            if values in seen:
-                order.append(category)
-                continue
-            seen.add(values)
-            na, sosm, uosm, una, vol = values
-            out.append(HyponatremiaRecord(id=f"hypoNa-{len(out) + 1:06d}", serum_sodium=na, serum_osmolality=sosm,
-                                          urine_osmolality=uosm, urine_sodium=una, volume_status=vol,
-                                          label=classify(na, sosm, uosm, una, vol)))
-        return out
-
-
-def sample_panel(category: str, rng: random.Random) -> tuple[float, float, float, float, str]:
-    """Realistic values for a category: hypotonic serum osmolality tracks 2 x Na plus glucose and
-    urea; hypertonic panels carry the osmoles of hyperglycemia; urine sodium never exceeds what the
-    urine osmolality can hold. Integers, as labs report them, with an occasional decimal sodium."""
-    r = rng.randint
-    if category == "hypertonic":
-        na = r(118, 132)
-        sosm, uosm, una = r(296, 345), r(320, 750), r(20, 90)
-        vol = rng.choice(("hypovolemic", "hypovolemic", "euvolemic"))  # osmotic diuresis
-    elif category == "pseudohyponatremia":
-        na = r(119, 133)
-        sosm, uosm, una, vol = r(275, 295), r(300, 750), r(30, 110), "euvolemic"
-    else:
-        na = r(105, 134)
-        sosm = 2 * na + r(4, 16)
-        while sosm >= 275:
-            na = r(105, 134)
-            sosm = 2 * na + r(4, 16)
-        if category == "low_solute_or_polydipsia":
-            uosm = r(40, 99)
-            una = r(5, min(30, uosm // 2))
-            vol = rng.choice(("euvolemic", "euvolemic", "euvolemic", "hypovolemic"))
-        elif category == "edematous_state":
-            uosm, una, vol = r(250, 650), r(3, 29), "hypervolemic"
-        elif category == "extrarenal_sodium_loss":
-            uosm, una = r(350, 900), r(3, 29)
-            vol = rng.choice(("hypovolemic", "hypovolemic", "hypovolemic", "euvolemic"))
-        elif category == "renal_sodium_loss":
-            uosm, una, vol = r(280, 650), r(30, 120), "hypovolemic"
-        elif category == "siadh":
-            uosm, una, vol = r(200, 800), r(30, 140), "euvolemic"
-        elif category == "renal_failure":
-            uosm, una, vol = r(200, 380), r(30, 90), "hypervolemic"
-        else:
-            raise ValueError(f"unknown category {category!r}")
-    una = min(una, int(uosm * 0.45))  # urine also holds potassium and urea
-    serum_na: float = na + rng.choice((0.0, 0.0, 0.0, 0.5)) if na < 134 else na
-    return serum_na, float(sosm), float(uosm), float(una), vol
 
 
 def near_miss_categories(record: HyponatremiaRecord) -> list[list[str]]:

@@ -1,4 +1,5 @@
-"""The clinical knowledge table behind the clinical-reasoning generator.
+"""The clinical knowledge table behind the clinical-reasoning task: its synthetic vignettes
+(`clinalign.synthetic.clinical_reasoning`) and its most plausible wrong option for DPO pairs.
 
 Each condition carries what a vignette needs to be coherent (who gets it, how it presents, vital
 signs that fit, exam/lab/imaging findings) and what a question needs to be fair: the first-line

@@ -2,12 +2,12 @@
 
 The task is assembled here from its parts: `schema` (the record and its facts), `vocab` (the clinical
 vocabulary), `scoring` (the rubric, the fact matcher and the metrics: how any score can be checked by
-hand is written there) and `synth` (the generator and the rejected-summary builders).
+hand is written there) and `summaries` (summaries rendered from facts: the reference, and the
+rejected ones for DPO pairs).
 """
 
 from __future__ import annotations
 
-import random
 import re
 
 from clinalign.tasks.base import Metric, Prediction, RejectedBuilder, Task
@@ -26,18 +26,18 @@ from clinalign.tasks.discharge_summary.scoring import (
     parse_dose,
     score_summary,
 )
-from clinalign.tasks.discharge_summary.synth import (
+from clinalign.tasks.discharge_summary.summaries import (
     invented_fact,
     join_phrases,
-    make_record,
     omit_fact,
     render_summary,
     wrong_dose,
 )
 from clinalign.tasks.discharge_summary.vocab import DIAGNOSES, EXTRA_MEDS, MEDS, PROCEDURES, VOCAB
+from clinalign.tasks.text import strip_chat_artefacts
 
-_ARTEFACTS = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]|<end_of_turn>|<start_of_turn>(model|user)?|```\w*")
-_LEADING = re.compile(r"^\s*(assistant\s*\n|\**\s*(brief |short |discharge )?summary\s*\**\s*:\s*\**)", re.I)
+#: a heading small models put before their summary ("**Summary:**", "Brief summary:")
+_HEADING = r"\**\s*(brief |short |discharge )?summary\s*\**\s*:\s*\**"
 
 
 class DischargeSummaryTask(Task):
@@ -87,11 +87,8 @@ class DischargeSummaryTask(Task):
 
     def parse(self, text: str) -> Prediction:
         """The model's summary without chat-template tokens or a 'Summary:' heading; None if empty."""
-        t = _ARTEFACTS.sub(" ", text)
-        for _ in range(3):  # "assistant", then "Summary:", in either order
-            t = _LEADING.sub("", t.strip(), count=1)
-        t = re.sub(r"[ \t]+", " ", t).strip()
-        return t or None
+        t = strip_chat_artefacts(text, heading=_HEADING)
+        return re.sub(r"[ \t]+", " ", t).strip() or None
 
     def judge(self, record: DischargeRecord, answer: str) -> float:
         """The rubric's Likert (1-5; false facts and length already lower it), with fact recall (0-1)
@@ -107,25 +104,12 @@ class DischargeSummaryTask(Task):
     def rejected_builders(self) -> dict[str, RejectedBuilder]:
         return {"omit_fact": omit_fact, "wrong_dose": wrong_dose, "invented_fact": invented_fact}
 
-    def generate(self, n: int, seed: int) -> list[DischargeRecord]:
-        rng = random.Random(seed)
-        out: list[DischargeRecord] = []
-        seen: set[str] = set()
-        while len(out) < n:
-            rec = make_record(rng, f"dc-{len(out) + 1:06d}")
-            if rec.note in seen:
-                continue
-            seen.add(rec.note)
-            out.append(rec)
-        return out
-
-
 
 TASK = DischargeSummaryTask()
 
 __all__ = [
     "DIAGNOSES", "EXTRA_MEDS", "MAX_WORDS", "MEDS", "PROCEDURES", "RUBRIC", "TASK", "VOCAB", "Assessment",
     "DischargeRecord", "DischargeSummaryTask", "Dose", "Fact", "assess", "clauses", "invented_fact", "keywords",
-    "likert_score", "make_record", "normalize", "omit_fact", "parse_dose", "render_summary", "score_summary",
+    "likert_score", "normalize", "omit_fact", "parse_dose", "render_summary", "score_summary",
     "wrong_dose",
 ]

@@ -1,8 +1,8 @@
 """The known clinical vocabulary: medications (usual doses, aliases, class), diagnoses, procedures.
 
-The generator draws drugs and doses from it; the scorer treats any term in it that a summary asserts
-but the note lacks as an invented fact. One table for both, so a drug the generator can write is a
-drug the scorer recognises.
+The synthetic generator (`clinalign.synthetic.discharge_summary`) draws drugs and doses from it; the
+scorer treats any term in it that a summary asserts but the note lacks as an invented fact. One table
+for both, so a drug the generator can write is a drug the scorer recognises.
 """
 
 from __future__ import annotations

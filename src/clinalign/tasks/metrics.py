@@ -1,4 +1,5 @@
-"""Metric functions shared by the task definitions. Pure functions on plain lists.
+"""Metric functions shared by the task definitions: pure functions on plain lists, and the accuracy
+`Metric` every closed-set task reports.
 
 An unparseable prediction (None) counts as wrong: it is never dropped, so a model that fails to
 answer is not rewarded by a smaller denominator.
@@ -6,9 +7,12 @@ answer is not rewarded by a smaller denominator.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
+
+from clinalign.tasks.base import Metric, Prediction
 
 UNPARSEABLE = "<unparseable>"
 
@@ -49,5 +53,11 @@ def macro_f1(golds: Sequence[str], preds: Sequence[str | None], labels: Sequence
     return float(_f1_counts(golds, preds, present).mean()) if present else 0.0
 
 
-def per_class_f1(golds: Sequence[str], preds: Sequence[str | None], labels: Sequence[str]) -> dict[str, float]:
-    return {lab: float(s) for lab, s in zip(labels, _f1_counts(golds, preds, labels), strict=True)}
+def accuracy_metric(gold: Callable[[Any], str], name: str = "accuracy",
+                    pred: Callable[[Prediction], str | None] = lambda p: p, covers: str = "") -> Metric:
+    """Share of records whose prediction equals ``gold(record)``, with McNemar's test on the 0/1
+    per-item outcomes. ``pred`` picks the compared part of a prediction (one field of a two-field
+    answer, as triage's personnel or urgency)."""
+    return Metric(name, "mcnemar",
+                  lambda recs, preds: accuracy([gold(r) for r in recs], [pred(p) for p in preds]),
+                  per_item=lambda r, p: float(pred(p) == gold(r)), mean=True, covers=covers)

@@ -1,4 +1,5 @@
-"""Run the rating app in a child process on loopback, for the load test and the browser tests."""
+"""Run the rating app in a child process on loopback, for the load test and the browser tests; and a
+seeded ratings database. Test code: the benchmarks put this folder on sys.path to use it."""
 
 from __future__ import annotations
 

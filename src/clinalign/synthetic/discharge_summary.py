@@ -1,28 +1,24 @@
-"""Synthetic discharge notes and the perturbed summaries DPO is trained to reject.
-
-Each admission type writes its own HPI, course, procedures and findings; the key facts are kept beside
-the note, and the reference summary is rendered from them. Output is fixed by the seed.
-"""
+"""Synthetic discharge notes: each admission type writes its own HPI, course, procedures and findings;
+the key facts are kept beside the note, and the reference summary is rendered from them
+(`clinalign.tasks.discharge_summary.summaries.render_summary`). Output is fixed by the seed."""
 
 from __future__ import annotations
 
 import random
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from clinalign.tasks._text import pick
+from clinalign.synthetic.common import distinct_records
 from clinalign.tasks.discharge_summary.schema import DischargeRecord, Fact
-from clinalign.tasks.discharge_summary.scoring import (
-    Dose,
-    canonical,
-    clauses,
-    mentions,
-    normalize,
-    parse_dose,
-    record_vocab,
-)
-from clinalign.tasks.discharge_summary.vocab import DIAGNOSES, MEDS, PROCEDURES
+from clinalign.tasks.discharge_summary.scoring import normalize
+from clinalign.tasks.discharge_summary.summaries import join_phrases, render_summary
+from clinalign.tasks.discharge_summary.vocab import MEDS, PROCEDURES
+from clinalign.tasks.text import pick
+
+
+def generate(n: int, seed: int) -> list[DischargeRecord]:
+    rng = random.Random(seed)
+    return distinct_records(n, lambda i: make_record(rng, f"dc-{i + 1:06d}"), key=lambda r: r.note)
 
 
 @dataclass
@@ -352,8 +348,9 @@ def _labs(rng: random.Random, key: str, comorbid: Sequence[str]) -> str:
 _DISPOSITION = ("home", "home with home health services", "home with family", "a skilled nursing facility")
 
 
-def _dose(med: str, rng: random.Random, adm: _Admission | None = None) -> str:
-    return pick(rng, (adm.doses.get(med) if adm else None) or MEDS[med][0])
+def _dose(med: str, rng: random.Random, adm: _Admission) -> str:
+    """A usual dose of ``med``, or one of the doses this indication uses."""
+    return pick(rng, adm.doses.get(med) or MEDS[med][0])
 
 
 _FILLERS = ("acetaminophen", "polyethylene glycol", "senna")  # common discharge additions, so every list has 3
@@ -429,99 +426,3 @@ def make_record(rng: random.Random, rid: str) -> DischargeRecord:
     ])
     summary = render_summary(rng, age, sex, facts)
     return DischargeRecord(id=rid, note=note, summary=summary, facts=facts)
-
-
-def join_phrases(items: Sequence[str]) -> str:
-    """"a", "a and b", "a, b and c"."""
-    items = list(items)
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def render_summary(rng: random.Random, age: int, sex: str, facts: Sequence[Fact]) -> str:
-    """A 2-5 sentence summary naming every given fact verbatim, in one of a few clinical styles."""
-    dx = [f.text for f in facts if f.kind == "diagnosis"]
-    findings = [f.text for f in facts if f.kind == "finding"]
-    procs = [f.text for f in facts if f.kind == "procedure"]
-    meds = [f.text for f in facts if f.kind == "medication"]
-    fu = [f.text for f in facts if f.kind == "follow_up"]
-    lead = f"{age}-year-old {sex} admitted for {join_phrases(dx)}" if dx else f"{age}-year-old {sex} hospitalized"
-    inline = findings and not any(" with " in f for f in findings) and rng.random() < 0.5
-    out = [lead + (f" with {join_phrases(findings)}." if inline else ".")]
-    if findings and not inline:
-        out.append(pick(rng, ("Notable for {}.", "Key finding: {}.")).format(join_phrases(findings)))
-    if procs:
-        out.append(pick(rng, ("Underwent {}.", "Procedures: {}.")).format(join_phrases(procs)))
-    if meds:
-        out.append(pick(rng, ("Discharged on {}.", "Discharge medications: {}.")).format(", ".join(meds)))
-    if fu:
-        out.append(pick(rng, ("Follow-up: {}.", "Follow-up plan: {}.")).format(join_phrases(fu)))
-    return " ".join(out)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Rejected summaries for DPO: each one fails the rubric in one way a clinician would catch.
-
-
-def _age_sex(r: DischargeRecord) -> tuple[int, str]:
-    m = re.search(r"(\d+)-year-old (man|woman)", r.summary) or re.search(r"(\d+)-year-old (man|woman)", r.note)
-    return (int(m.group(1)), m.group(2)) if m else (60, "patient")
-
-
-def omit_fact(r: DischargeRecord, rng: random.Random) -> str:
-    """The summary re-rendered without one key fact (never the diagnosis, which anchors it)."""
-    candidates = [i for i, f in enumerate(r.facts) if f.kind != "diagnosis"]
-    if not candidates:
-        return r.summary
-    drop = pick(rng, candidates)
-    return render_summary(rng, *_age_sex(r), [f for i, f in enumerate(r.facts) if i != drop])
-
-
-def _wrong_amount(med: str, dose: str, stated: Sequence[Dose], rng: random.Random) -> str:
-    """Another usual dose of the same drug with an amount the note never gives it, else a 2x / 10x slip."""
-    taken = {d.amount for d in stated} | {parse_dose(dose).amount}
-    others = [d for d in MEDS[med][0] if parse_dose(d).amount not in taken] if med in MEDS else []
-    if others:
-        return pick(rng, others)
-    m = re.match(r"(\d+(?:\.\d+)?)(.*)", dose)
-    if not m:
-        return "10 mg daily"
-    return f"{float(m.group(1)) * pick(rng, (2, 10)):g}{m.group(2)}"
-
-
-def wrong_dose(r: DischargeRecord, rng: random.Random) -> str:
-    """One discharge medication at a plausible wrong dose."""
-    meds = [i for i, f in enumerate(r.facts) if f.kind == "medication" and f.name and f.dose]
-    if not meds:
-        return invented_fact(r, rng)
-    i = pick(rng, meds)
-    f = r.facts[i]
-    assert f.name and f.dose
-    name = canonical(f.name, record_vocab(r))
-    stated = [m.dose for m in mentions(clauses(r.note), record_vocab(r)) if m.canonical == name and m.dose]
-    bad = _wrong_amount(f.name, f.dose, stated, rng)
-    facts = list(r.facts)
-    facts[i] = f.model_copy(update={"text": f"{f.name} {bad}", "dose": bad})
-    return render_summary(rng, *_age_sex(r), facts)
-
-
-def invented_fact(r: DischargeRecord, rng: random.Random) -> str:
-    """The summary plus a medication or diagnosis the note does not contain."""
-    note = " " + " ".join(clauses(r.note)) + " "
-    present = {m.canonical for m in mentions(clauses(r.note), record_vocab(r))}
-
-    def absent(term: str, aliases: Sequence[str] = ()) -> bool:
-        forms = [normalize(t) for t in (term, *aliases)]
-        return forms[0] not in present and not any(f" {f} " in note for f in forms)
-
-    if rng.random() < 0.5:
-        drug = pick(rng, [m for m in sorted(MEDS) if absent(m, MEDS[m][1])])
-        fact = Fact(kind="medication", text=f"{drug} {_dose(drug, rng)}", name=drug)
-        return render_summary(rng, *_age_sex(r), [*r.facts, fact])
-    dx = pick(rng, [d for d in ("acute kidney injury", "hyperkalemia", "delirium", "deep vein thrombosis",
-                                "atrial fibrillation", "pneumonia", "myocardial infarction", "anemia")
-                    if absent(d, DIAGNOSES.get(d, ()))])
-    sentence = pick(rng, ("Course complicated by {}.", "Also treated for {}.", "New diagnosis of {}."))
-    sentences = render_summary(rng, *_age_sex(r), r.facts).split(". ")
-    sentences.insert(1, sentence.format(dx)[:-1])
-    return ". ".join(sentences)
-

@@ -1,4 +1,4 @@
-"""Small helpers for the synthetic text generators: seeded choice, light typos, answer cleaning.
+"""What the bundled generators share: drawing ``n`` distinct records, and seeded text variation.
 
 Every function takes the caller's ``random.Random`` so generation never touches global state and the
 same seed always gives the same records.
@@ -8,19 +8,32 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
-T = TypeVar("T")
+from clinalign.tasks.text import pick
+
+R = TypeVar("R")
 
 #: de-identified placeholders, in the style of de-identified clinical corpora (never titled real-looking
 #: names: the PHI scan in data/audit.py would rightly flag them)
 PATIENT_NAMES = ("[PATIENT NAME]", "[NAME]", "[PATIENT]", "[FIRST NAME]", "[Name]")
-CLINICIAN_NAMES = ("Dr. [CLINICIAN]", "Dr. [NAME]", "my doctor", "my provider", "Dr. [PROVIDER]")
 
 
-def pick(rng: random.Random, options: Sequence[T]) -> T:
-    return options[rng.randrange(len(options))]
+def distinct_records(n: int, draw: Callable[[int], R], key: Callable[[R], Hashable]) -> list[R]:
+    """``n`` records from ``draw(i)``, where ``i`` is the index the record will have (its id), skipping
+    a record whose ``key`` (its input text or values) was drawn before: a duplicate input would be
+    the same item twice in a dataset, and could sit on both sides of a split."""
+    out: list[R] = []
+    seen: set[Hashable] = set()
+    while len(out) < n:
+        record = draw(len(out))
+        k = key(record)
+        if k in seen:
+            continue
+        seen.add(k)
+        out.append(record)
+    return out
 
 
 def maybe(rng: random.Random, p: float, text: str, otherwise: str = "") -> str:
@@ -59,13 +72,3 @@ def typo(rng: random.Random, text: str, p: float = 0.25) -> str:
 def lowercase_casual(rng: random.Random, text: str, p: float = 0.15) -> str:
     """Some patients type in all lower case."""
     return text.lower() if rng.random() < p else text
-
-
-def clean_answer(text: str, keep_newlines: bool = False) -> str:
-    """Lower-case model text and strip markdown emphasis, quotes and stray punctuation so parsers can
-    match words; line breaks survive when asked, for answers laid out one field per line."""
-    t = text.lower().replace("’", "'")
-    t = re.sub(r"[*_`#>\"“”]", " ", t)
-    if keep_newlines:
-        return "\n".join(re.sub(r"[^\S\n]+", " ", line).strip() for line in t.splitlines()).strip()
-    return re.sub(r"\s+", " ", t).strip()

@@ -1,15 +1,13 @@
 """A tiny random-init Llama with a tokenizer trained on the fly: a real causal LM that loads offline
-through the normal loading code, for tests and quick benchmarks."""
+through the normal loading code, for tests and quick benchmarks (which put this folder on sys.path)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from pathlib import Path
 
-CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+from clinalign.models.default import CHATML_TEMPLATE
+
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<pad>"]
 
 

@@ -25,7 +25,7 @@ EXCEPTIONS = {
         "stage kept beside the other pair builders. Fix: move it to study/; left while the on-policy arm "
         "is being changed in parallel (helper E)",
     ("clinalign.data.onpolicy", "clinalign.models"): "as above: it loads the policy model",
-    ("clinalign.data.onpolicy", "clinalign.train"): "as above: it fingerprints the policy (train.ref_cache)",
+    ("clinalign.data.onpolicy", "clinalign.hashing"): "as above: it fingerprints the policy",
     ("clinalign.report.methods", "clinalign.study.config"):
         "the methods paragraph states each task's settings as the runner merged them (merge_settings): one "
         "merge rule, not a copy. Fix: the runner writes the merged settings into results['study']",

@@ -13,12 +13,13 @@ from typing import Any
 import yaml
 
 from clinalign.errors import ConfigError
+from clinalign.models.loading import adapter_base, is_adapter
 
 
 def find_final(run_dir: Path) -> Path:
     """Accept a training run folder (with final/) or the final folder itself."""
     for cand in (run_dir / "final", run_dir / "run" / "final", run_dir):
-        if (cand / "adapter_config.json").is_file() or (cand / "config.json").is_file():
+        if is_adapter(cand) or (cand / "config.json").is_file():
             return cand
     raise ConfigError(f"{run_dir}: no trained model found (expected final/ with adapter_config.json or config.json)")
 
@@ -29,9 +30,8 @@ FORMATS = ("hf", "gguf")
 def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
                  results: Path | None = None, audit: Path | None = None,
                  fmt: str = "hf", quant: str = "f16") -> Path:
-    from clinalign.eval.predict import _tokenizer_dir
     from clinalign.export.gguf_model import QUANTS, modelfile, write_gguf
-    from clinalign.models.loading import load_model, load_tokenizer
+    from clinalign.models.loading import load_model, load_tokenizer, tokenizer_dir
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}: choose from {', '.join(FORMATS)}")
@@ -40,20 +40,20 @@ def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
     if fmt == "gguf" and adapter_only:
         raise ConfigError("a GGUF file holds merged weights; drop --adapter-only")
     final = find_final(run_dir)
-    is_adapter = (final / "adapter_config.json").is_file()
+    adapter = is_adapter(final)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tokenizer = load_tokenizer(_tokenizer_dir(final))
+        tokenizer = load_tokenizer(tokenizer_dir(final))
         if adapter_only:
-            if not is_adapter:
+            if not adapter:
                 raise ConfigError(f"{final} is a full model, not a LoRA adapter; drop --adapter-only")
             for f in final.iterdir():
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
         else:
             model = load_model(final, dtype="float32", device="cpu")  # merged in full precision, as before
-            if is_adapter:
+            if adapter:
                 model = model.merge_and_unload()
             hf = tmp / ".hf" if fmt == "gguf" else tmp  # GGUF is converted from the merged HF directory
             model.save_pretrained(hf, safe_serialization=True)
@@ -84,7 +84,7 @@ def model_card(final: Path, run_dir: Path, adapter_only: bool, results: Path | N
         if cand.is_file():
             cfg = yaml.safe_load(cand.read_text()) or {}
             break
-    base = cfg.get("model") or _adapter_base(final) or "unknown"
+    base = cfg.get("model") or adapter_base(final) or "unknown"
     method = str(cfg.get("stage", cfg.get("method", "fine-tuned"))).upper()
     lines = [
         "---", "library_name: transformers", "tags: [clinalign, clinical, " + method.lower() + "]", "---", "",
@@ -118,8 +118,3 @@ def model_card(final: Path, run_dir: Path, adapter_only: bool, results: Path | N
         "- Outputs were evaluated on a held-out split of the same source, not on a prospective cohort.",
     ]
     return "\n".join(lines) + "\n"
-
-
-def _adapter_base(final: Path) -> str | None:
-    cfg = final / "adapter_config.json"
-    return json.loads(cfg.read_text()).get("base_model_name_or_path") if cfg.is_file() else None

@@ -34,8 +34,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clinalign.errors import TrainingStopped
+from clinalign.models.layers import unwrap
 from clinalign.train import distributed
-from clinalign.train.distributed import DistInfo, unwrap
+from clinalign.train.distributed import DistInfo
 
 _STEP = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"

@@ -6,7 +6,6 @@ processes (see docs/distributed.md); the command is the same.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -29,10 +28,11 @@ def _config_help(example: str) -> str:
 def _run(stage: str, config: Path | None, overrides: list[str] | None, **flags: object) -> None:
     from clinalign.train.api import run
     from clinalign.train.config import build_config
+    from clinalign.train.distributed import rank_world
 
     cfg = build_config(config, overrides, {"stage": stage, **flags})
     final = run(cfg)
-    if os.environ.get("RANK", "0") == "0":
+    if rank_world()[0] == 0:
         typer.echo(f"{stage}: final weights in {final}")
 
 

@@ -165,9 +165,9 @@ class TrainConfig(BaseModel):
 def prefix_cache_problem(cfg: TrainConfig, frozen: int | None = None) -> str | None:
     """The rule of ``prefix_cache`` (train/prefix.py), in one place: it needs LoRA on the last
     ``lora_layers`` only, so that leading layers stay frozen, and unsharded layers (not FSDP2).
-    ``frozen`` is the number of leading layers no gradient reaches, once the model is known (the
-    trainer checks again then, before anything is written); without it only the config is judged.
-    Returns what is wrong, or None."""
+    ``frozen`` is the number of leading layers no gradient reaches, once the model is built
+    (``prefix.cached`` judges it then, before anything is written); without it, at load, only what the
+    config says is judged. Returns what is wrong, or None."""
     if not cfg.prefix_cache:
         return None
     if not cfg.lora or cfg.parallel == "fsdp2":

@@ -23,8 +23,10 @@ from pathlib import Path
 import torch
 
 from clinalign.errors import ConfigError
+from clinalign.hashing import model_fingerprint
 from clinalign.models.device import resolve
-from clinalign.train import distributed, loop, prefix
+from clinalign.models.loading import is_adapter
+from clinalign.train import distributed, loop
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import kto_as_pairs, load_kto_rows, load_rows, tokenize_rows
 from clinalign.train.losses import DPOLoss, DPOOutput
@@ -35,7 +37,6 @@ from clinalign.train.ref_cache import (
     Reference,
     cached_reference_logps,
     compute_reference_logps,
-    fingerprint_model,
 )
 
 METRICS = ("reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
@@ -50,7 +51,7 @@ def run(cfg: TrainConfig) -> Path:
         raise ConfigError("no training data: give --data FILE (prompt/chosen/rejected, or records with --task)")
     loss_fn = DPOLoss.from_config(cfg)
     spec = loss_fn.spec
-    if spec.reference and not cfg.precompute_ref and cfg.lora and cfg.init_from and (Path(cfg.init_from) / "adapter_config.json").is_file():
+    if spec.reference and not cfg.precompute_ref and cfg.lora and is_adapter(cfg.init_from):
         raise ConfigError("precompute_ref: false with LoRA init_from an adapter is not supported "
                           "(the reference would be the base, not the SFT model); use precompute_ref: true")
     model_path = resolve_model_path(cfg.model)
@@ -70,15 +71,14 @@ def run(cfg: TrainConfig) -> Path:
     pad = tokenizer.pad_token_id
     info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
     try:
+        # 2. policy (checked before anything is written), and the reference (None for SimPO / ORPO: no
+        # reference pass, no cache, no copy)
         loop.seed_everything(cfg.seed)
-        loop.prepare_out(cfg, info, out, {"pairs": len(pairs), **counts})
-
-        # 2. policy, and the reference (None for SimPO / ORPO: no reference pass, no cache, no copy)
         policy = loop.load_policy(cfg, model_path).to(info.device)
+        loop.prepare_out(cfg, info, out, {"pairs": len(pairs), **counts})
         val_pairs, val_labels = [], None
         if cfg.val_data:
             val_pairs, val_labels, _ = pair_data(cfg.val_data)
-        prefix.prepare(cfg, policy, [pairs, val_pairs], pad, info.device)  # frozen layers, once per pair
         # validation is always against the initial policy, computed once before the first step
         val_ref: Reference | None = None
         if val_pairs and spec.reference:
@@ -152,7 +152,7 @@ def _reference(cfg: TrainConfig, out: Path, policy: torch.nn.Module, pairs: list
     - otherwise (full fine-tuning): a frozen copy of the initial policy, at every step.
     """
     if cfg.precompute_ref:
-        fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
+        fp = model_fingerprint(model_path) + (model_fingerprint(cfg.init_from) if cfg.init_from else "")
         chosen, rejected, _ = cached_reference_logps(
             policy, pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad, batch_size=cfg.batch_size,
             device=device, settings={"max_length": cfg.max_length, "truncation": cfg.truncation,

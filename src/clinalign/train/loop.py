@@ -35,7 +35,7 @@ import torch
 
 from clinalign.data.io import read_jsonl, write_text_atomic
 from clinalign.errors import RESUMABLE, ConfigError, TrainingStopped
-from clinalign.train import checkpoint, distributed
+from clinalign.train import checkpoint, distributed, prefix
 from clinalign.train.config import TrainConfig
 from clinalign.train.distributed import DistInfo
 
@@ -62,12 +62,6 @@ def check_out(cfg: TrainConfig) -> Path:
 # ---------------------------------------------------------------- model
 
 
-def _is_adapter(path: str | None) -> bool:
-    from clinalign.models.loading import adapter_base
-
-    return bool(path) and adapter_base(path) is not None  # type: ignore[arg-type]
-
-
 def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
     """The model to train.
 
@@ -75,13 +69,14 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
       is one adapter on the original base, loadable on its own).
     - ``init_from`` a peft adapter + full fine-tuning: the adapter merged into the base, then all weights train.
     - ``init_from`` a full model directory: that model instead of ``model``, then LoRA or full as configured.
-    Adapter initialisation draws from the seeded RNG, so every process builds the same adapter.
+    Adapter initialisation draws from the seeded RNG, so every process builds the same adapter. With
+    ``prefix_cache``, the model comes behind the cache of its frozen leading layers (train/prefix.py).
     """
-    from clinalign.models.loading import load_model
+    from clinalign.models.loading import is_adapter, load_model
 
     if cfg.init_from and not Path(cfg.init_from).is_dir():
         raise ConfigError(f"init_from {cfg.init_from} is not a directory (expected a previous run's final/)")
-    if cfg.init_from and not _is_adapter(cfg.init_from):
+    if cfg.init_from and not is_adapter(cfg.init_from):
         model_path = cfg.init_from
     model = load_model(model_path, dtype=cfg.dtype, device=cfg.device, load_in_4bit=cfg.load_in_4bit)
     if cfg.gradient_checkpointing:  # before peft wraps it; non-reentrant works with frozen embeddings
@@ -91,7 +86,7 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
-    if _is_adapter(cfg.init_from):
+    if is_adapter(cfg.init_from):
         from peft import PeftConfig, PeftModel
 
         # the adapter's shape (rank, alpha, layers) is the saved one; its dropout is this stage's own
@@ -117,7 +112,7 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
         model = get_peft_model(model, lora)
     model.config.use_cache = False
     model.train()
-    return model
+    return prefix.cached(cfg, model)
 
 
 def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:

@@ -29,7 +29,7 @@ from clinalign.models.loading import is_adapter
 from clinalign.train import distributed, loop
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import kto_as_pairs, load_kto_rows, load_rows, tokenize_rows
-from clinalign.train.losses import DPOLoss, DPOOutput
+from clinalign.train.losses import DPOOutput
 from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
 from clinalign.train.ref_cache import (
     Live,
@@ -49,16 +49,15 @@ def run(cfg: TrainConfig) -> Path:
     out = loop.check_out(cfg)
     if not cfg.data:
         raise ConfigError("no training data: give --data FILE (prompt/chosen/rejected, or records with --task)")
-    loss_fn = DPOLoss.from_config(cfg)
-    spec = loss_fn.spec
-    if spec.reference and not cfg.precompute_ref and cfg.lora and is_adapter(cfg.init_from):
+    loss_fn = cfg.loss  # with its knobs, checked when the config was loaded
+    if loss_fn.reference and not cfg.precompute_ref and cfg.lora and is_adapter(cfg.init_from):
         raise ConfigError("precompute_ref: false with LoRA init_from an adapter is not supported "
                           "(the reference would be the base, not the SFT model); use precompute_ref: true")
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
 
     def pair_data(path: str) -> tuple[list, torch.Tensor | None, dict[str, int]]:  # noqa: ANN001
-        if spec.unpaired:
+        if loss_fn.unpaired:
             kto = load_kto_rows(path, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
             tok = tokenize_rows("dpo", kto_as_pairs(kto), tokenizer, cfg.max_length, cfg.truncation)
             labels = torch.tensor([kto[i]["label"] for i in tok.kept])
@@ -81,10 +80,10 @@ def run(cfg: TrainConfig) -> Path:
             val_pairs, val_labels, _ = pair_data(cfg.val_data)
         # validation is always against the initial policy, computed once before the first step
         val_ref: Reference | None = None
-        if val_pairs and spec.reference:
+        if val_pairs and loss_fn.reference:
             val_ref = Precomputed(*compute_reference_logps(policy, val_pairs, pad_id=pad, batch_size=cfg.batch_size,
                                                            device=info.device))
-        reference = _reference(cfg, out, policy, pairs, pad, info.device, model_path) if spec.reference else None
+        reference = _reference(cfg, out, policy, pairs, pad, info.device, model_path) if loss_fn.reference else None
         model = distributed.wrap(policy, cfg.parallel, info)
 
         def forward(idx: list[int], batch: PairBatch, ref: Reference | None,

@@ -154,9 +154,11 @@ def run_recipe(stage: str, model_dir: str, rows: list[dict[str, str]], settings:
     """One clinalign training run through the real recipe (``dpo.run`` / ``sft.run``), timed end to end
     (tokenisation, model load, reference pass, steps). Checkpoint and final-model writes are skipped, as
     TRL runs with ``save_strategy="no"``: the benchmark times training, not disk. Returns the seconds
-    in all, in the one-off reference pass (DPO) and in the training loop, the first logged metrics row
-    and the number of steps run."""
-    from clinalign.train import checkpoint, dpo, loop, prefix, sft
+    in all, in the one-off reference pass (DPO) and in the training loop, the part of those two spent in
+    the frozen-prefix cache (its rows computed once, looked up after), the first logged metrics row and
+    the number of steps run."""
+    from clinalign.models.layers import PrefixCache
+    from clinalign.train import checkpoint, dpo, loop, sft
     from clinalign.train.config import build_config
 
     spent = {"ref": 0.0, "loop": 0.0, "prefix": 0.0}
@@ -173,7 +175,7 @@ def run_recipe(stage: str, model_dir: str, rows: list[dict[str, str]], settings:
 
     dpo.cached_reference_logps = timed("ref", dpo.cached_reference_logps)
     loop.train = timed("loop", loop.train)
-    prefix.prepare = timed("prefix", prefix.prepare)  # the frozen-prefix pass, when prefix_cache is on
+    PrefixCache.hidden = timed("prefix", PrefixCache.hidden)  # when prefix_cache is on: inside ref and loop
     checkpoint.save = lambda *a, **kw: None
     checkpoint.save_final = lambda out, *a, **kw: Path(out) / kw.get("name", "final")
     with tempfile.TemporaryDirectory() as tmp:

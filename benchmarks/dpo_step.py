@@ -141,7 +141,7 @@ def worker(config: str, model_dir: str, pairs: list[dict], batch_size: int, step
     import torch
 
     from clinalign.models.loading import load_model, load_tokenizer
-    from clinalign.train.losses import dpo_loss
+    from clinalign.train.losses import Sigmoid
     from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, pair_logps_concat, sft_forward
     from clinalign.train.tokenize import tokenize_pair, tokenize_sft
 
@@ -190,7 +190,7 @@ def worker(config: str, model_dir: str, pairs: list[dict], batch_size: int, step
             else:
                 ref = cached[i]
             c, r, _ = logps(model, b)
-            loss = dpo_loss(c, r, *ref, beta=0.1).losses.mean()
+            loss = Sigmoid(beta=0.1)(c, r, *ref).losses.mean()
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

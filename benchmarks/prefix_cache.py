@@ -2,8 +2,8 @@
 
 SFT for ``--epochs`` epochs and DPO for one, on the same classification-shaped examples, through the
 real recipes, each run in its own process, alternating off/on; medians over ``--repeats``. Times are
-end to end minus imports (model load, tokenisation, the prefix pass when on, the reference pass, the
-steps). The first-step loss must be equal either way (the cache changes the cost, not the numbers).
+end to end minus imports (model load, tokenisation, the reference pass, the steps; with the cache on,
+its one pass per example falls inside the first pass over each example). The first-step loss must be equal either way (the cache changes the cost, not the numbers).
 
 Usage:
   python benchmarks/prefix_cache.py                      # default model, LoRA on the last 6 layers

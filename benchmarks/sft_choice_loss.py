@@ -20,9 +20,9 @@ from clinalign.eval.inference import predict_closed_set
 from clinalign.models.loading import load_tokenizer, resolve_model_path
 from clinalign.synthetic import generate
 from clinalign.tasks import get_task
-from clinalign.train import loop, prefix
+from clinalign.train import loop
 from clinalign.train.config import TrainConfig
-from clinalign.train.packing import answer_logps, hidden_before, pack
+from clinalign.train.packing import answer_logps, pack
 from clinalign.train.tokenize import answer_ids, prompt_ids
 
 
@@ -37,18 +37,12 @@ def main() -> None:
     cfg = TrainConfig(stage="sft", lora_layers=s.get("lora_layers", 6), prefix_cache=True, lr=s.get("lr", 2e-3),
                       epochs=s.get("epochs", 3), warmup_steps=4, scheduler="constant", batch_size=4, seed=0)
     loop.seed_everything(0)
-    model = loop.load_policy(cfg, path)
-    start = prefix.frozen_layers(model)
+    model = loop.load_policy(cfg, path)  # behind the prefix cache: frozen layers once per (prompt, answers)
     items = []  # (prompt ids, every allowed answer's ids, index of the gold answer)
     for r in train:
         p, choices = prompt_ids(tok, task.prompt(r)), task.choices_for(r)
         items.append((p, [answer_ids(tok, task.prompt(r), p, c) for c in choices], choices.index(task.answer(r))))
     t0 = time.time()
-    model.eval()
-    with torch.no_grad():
-        pre = [hidden_before(model, pack([(p, a)], tok.pad_token_id), start)[0] for p, a, _ in items]
-    model.train()
-    print("prefix s", round(time.time() - t0, 1), flush=True)
     steps = cfg.epochs * ((len(items) + 3) // 4)
     opt, sched = loop.optimizer_and_schedule(model, cfg, steps)
     rng, step = random.Random(0), 0
@@ -58,10 +52,6 @@ def main() -> None:
         for b in range(0, len(order), 4):
             idx = order[b:b + 4]
             batch = pack([(items[i][0], items[i][1]) for i in idx], tok.pad_token_id)
-            emb = torch.zeros(len(idx), batch.input_ids.size(1), pre[0].size(-1))
-            for j, i in enumerate(idx):
-                emb[j, :pre[i].size(0)] = pre[i]
-            batch.inputs_embeds, batch.prefix_start = emb, start
             lp = answer_logps(model, batch)
             loss_nll, loss_ce, off = 0.0, 0.0, 0
             for i in idx:

@@ -115,7 +115,7 @@ def worker_check(model_dir: str, pairs: list[dict[str, str]], a: argparse.Namesp
     import torch
 
     from clinalign.models.loading import load_model, load_tokenizer
-    from clinalign.train.losses import dpo_loss
+    from clinalign.train.losses import Sigmoid
     from clinalign.train.packing import collate_pairs, pair_logps
     from clinalign.train.tokenize import PairExample, tokenize_pair
 
@@ -139,7 +139,7 @@ def worker_check(model_dir: str, pairs: list[dict[str, str]], a: argparse.Namesp
         with torch.no_grad():
             b = collate_pairs(examples, tok.pad_token_id).to(model.device)
             c, r, _ = pair_logps(model, b)
-            loss = dpo_loss(c, r, c, r, beta=BETA).losses.mean()
+            loss = Sigmoid(beta=BETA)(c, r, c, r).losses.mean()
         out[name] = {"loss": float(loss), "logps_chosen": float(c.float().mean()),
                      "logps_rejected": float(r.float().mean()),
                      "answer_tokens": [len(e.chosen_ids) for e in examples]}

@@ -8,8 +8,11 @@ from typing import Any
 
 import torch
 
+from clinalign.config import validate
 from clinalign.eval.inference import answer_probs, choice_logliks
 from clinalign.eval.stats import IndexMetric, bootstrap_systems
+from clinalign.train.config import FLAT_LOSS_KEYS
+from clinalign.train.losses import DPOOutput, Loss, loss_class
 from clinalign.train.packing import sft_answer_logits, token_logps
 
 
@@ -23,6 +26,24 @@ def score_choices(model: Any, tokenizer: Any, prompts: Sequence[str], choices: S
 def count_unparseable(rows: Sequence[dict[str, Any]]) -> int:
     """Generated rows whose text the task could not parse."""
     return sum(1 for r in rows if "text" in r and r["pred"] is None)
+
+
+def make_loss(loss_type: str = "sigmoid", **knobs: Any) -> Loss:
+    """A registered loss with knobs given by their flat config names (simpo_gamma=...), checked as a
+    config would be: a bad name or value is a ConfigError."""
+    cls = loss_class(loss_type, key="DPO loss_type")
+    return validate(cls, {"type": loss_type, **{FLAT_LOSS_KEYS.get(k, k): v for k, v in knobs.items()}}, "loss")
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor | None, ref_rejected_logps: torch.Tensor | None, *,
+             loss_type: str = "sigmoid", chosen_nll: torch.Tensor | None = None,
+             chosen_lengths: torch.Tensor | None = None, rejected_lengths: torch.Tensor | None = None,
+             labels: torch.Tensor | None = None, **knobs: Any) -> DPOOutput:
+    """A registered loss as one function call on plain tensors (:func:`make_loss`, then called)."""
+    return make_loss(loss_type, **knobs)(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps,
+                                         ref_rejected_logps, chosen_nll=chosen_nll, chosen_lengths=chosen_lengths,
+                                         rejected_lengths=rejected_lengths, labels=labels)
 
 
 def sft_logps(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:

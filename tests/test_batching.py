@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from clinalign.errors import ConfigError
+from clinalign.hashing import model_fingerprint
 from clinalign.models.loading import load_model, load_tokenizer
 from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, pair_logps_concat, sft_forward
 from clinalign.train.ref_cache import (
     adapters_off,
     cached_reference_logps,
     compute_reference_logps,
-    fingerprint_model,
     fingerprint_pairs,
 )
 from clinalign.train.tokenize import IGNORE, tokenize_pair, tokenize_sft
@@ -207,7 +207,7 @@ def test_reference_with_lora_is_base_model_and_cache_hits(model, tok, tmp_path):
         on_c, _, _ = pair_logps(lora, collate_pairs(pairs, tok.pad_token_id))
     assert (on_c - base_c).abs().max() > 1e-3  # the adapter does change the policy
 
-    fp = fingerprint_model(model.name_or_path)
+    fp = model_fingerprint(model.name_or_path)
     settings = {"max_length": 512, "truncation": "left"}
     c1, r1, hit1 = cached_reference_logps(
         lora, pairs, tmp_path, model_fingerprint=fp, settings=settings, pad_id=tok.pad_token_id
@@ -231,14 +231,14 @@ def test_reference_with_lora_is_base_model_and_cache_hits(model, tok, tmp_path):
 
 
 def test_fingerprints_change_with_weights_and_data(model, tok, tmp_path):
-    assert fingerprint_model(model.name_or_path) == fingerprint_model(model.name_or_path)
-    assert fingerprint_model(model) == fingerprint_model(model)
+    assert model_fingerprint(model.name_or_path) == model_fingerprint(model.name_or_path)
+    assert model_fingerprint(model) == model_fingerprint(model)
     other = load_model(model.name_or_path)
     with torch.no_grad():
         other.model.layers[0].mlp.up_proj.weight[0, 0] += 1.0
-    assert fingerprint_model(other) != fingerprint_model(model)
+    assert model_fingerprint(other) != model_fingerprint(model)
     other.save_pretrained(tmp_path / "m")
-    assert fingerprint_model(tmp_path / "m") != fingerprint_model(model.name_or_path)
+    assert model_fingerprint(tmp_path / "m") != model_fingerprint(model.name_or_path)
     pairs = _pairs(tok)
     assert fingerprint_pairs(pairs) != fingerprint_pairs(pairs[::-1])
 

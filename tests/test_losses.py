@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from clinalign.errors import ConfigError
-from clinalign.train.losses import LOSSES, DPOLoss, dpo_loss, sft_loss
+from clinalign.train.losses import LOSSES, sft_loss
+from helpers import dpo_loss, make_loss
 
 trl_dpo = pytest.importorskip("trl.trainer.dpo_trainer")
 trl_kto = pytest.importorskip("trl.trainer.kto_trainer")
@@ -154,8 +155,8 @@ def test_gradient_pushes_chosen_up_and_rejected_down():
     pc = torch.tensor([-5.0], requires_grad=True)
     pr = torch.tensor([-5.0], requires_grad=True)
     one = torch.tensor([3])
-    for loss_type, spec in LOSSES.items():
-        if spec.unpaired:
+    for loss_type, cls in LOSSES.items():
+        if cls.unpaired:
             continue
         pc.grad = pr.grad = None
         dpo_loss(
@@ -167,7 +168,7 @@ def test_gradient_pushes_chosen_up_and_rejected_down():
 
 def test_module_wrapper_and_errors():
     pc, pr, rc, rr, _, _ = _logps(seed=9)
-    mod = DPOLoss(beta=0.3, loss_type="hinge")
+    mod = make_loss("hinge", beta=0.3)
     torch.testing.assert_close(
         mod(pc, pr, rc, rr).losses, dpo_loss(pc, pr, rc, rr, beta=0.3, loss_type="hinge").losses
     )
@@ -178,7 +179,7 @@ def test_module_wrapper_and_errors():
     with pytest.raises(ConfigError, match="kto loss needs labels"):
         dpo_loss(pc, pr, rc, rr, loss_type="kto")
     with pytest.raises(ConfigError):
-        DPOLoss(loss_type="nope")
+        make_loss("nope")
     with pytest.raises(ConfigError, match="chosen_nll"):
         dpo_loss(pc, pr, rc, rr, rpo_alpha=1.0)
     with pytest.raises(ConfigError, match="label_smoothing"):
@@ -321,3 +322,88 @@ def test_registry_says_which_losses_skip_the_reference():
     assert {n for n, s in LOSSES.items() if not s.reference} == {"simpo", "orpo"}
     assert {n for n, s in LOSSES.items() if s.unpaired} == {"kto"}
     assert {"sigmoid", "ipo", "hinge", "conservative"} <= set(LOSSES)
+
+
+def test_a_loss_and_its_knobs_load_nested_or_flat_and_dump_as_set():
+    """``loss: {type: simpo, gamma: 0.5}`` and the flat keys of earlier versions (with a deprecation
+    warning) give the same loss; the saved config round-trips; ``beta`` stands on its own."""
+    import yaml
+
+    from clinalign.train.config import TrainConfig, build_config
+
+    nested = build_config(None, ["loss={type: simpo, beta: 2.0, gamma: 0.7, label_smoothing: 0.1}"])
+    with pytest.warns(FutureWarning, match="simpo_gamma, label_smoothing: flat loss keys are deprecated"):
+        flat = build_config(None, ["simpo_gamma=0.7", "label_smoothing=0.1"], {"loss": "simpo", "beta": 2.0})
+    assert nested.loss == flat.loss and type(flat.loss).__name__ == "SimPO"
+    assert (flat.loss.gamma, flat.loss.label_smoothing, flat.loss.beta, flat.beta) == (0.7, 0.1, 2.0, 2.0)
+    saved = yaml.safe_load(flat.dump())
+    assert saved["beta"] == 2.0 and saved["loss"] == {"type": "simpo", "label_smoothing": 0.1, "gamma": 0.7}
+    assert TrainConfig.model_validate(saved).loss == flat.loss  # what a run saved loads back
+    assert yaml.safe_load(build_config(None, [], {"loss": "kto"}).dump())["loss"] == "kto"  # no knob set: a name
+    # --loss NAME sets the type of a section that overrides started; loss.KNOB adds to a named loss
+    assert build_config(None, ["loss.gamma=0.3"], {"loss": "simpo"}).loss.gamma == 0.3
+    kto = build_config(None, ["loss.desirable_weight=2"], {"loss": "kto"}).loss
+    assert (kto.type, kto.desirable_weight, kto.undesirable_weight) == ("kto", 2.0, 1.0)
+    pc, pr, rc, rr, lc, lr = _logps(seed=19)
+    torch.testing.assert_close(flat.loss(pc, pr, chosen_lengths=lc, rejected_lengths=lr).losses,
+                               dpo_loss(pc, pr, rc, rr, loss_type="simpo", beta=2.0, simpo_gamma=0.7,
+                                        label_smoothing=0.1, chosen_lengths=lc, rejected_lengths=lr).losses)
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    (["simpo_gamma=0.5"], "config: simpo_gamma: not a knob of the sigmoid loss (its knobs: beta, rpo_alpha, "
+                          "label_smoothing)"),
+    (["loss={type: sigmoid, gamma: 0.5}"], "config: loss.gamma: not a knob of the sigmoid loss"),
+    (["loss=ipo", "label_smoothing=0.0"], "config: label_smoothing: not a knob of the ipo loss"),
+    (["loss={type: kto, desirable_weight: 2}", "desirable_weight=3"], "config: desirable_weight: given twice"),
+    (["loss={type: simpo, beta: 2.0}", "beta=3"], "config: beta: given twice"),
+    (["loss={type: simpo, gamma: x}"], "config: loss.gamma: Input should be a valid number"),
+    (["loss=nope"], "config: loss: unknown loss 'nope'; choose one of sigmoid, conservative, hinge, ipo"),
+])
+def test_a_knob_of_another_loss_fails_at_load_naming_the_key(overrides, message):
+    from clinalign.train.config import build_config
+
+    with pytest.raises(ConfigError) as e:
+        build_config(None, overrides, {"stage": "dpo"})
+    assert str(e.value).startswith(message), str(e.value)
+
+
+def test_a_study_dpo_section_takes_the_loss_section(tmp_path):
+    """study/config checks each stage's settings as TrainConfig at load: the nested loss passes, a knob
+    of another loss fails there with the section and key named."""
+    import yaml
+
+    from clinalign.study.config import load_study
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "config.json").write_text("{}")
+
+    def study(dpo):
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump({"name": "s", "model": str(tmp_path / "m"), "dpo": dpo,
+                                        "tasks": [{"id": "uti_classification", "n": 20}]}))
+        return path
+
+    cfg = load_study(study({"loss": {"type": "simpo", "gamma": 0.5}}))
+    assert cfg.train_settings("dpo", cfg.tasks[0])["loss"] == {"type": "simpo", "gamma": 0.5}
+    with pytest.raises(ConfigError, match=r"study.yaml: dpo: loss.gamma: not a knob of the sigmoid loss"):
+        load_study(study({"loss": {"type": "sigmoid", "gamma": 0.5}}))
+
+
+def test_the_cli_help_and_the_readme_list_every_registered_loss_and_knob():
+    import re
+    from pathlib import Path
+
+    from typer.testing import CliRunner
+
+    from clinalign.train.cli import app
+
+    text = " ".join(CliRunner().invoke(app, ["dpo", "--help"], env={"COLUMNS": "300"}).output.split())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    rows = [line.split("|")[1:-1] for line in readme.splitlines() if line.startswith("| `")]
+    table = {cells[0]: cells[-1] for cells in rows}  # the loss table: names | what | own knobs
+    for name, cls in LOSSES.items():
+        own = [k for k in cls.knobs() if k not in ("beta", "rpo_alpha")]
+        assert re.search(rf"\b{name}\b" + (rf" \({', '.join(own)}\)" if own else ""), text), name
+        row = next(knobs for names, knobs in table.items() if f"`{name}`" in names)
+        assert sorted(re.findall(r"`(\w+)`", row)) == sorted(own), name

@@ -11,10 +11,10 @@ import torch
 from clinalign.errors import ConfigError
 from clinalign.eval.inference import choice_logliks
 from clinalign.models.loading import load_model, load_tokenizer
-from clinalign.train.losses import DPOLoss, dpo_loss
 from clinalign.train.packing import answer_logps, collate_pairs, pack, pair_logps
 from clinalign.train.ref_cache import Live, Precomputed, adapters_off, compute_reference_logps
 from clinalign.train.tokenize import answer_ids, prompt_ids, tokenize_pair
+from helpers import dpo_loss, make_loss
 
 PROMPTS = ["Passage: 34F with dysuria and urinary frequency for two days. Does it describe a UTI?",
            "Patient message: my refill for metformin needs a new prescription, can you send it?"]
@@ -95,15 +95,15 @@ def test_the_loss_is_built_once_and_checked_when_built():
     g = torch.Generator().manual_seed(0)
     pc, pr, rc, rr = (torch.randn(4, generator=g) for _ in range(4))
     nll = torch.rand(4, generator=g)
-    loss = DPOLoss(beta=0.2, loss_type="ipo", rpo_alpha=0.5)
+    loss = make_loss("ipo", beta=0.2, rpo_alpha=0.5)
     want = dpo_loss(pc, pr, rc, rr, beta=0.2, loss_type="ipo", rpo_alpha=0.5, chosen_nll=nll)
     torch.testing.assert_close(loss(pc, pr, rc, rr, chosen_nll=nll).losses, want.losses)
     with pytest.raises(ConfigError, match="label_smoothing"):
-        DPOLoss(label_smoothing=0.5)
+        make_loss(label_smoothing=0.5)
     with pytest.raises(ConfigError, match="unknown loss 'nope'"):
-        from clinalign.train.losses import loss_spec
+        from clinalign.train.losses import loss_class
 
-        loss_spec("nope", key="loss")
+        loss_class("nope", key="loss")
 
 
 def test_bad_loss_options_fail_before_anything_is_written(tiny_model_dir, tmp_path, capsys):

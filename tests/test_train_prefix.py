@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from clinalign.cli import run
-from clinalign.models.layers import decoder_stack
+from clinalign.models.layers import PrefixCache, decoder_stack, frozen_layers
 from clinalign.synthetic import generate
-from clinalign.train import prefix
 from clinalign.train.packing import collate_pairs, collate_sft, pair_logps, sft_forward
 from clinalign.train.ref_cache import adapters_off
 from clinalign.train.tokenize import IGNORE, PairExample, SFTExample
@@ -42,7 +41,7 @@ def _ids(g: torch.Generator, n: int) -> list[int]:
 
 
 def test_frozen_layers_counts_the_untrained_lead(lora_tiny):
-    assert prefix.frozen_layers(lora_tiny) == 1
+    assert frozen_layers(lora_tiny) == 1
     assert len(decoder_stack(lora_tiny).layers) == 2
 
 
@@ -53,17 +52,18 @@ def test_sft_loss_and_gradients_equal_the_plain_forward(lora_tiny):
         prompt, answer = _ids(g, p), _ids(g, a)
         examples.append(SFTExample(prompt + answer, [IGNORE] * p + answer))
 
-    def loss_and_grads(batch):
+    def loss_and_grads(model, batch):
         lora_tiny.zero_grad()
-        loss = sft_forward(lora_tiny, batch, reduction="sum")
+        loss = sft_forward(model, batch, reduction="sum")
         loss.backward()
         return float(loss.detach()), {n: p.grad.clone() for n, p in lora_tiny.named_parameters() if p.requires_grad}
 
-    plain_loss, plain_grads = loss_and_grads(collate_sft(examples, 0))
-    prefix.fill(lora_tiny, examples, 1, 0, "cpu")
+    plain_loss, plain_grads = loss_and_grads(lora_tiny, collate_sft(examples, 0))
+    cache = PrefixCache(lora_tiny, 1)
     batch = collate_sft(examples, 0)
-    assert batch["inputs_embeds"].shape[:2] == batch["input_ids"].shape
-    cached_loss, cached_grads = loss_and_grads(batch)
+    cached_loss, cached_grads = loss_and_grads(cache, batch)
+    assert len(cache.rows) == len(examples) and all(h.shape[0] == len(e.input_ids)  # one row each, unpadded
+                                                    for h, e in zip(cache.rows.values(), examples, strict=True))
     # a summed loss near 94 in float32: one ulp is 7.6e-6, so the bound is relative (1e-6), as in test_inference
     assert cached_loss == pytest.approx(plain_loss, rel=1e-6, abs=1e-5)
     assert plain_grads.keys() == cached_grads.keys() and plain_grads
@@ -79,12 +79,13 @@ def test_pair_logps_equal_the_plain_forward_with_and_without_adapters(lora_tiny)
         plain = pair_logps(lora_tiny, collate_pairs(pairs, 0))
         with adapters_off(lora_tiny) as ref:
             plain_ref = pair_logps(ref, collate_pairs(pairs, 0))
-        prefix.fill(lora_tiny, pairs, 1, 0, "cpu")
+        cache = PrefixCache(lora_tiny, 1)
         batch = collate_pairs(pairs, 0)
-        assert batch.inputs_embeds is not None and batch.prefix_start == 1
-        cached = pair_logps(lora_tiny, batch)
-        with adapters_off(lora_tiny) as ref:
+        cached = pair_logps(cache, batch)
+        assert len(cache.rows) == len(pairs) and cache.start == 1
+        with adapters_off(cache) as ref:
             cached_ref = pair_logps(ref, batch)
+        assert len(cache.rows) == len(pairs)  # the reference pass reused the rows
     for want, got in zip((*plain, *plain_ref), (*cached, *cached_ref), strict=True):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(plain[0], plain_ref[0])  # the adapter matters: the check can fail
@@ -167,3 +168,30 @@ def test_ddp_with_the_cache_matches_one_plain_process(tiny_model_dir, tmp_path):
     one, two = (load_file(str(tmp_path / k / "final" / "adapter_model.safetensors")) for k in ("one", "two"))
     for k in one:
         torch.testing.assert_close(two[k], one[k], atol=1e-5, rtol=1e-4)
+
+
+def test_a_row_is_known_by_its_content_and_computed_alone(lora_tiny):
+    """The cache's key is the row, not the batch: a pair met again in another batch (other order, other
+    padding) is not computed again, and what is kept equals the pair run alone, bit for bit."""
+    from clinalign.models.layers import hidden_before
+    from clinalign.train.packing import model_mask
+
+    g = torch.Generator().manual_seed(3)
+    pairs = [PairExample(_ids(g, p), _ids(g, c), _ids(g, r)) for p, c, r in [(30, 2, 4), (12, 5, 1), (25, 1, 1)]]
+    cache = PrefixCache(lora_tiny, 1)
+    with torch.no_grad():
+        first = pair_logps(cache, collate_pairs(pairs[:2], 0))[0]
+        kept = dict(cache.rows)
+        again = pair_logps(cache, collate_pairs([pairs[2], pairs[1], pairs[0]], 0))[0]
+        alone = []
+        for p in pairs:
+            b = collate_pairs([p], 0)
+            alone.append(hidden_before(lora_tiny, 1, b.input_ids, model_mask(lora_tiny, b.attention_mask),
+                                       b.position_ids)[0])
+    assert len(kept) == 2 and len(cache.rows) == 3
+    assert all(torch.equal(cache.rows[k], v) for k, v in kept.items())
+    assert sorted(h.shape[0] for h in cache.rows.values()) == sorted(h.shape[0] for h in alone)
+    assert all(any(torch.equal(h, a) for a in alone) for h in cache.rows.values())
+    torch.testing.assert_close(again[[2, 1]], first, atol=1e-5, rtol=1e-5)
+    cache.clear()
+    assert not cache.rows

@@ -20,7 +20,10 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
 
 #: files of a model or adapter directory that decide its outputs: weights, configs, tokenizer, chat template
 MODEL_SUFFIXES = frozenset({".safetensors", ".bin", ".pt", ".pth", ".gguf", ".json", ".model", ".txt", ".jinja"})
@@ -94,13 +97,16 @@ def file_fingerprint(path: str | Path) -> str:
     return digest
 
 
-def model_fingerprint(path: str | Path) -> str:
+def model_fingerprint(model: str | Path | torch.nn.Module) -> str:
     """Content hash of a model or peft adapter directory: its top-level weight, config and tokenizer
     files (sub-folders such as Llama's ``original/`` hold other copies), and for an adapter also its
-    base model's, since the adapter's outputs are the base's plus a delta."""
+    base model's, since the adapter's outputs are the base's plus a delta. For a model already in
+    memory, a hash of its weights (:func:`_weights_fingerprint`)."""
     from clinalign.models.loading import adapter_base
 
-    root = Path(path)
+    if not isinstance(model, str | os.PathLike):
+        return _weights_fingerprint(model)
+    root = Path(model)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a model directory")
     files = {f.name: file_fingerprint(f) for f in sorted(root.iterdir())
@@ -109,3 +115,18 @@ def model_fingerprint(path: str | Path) -> str:
     if base is not None and base.is_dir() and base.resolve() != root.resolve():
         files["(base model)"] = model_fingerprint(base)
     return fingerprint(files)
+
+
+def _weights_fingerprint(model: torch.nn.Module) -> str:
+    """Every parameter's name, shape, dtype, sum and a strided sample of its values: cheap for a model
+    in memory, and a change of any one weight changes its sum."""
+    h = hashlib.sha256()
+    for name, p in sorted(model.state_dict().items()):
+        t = p.detach()
+        if hasattr(t, "full_tensor"):  # FSDP2 DTensor
+            t = t.full_tensor()
+        flat = t.reshape(-1).float().cpu()
+        step = max(1, flat.numel() // 4096)
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{float(flat.double().sum()):.10e}".encode())
+        h.update(flat[::step].numpy().tobytes())
+    return h.hexdigest()[:16]

@@ -28,8 +28,9 @@ from typing import Any, Literal
 import torch
 
 from clinalign.errors import TaskError
+from clinalign.models.layers import PrefixCache
 from clinalign.tasks.base import Task
-from clinalign.train.packing import answer_logps, hidden_before, pack
+from clinalign.train.packing import answer_logps, pack
 from clinalign.train.tokenize import answer_ids, fit_prompt, prompt_ids
 
 Mode = Literal["score", "generate"]
@@ -66,9 +67,10 @@ def shared_choice_logliks(model: Any, variants: Mapping[str, Variant], tokenizer
                           ) -> dict[str, list[list[float]]]:
     """:func:`choice_logliks` for several variants of one model (``variants[name]()`` is a context that
     sets it up: an adapter switched on, or all switched off for the base model) that differ only from
-    decoder layer ``start_layer`` on. Layers below it run once per batch and their output is reused by
-    every variant: base, SFT and DPO with LoRA on the last k layers cost one full pass plus k layers
-    each, instead of three full passes. Equal to separate passes (tested)."""
+    decoder layer ``start_layer`` on. Layers below it run once per item (``models/layers.PrefixCache``,
+    forgotten after each batch) and their output is reused by every variant: base, SFT and DPO with
+    LoRA on the last k layers cost one full pass plus k layers each, instead of three full passes.
+    Equal to separate passes (tested)."""
     if len(prompts) != len(choices):
         raise ValueError(f"{len(prompts)} prompts but {len(choices)} choice lists")
     items = []
@@ -82,17 +84,18 @@ def shared_choice_logliks(model: Any, variants: Mapping[str, Variant], tokenizer
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     order = sorted(range(len(items)), key=lambda j: -(len(items[j][0]) + sum(map(len, items[j][1]))))
     out: dict[str, list[list[float]]] = {name: [[] for _ in items] for name in variants}
+    shared = PrefixCache(model, start_layer) if start_layer else model  # the layers every variant shares, once
     for s in range(0, len(order), batch_size):
         chunk = order[s : s + batch_size]
         batch = pack([items[j] for j in chunk], pad).to(device)
-        if start_layer:  # the layers every variant shares, once
-            batch.inputs_embeds, batch.prefix_start = hidden_before(model, batch, start_layer), start_layer
         for name, variant in variants.items():
             with variant():
-                sums = answer_logps(model, batch).tolist()
+                sums = answer_logps(shared, batch).tolist()
             for j in chunk:
                 k = len(items[j][1])
                 out[name][j], sums = sums[:k], sums[k:]
+        if start_layer:
+            shared.clear()
     return out
 
 

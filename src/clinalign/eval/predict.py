@@ -29,11 +29,11 @@ def predict_records(
     import torch
 
     from clinalign.eval.inference import predict_closed_set, predict_generation
-    from clinalign.models.loading import load_model, load_tokenizer
+    from clinalign.models.loading import load_model, load_tokenizer, tokenizer_dir
 
     model = load_model(model_path, dtype=dtype, device=device)
     model.eval()
-    tokenizer = load_tokenizer(_tokenizer_dir(model_path))
+    tokenizer = load_tokenizer(tokenizer_dir(model_path))
     with torch.inference_mode():
         if task.is_closed_set and mode == "score":
             return predict_closed_set(task, model, tokenizer, list(records), batch_size=batch_size,
@@ -85,14 +85,13 @@ def predict_systems(
 def _predict_shared(task: Task, base_dir: Path, systems: Mapping[str, Path | None], records: Sequence[Any],
                     batch_size: int, max_prompt_tokens: int | None, device: str = "auto", dtype: str = "auto"
                     ) -> dict[str, list[dict[str, Any]]]:
-    import json
     from contextlib import nullcontext
 
     import torch
     from peft import PeftModel
 
     from clinalign.eval.inference import closed_set_rows, shared_choice_logliks
-    from clinalign.models.loading import load_model, load_tokenizer
+    from clinalign.models.loading import adapter_config, load_model, load_tokenizer
 
     model: Any = load_model(base_dir, dtype=dtype, device=device)
     tokenizer = load_tokenizer(base_dir)
@@ -101,7 +100,7 @@ def _predict_shared(task: Task, base_dir: Path, systems: Mapping[str, Path | Non
     for i, (name, path) in enumerate(adapters.items()):
         model = (PeftModel.from_pretrained(model, str(path), adapter_name=name) if i == 0
                  else (model.load_adapter(str(path), adapter_name=name), model)[1])
-        layers = json.loads((path / "adapter_config.json").read_text()).get("layers_to_transform")
+        layers = (adapter_config(path) or {}).get("layers_to_transform")
         first = min(first, min(layers) if isinstance(layers, list) and layers else 0)
     model.eval()
 
@@ -121,13 +120,3 @@ def _predict_shared(task: Task, base_dir: Path, systems: Mapping[str, Path | Non
                                         [task.prompt(r) for r in records], opts, batch_size, max_prompt_tokens,
                                         start_layer=first)
     return {n: closed_set_rows(task, records, ll, tokenizer, max_prompt_tokens) for n, ll in logliks.items()}
-
-
-def _tokenizer_dir(model_path: str | Path) -> Path:
-    """Adapters saved without a tokenizer use their base model's."""
-    from clinalign.models.loading import adapter_base
-
-    p = Path(model_path)
-    if (p / "tokenizer_config.json").is_file():
-        return p
-    return adapter_base(p) or p

@@ -14,12 +14,13 @@ from typing import Any
 import yaml
 
 from clinalign.errors import ClinalignError, ConfigError
+from clinalign.models.loading import adapter_base, is_adapter
 
 
 def find_final(run_dir: Path) -> Path:
     """Accept a training run folder (with final/) or the final folder itself."""
     for cand in (run_dir / "final", run_dir / "run" / "final", run_dir):
-        if (cand / "adapter_config.json").is_file() or (cand / "config.json").is_file():
+        if is_adapter(cand) or (cand / "config.json").is_file():
             return cand
     raise ConfigError(f"{run_dir}: no trained model found (expected final/ with adapter_config.json or config.json)")
 
@@ -34,9 +35,8 @@ def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
     served, often by another account: its permissions are what any file the user creates gets
     (0755 folders and 0644 files under the usual umask 022), not the 0700 of a temporary folder or
     the 0600 safetensors writes; a umask of 077, set on purpose on a host holding PHI, is kept."""
-    from clinalign.eval.predict import _tokenizer_dir
     from clinalign.export.gguf_model import QUANTS, modelfile, write_gguf
-    from clinalign.models.loading import load_model, load_tokenizer
+    from clinalign.models.loading import load_model, load_tokenizer, tokenizer_dir
 
     if fmt not in FORMATS:
         raise ConfigError(f"unknown --format {fmt!r}: choose from {', '.join(FORMATS)}")
@@ -46,20 +46,20 @@ def export_model(run_dir: Path, out: Path, adapter_only: bool = False,
         raise ConfigError("a GGUF file holds merged weights; drop --adapter-only")
     final = find_final(run_dir)
     card = model_card(final, adapter_only, results, audit, task)  # its errors come before any work
-    is_adapter = (final / "adapter_config.json").is_file()
+    adapter = is_adapter(final)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
-        tokenizer = load_tokenizer(_tokenizer_dir(final))
+        tokenizer = load_tokenizer(tokenizer_dir(final))
         if adapter_only:
-            if not is_adapter:
+            if not adapter:
                 raise ConfigError(f"{final} is a full model, not a LoRA adapter; drop --adapter-only")
             for f in final.iterdir():
                 if f.is_file():
                     shutil.copy2(f, tmp / f.name)
         else:
             model = load_model(final, dtype="float32", device="cpu")  # merged in full precision, as before
-            if is_adapter:
+            if adapter:
                 model = model.merge_and_unload()
             hf = tmp / ".hf" if fmt == "gguf" else tmp  # GGUF is converted from the merged HF directory
             model.save_pretrained(hf, safe_serialization=True)
@@ -158,7 +158,7 @@ def model_card(final: Path, adapter_only: bool, results: Path | None, audit: Pat
 
     chain = training_chain(final)
     first, last = chain[0], chain[-1]
-    base_model = first.get("model") or _adapter_base(final) or "unknown"
+    base_model = first.get("model") or (str(adapter_base(final)) if is_adapter(final) else "unknown")
     base = describe_model(base_model)
     tid = model_task(final, chain, task)
     stages = [str(c.get("stage", "fine-tuned")).upper() if c.get("stage") != "earlier run" else "an earlier run"
@@ -229,8 +229,3 @@ def _task_results(results: Path, tid: str | None) -> dict[str, Any] | None:
     if tid not in tasks:
         raise ConfigError(f"{results}: no results for task {tid!r} (the results hold {', '.join(tasks) or 'no task'})")
     return {**data, "tasks": {tid: tasks[tid]}}
-
-
-def _adapter_base(final: Path) -> str | None:
-    cfg = final / "adapter_config.json"
-    return json.loads(cfg.read_text()).get("base_model_name_or_path") if cfg.is_file() else None

@@ -19,11 +19,11 @@ def default() -> None:
 @app.command()
 def info(path: str = typer.Argument(..., help="A model or adapter directory, or 'default'.")) -> None:
     """Parameters, vocabulary, chat template and end-of-turn token of a model directory."""
-    from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path
+    from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path, tokenizer_dir
 
     p = resolve_model_path(path)
     model = load_model(p, device="cpu")
-    tok = load_tokenizer(_tokenizer_dir(p))
+    tok = load_tokenizer(tokenizer_dir(p))
     total = sum(x.numel() for x in model.parameters())
     adapter = sum(x.numel() for n, x in model.named_parameters() if "lora_" in n)
     config = getattr(model, "config", None)
@@ -35,9 +35,3 @@ def info(path: str = typer.Argument(..., help="A model or adapter directory, or 
     print(f"  dtype:         {next(model.parameters()).dtype}".replace("torch.", ""))
     print(f"  chat template: {'yes' if getattr(tok, 'chat_template', None) else 'no (plain text prompts)'}")
     print(f"  end of turn:   {tok.eos_token}")
-
-
-def _tokenizer_dir(path: str) -> str:
-    from clinalign.eval.predict import _tokenizer_dir as find
-
-    return str(find(path))

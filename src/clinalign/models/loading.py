@@ -3,18 +3,22 @@ network). Every model, the embedded default included, goes through here."""
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 from clinalign.errors import ConfigError
 
+#: what makes a directory a peft adapter rather than a full model
+ADAPTER_CONFIG = "adapter_config.json"
+
 
 def resolve_model_path(name: str | Path, allow_network: bool = False) -> str:
     """A local directory, or a hub id only when the network is allowed; otherwise a clear error."""
     p = Path(name).expanduser()
     if p.is_dir():
-        if not (p / "config.json").is_file() and not (p / "adapter_config.json").is_file():
+        if not (p / "config.json").is_file() and not is_adapter(p):
             raise ConfigError(f"model directory {p} has no config.json (not a Hugging Face model directory)")
         return str(p)
     if str(name) == "default":
@@ -29,14 +33,28 @@ def resolve_model_path(name: str | Path, allow_network: bool = False) -> str:
     )
 
 
+def is_adapter(path: str | Path | None) -> bool:
+    """Whether ``path`` is a peft adapter directory (weights on top of a base model named inside it)."""
+    return bool(path) and (Path(path) / ADAPTER_CONFIG).is_file()  # type: ignore[arg-type]
+
+
+def adapter_config(path: str | Path) -> dict[str, Any] | None:
+    """A peft adapter directory's settings (base model, rank, adapted layers); None when ``path`` is not one."""
+    return json.loads((Path(path) / ADAPTER_CONFIG).read_text()) if is_adapter(path) else None
+
+
 def adapter_base(path: str | Path) -> Path | None:
     """The base model directory a peft adapter directory was trained on; None when ``path`` is not one."""
-    cfg = Path(path) / "adapter_config.json"
-    if not cfg.is_file():
-        return None
-    import json
+    cfg = adapter_config(path)
+    return Path(cfg["base_model_name_or_path"]) if cfg is not None else None
 
-    return Path(json.loads(cfg.read_text())["base_model_name_or_path"])
+
+def tokenizer_dir(path: str | Path) -> Path:
+    """Where a model directory's tokenizer is: its own, or for an adapter saved without one its base model's."""
+    p = Path(path)
+    if (p / "tokenizer_config.json").is_file():
+        return p
+    return adapter_base(p) or p
 
 
 def load_tokenizer(path: str | Path) -> Any:
@@ -65,7 +83,7 @@ def load_model(path: str | Path, dtype: str = "auto", device: str = "auto", load
                                                        bnb_4bit_compute_dtype=place.torch_dtype)
         kw["device_map"] = {"": place.device}
     path = Path(path)
-    if (path / "adapter_config.json").is_file():
+    if is_adapter(path):
         from peft import AutoPeftModelForCausalLM
 
         model = AutoPeftModelForCausalLM.from_pretrained(str(path), **kw)

@@ -79,9 +79,8 @@ def load_policy(run_or_model: str) -> tuple[Any, Any, str]:
     model directory, or a model name that ``resolve_model_path`` knows ("default")."""
     from pathlib import Path
 
-    from clinalign.eval.predict import _tokenizer_dir
-    from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path
-    from clinalign.train.ref_cache import fingerprint_model
+    from clinalign.hashing import model_fingerprint
+    from clinalign.models.loading import load_model, load_tokenizer, resolve_model_path, tokenizer_dir
 
     p = Path(run_or_model)
     if (p / "final").is_dir():
@@ -89,4 +88,4 @@ def load_policy(run_or_model: str) -> tuple[Any, Any, str]:
     path = str(p) if p.is_dir() else resolve_model_path(run_or_model)
     model = load_model(path)
     model.eval()
-    return model, load_tokenizer(_tokenizer_dir(path)), fingerprint_model(path)
+    return model, load_tokenizer(tokenizer_dir(path)), model_fingerprint(path)

@@ -8,7 +8,6 @@ either way. The process group and collectives are train/distributed.py's.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
@@ -19,11 +18,11 @@ T = TypeVar("T")
 
 
 def world() -> int:
-    return int(os.environ.get("WORLD_SIZE", "1"))
+    return distributed.rank_world()[1]
 
 
 def is_main() -> bool:
-    return int(os.environ.get("RANK", "0")) == 0
+    return distributed.rank_world()[0] == 0
 
 
 class MainFailed(ClinalignError):
@@ -55,10 +54,9 @@ def from_main(fn: Callable[[], T]) -> T:
 def sharded(fn: Callable[[list[Any]], dict[str, list[Any]]], records: Sequence[Any]) -> dict[str, list[Any]]:
     """``fn(records)`` -> {system: one row per record}, with rank r computing records r, r+N, ... and
     every rank receiving all rows in the original order (the same rows as one process computes)."""
-    n = world() if distributed.active() else 1
+    rank, n = distributed.rank_world() if distributed.active() else (0, 1)
     if n == 1:
         return fn(list(records))
-    rank = int(os.environ.get("RANK", "0"))
     mine = list(records[rank::n])
     parts = distributed.all_gather_objects(fn(mine) if mine else {})
     systems = next(p for p in parts if p).keys()

@@ -155,7 +155,7 @@ class Task(ABC):
 
     def judge(self, record: Any, answer: str) -> float:
         """How good a model's ``answer`` text is for ``record``, higher is better: the verifier that
-        on-policy preference pairs are ranked by (data/onpolicy.py). Closed-set: 1.0 when the answer
+        on-policy preference pairs are ranked by (study/onpolicy_pairs.py). Closed-set: 1.0 when the answer
         parses to the gold label, else 0.0. Generation: the mean per-item value of the task's
         higher-is-better metrics (a declared task's ROUGE-L and fact recall); tasks whose metrics have
         different scales (a 1-5 Likert beside a recall) override this."""

@@ -34,8 +34,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from clinalign.errors import TrainingStopped
+from clinalign.models.layers import unwrap
 from clinalign.train import distributed
-from clinalign.train.distributed import DistInfo, unwrap
+from clinalign.train.distributed import DistInfo
 
 _STEP = re.compile(r"^step-(\d+)$")
 MANIFEST = "manifest.json"
@@ -209,9 +210,14 @@ def save(out: Path, info: DistInfo, model: torch.nn.Module, optimizer: torch.opt
     return final
 
 
+def read_state(path: Path) -> dict[str, Any]:
+    """A checkpoint's ``state.json``: where training was (step, epoch, position) and the run's shape."""
+    return json.loads((path / "state.json").read_text())
+
+
 def load(path: Path, info: DistInfo, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-         scheduler: Any, parallel: str) -> dict[str, Any]:
-    """Restore weights, optimizer, scheduler and this process's RNG; returns ``state.json``."""
+         scheduler: Any, parallel: str) -> None:
+    """Restore weights, optimizer, scheduler and this process's RNG."""
     weights = load_file(str(path / "model.safetensors"))
     optim = torch.load(path / "optimizer.pt", weights_only=False)
     if parallel == "fsdp2":
@@ -229,7 +235,6 @@ def load(path: Path, info: DistInfo, model: torch.nn.Module, optimizer: torch.op
     rng = path / f"rng-rank{info.rank}.pt"
     if rng.is_file():
         _set_rng_state(torch.load(rng, weights_only=False))
-    return json.loads((path / "state.json").read_text())
 
 
 def save_final(out: Path, info: DistInfo, model: torch.nn.Module, tokenizer: Any, parallel: str,

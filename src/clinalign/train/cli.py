@@ -6,7 +6,6 @@ processes (see docs/distributed.md); the command is the same.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
@@ -30,15 +29,27 @@ def _config_help(example: str) -> str:
             f"built-in defaults apply (train/config.py): epochs {epochs}; lr {lrs}")
 
 
+def _loss_help() -> str:
+    """--loss's help lists the registered losses (train/losses.py) with the knobs each adds."""
+    from clinalign.train.losses import LOSSES, Loss
+
+    shared = Loss.knobs()
+    names = [f"{name} ({', '.join(k for k in cls.knobs() if k not in shared)})" if len(cls.knobs()) > len(shared)
+             else name for name, cls in LOSSES.items()]
+    return (f"preference loss: {', '.join(names)}. Set a knob with loss.KNOB=VALUE; every loss also takes "
+            f"{' and '.join(shared)}")
+
+
 def _run(stage: str, config: Path | None, overrides: list[str] | None, max_record_bytes: int,
          **flags: object) -> None:
     from clinalign.train.api import run
     from clinalign.train.config import build_config
+    from clinalign.train.distributed import rank_world
 
     cfg = build_config(config, overrides, {"stage": stage, **flags})
     with record_limit(max_record_bytes):  # every data file the run reads
         final = run(cfg)
-    if os.environ.get("RANK", "0") == "0":
+    if rank_world()[0] == 0:
         typer.echo(f"{stage}: final weights in {final}")
 
 
@@ -83,7 +94,7 @@ def dpo(
     lr: float | None = typer.Option(None),
     lora: bool | None = typer.Option(None, "--lora/--no-lora", help="LoRA adapters or full fine-tuning"),
     beta: float | None = typer.Option(None, help="DPO temperature"),
-    loss: str | None = typer.Option(None, help="sigmoid | ipo | hinge | conservative"),
+    loss: str | None = typer.Option(None, help=_loss_help()),
     seed: int | None = typer.Option(None),
     save_every: int | None = typer.Option(None, help="checkpoint every N optimizer steps"),
     resume: bool = typer.Option(False, "--resume", help="continue from the newest intact (checksummed) checkpoint in --out"),

@@ -1,22 +1,32 @@
-"""Training config: one flat pydantic model that names every choice of an SFT or DPO run.
+"""Training config: one pydantic model that names every choice of an SFT or DPO run.
 
 Config is data: a YAML file gives the values, ``key=value`` overrides change one key, and the config a
 run actually used is saved as ``OUT/config.yaml``. Unknown keys are errors (``extra="forbid"``), so a
-typo never silently falls back to a default.
+typo never silently falls back to a default. The keys are flat but for the preference loss, whose
+knobs differ from loss to loss: ``loss: {type: simpo, gamma: 0.5}`` (train/losses.py).
 """
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeInt,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
 
 from clinalign.config import apply_overrides, read_yaml, validate
 from clinalign.errors import ConfigError
 from clinalign.models.device import Device, DType
-from clinalign.train.losses import loss_spec
+from clinalign.train.losses import Loss, Sigmoid, loss_class
 
 #: Defaults measured on small clinical datasets (a few hundred records; see benchmarks/RESULTS.md,
 #: "SFT that fits"): one epoch of LoRA SFT at 5e-4 left the model at chance on its own training set
@@ -97,15 +107,11 @@ class TrainConfig(BaseModel):
     truncation: Literal["left", "drop"] = "left"
 
     # DPO
+    #: the temperature of every preference loss (ORPO: the weight of its odds-ratio term)
     beta: float = 0.1
-    loss: str = "sigmoid"
-    label_smoothing: float = 0.0
-    rpo_alpha: float | None = None
-    #: SimPO's target reward margin gamma (loss: simpo)
-    simpo_gamma: float = 0.5
-    #: KTO's lambda_D / lambda_U (loss: kto); raise the scarcer side's weight when labels are unbalanced
-    desirable_weight: float = 1.0
-    undesirable_weight: float = 1.0
+    #: the preference loss: a name (``loss: simpo``), or the name and knobs of that loss
+    #: (``loss: {type: simpo, gamma: 0.5}``; train/losses.py lists them); ``loss.beta`` is ``beta``
+    loss: Loss = Field(default_factory=Sigmoid)
     #: reference log-probs computed once before training (and cached) instead of a second forward per step
     precompute_ref: bool = True
 
@@ -134,18 +140,26 @@ class TrainConfig(BaseModel):
             raise ValueError("must be > 0")
         return v
 
-    @field_validator("loss")
+    @model_validator(mode="before")
     @classmethod
-    def _known_loss(cls, v: str) -> str:
-        try:
-            loss_spec(v, key="loss")  # the registry is the one place a loss name is checked
-        except ConfigError as e:
-            raise ValueError(str(e)) from None
-        return v
+    def _gather_loss(cls, raw: Any) -> Any:
+        return gather_loss(raw) if isinstance(raw, dict) else raw
+
+    @field_validator("loss", mode="before")
+    @classmethod
+    def _loss_class(cls, v: Any) -> Any:
+        return loss_class(v["type"]).model_validate(v) if isinstance(v, dict) else v
+
+    @field_serializer("loss")
+    def _loss_as_set(self, loss: Loss) -> str | dict[str, Any]:
+        """The loss as it was set: its name, with the knobs that were given (``beta`` stands on its own)."""
+        knobs = {k: getattr(loss, k) for k in loss.knobs() if k in loss.model_fields_set and k != "beta"}
+        return {"type": loss.type, **knobs} if knobs else loss.type
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
         """Defaults that depend on other keys, and rules between keys."""
+        self.loss = self.loss.model_copy(update={"beta": self.beta})
         if self.epochs is None:
             self.epochs = DEFAULT_EPOCHS[self.stage]
         if self.lr is None:
@@ -165,9 +179,9 @@ class TrainConfig(BaseModel):
 def prefix_cache_problem(cfg: TrainConfig, frozen: int | None = None) -> str | None:
     """The rule of ``prefix_cache`` (train/prefix.py), in one place: it needs LoRA on the last
     ``lora_layers`` only, so that leading layers stay frozen, and unsharded layers (not FSDP2).
-    ``frozen`` is the number of leading layers no gradient reaches, once the model is known (the
-    trainer checks again then, before anything is written); without it only the config is judged.
-    Returns what is wrong, or None."""
+    ``frozen`` is the number of leading layers no gradient reaches, once the model is built
+    (``prefix.cached`` judges it then, before anything is written); without it, at load, only what the
+    config says is judged. Returns what is wrong, or None."""
     if not cfg.prefix_cache:
         return None
     if not cfg.lora or cfg.parallel == "fsdp2":
@@ -178,11 +192,57 @@ def prefix_cache_problem(cfg: TrainConfig, frozen: int | None = None) -> str | N
     return None
 
 
+#: the flat keys that named a loss's knobs before ``loss:`` held them, and the knob each names
+FLAT_LOSS_KEYS = {"simpo_gamma": "gamma", "label_smoothing": "label_smoothing", "rpo_alpha": "rpo_alpha",
+                  "desirable_weight": "desirable_weight", "undesirable_weight": "undesirable_weight"}
+
+
+def gather_loss(raw: dict[str, Any]) -> dict[str, Any]:
+    """``raw`` with its loss as one ``{type, knob: value}`` section, whatever form it was written in: a
+    name or a section, ``loss.beta`` moved out to ``beta``, the flat knob keys moved in (with a
+    deprecation warning). A key that is not a knob of the chosen loss is an error naming it."""
+    raw = dict(raw)
+    given = raw.pop("loss", None)
+    if isinstance(given, Loss):
+        given = {**given.model_dump(exclude_unset=True), "type": given.type}
+    section = {"type": given} if isinstance(given, str) else dict(given or {})
+    name = section.setdefault("type", "sigmoid")
+    try:
+        knobs = loss_class(name).knobs()
+    except ConfigError as e:
+        raise ValueError(f"loss: {e}") from None
+    flat = {key: raw.pop(key) for key in FLAT_LOSS_KEYS if key in raw}
+    where = {k: f"loss.{k}" for k in section} | {FLAT_LOSS_KEYS[k]: k for k in flat}
+    for key, value in flat.items():
+        if section.setdefault(FLAT_LOSS_KEYS[key], value) != value:
+            raise ValueError(f"{key}: given twice, also as loss.{FLAT_LOSS_KEYS[key]}")
+    for knob in section:
+        if knob != "type" and knob not in knobs:
+            raise ValueError(f"{where[knob]}: not a knob of the {name} loss (its knobs: {', '.join(knobs)})")
+    if flat:
+        example = ", ".join(f"{FLAT_LOSS_KEYS[k]}: {v}" for k, v in flat.items())
+        warnings.warn(f"{', '.join(flat)}: flat loss keys are deprecated; write loss: {{type: {name}, {example}}}",
+                      FutureWarning, stacklevel=1)
+    if "beta" in section:
+        if raw.setdefault("beta", section["beta"]) != section.pop("beta"):
+            raise ValueError("beta: given twice, also as loss.beta")
+    raw["loss"] = section
+    return raw
+
+
 def build_config(
     path: str | Path | None, overrides: list[str] | None = None, values: dict[str, Any] | None = None
 ) -> TrainConfig:
-    """YAML file < ``key=value`` overrides < explicit ``values`` (the CLI's flags), then validated."""
+    """YAML file < ``key=value`` overrides < explicit ``values`` (the CLI's flags), then validated. A loss
+    named on its own is a section holding its type, so ``loss.KNOB=VALUE`` adds to it and ``--loss NAME``
+    sets its type."""
     raw = read_yaml(path) if path is not None else {}
+    if isinstance(raw.get("loss"), str):
+        raw["loss"] = {"type": raw["loss"]}
     apply_overrides(raw, overrides)
-    raw.update({k: v for k, v in (values or {}).items() if v is not None})
+    for key, value in (values or {}).items():
+        if value is not None and key == "loss" and isinstance(raw.get("loss"), dict):
+            raw["loss"] = {**raw["loss"], "type": value}
+        elif value is not None:
+            raw[key] = value
     return validate(TrainConfig, raw, str(path) if path is not None else "config")

@@ -41,8 +41,8 @@ def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo
     Nested calls (a study's group, then each training stage inside it) share one group; the matching
     :func:`shutdown` of the outermost call destroys it."""
     global _users
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
+    rank, world = rank_world()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     from clinalign.models.device import resolve
 
     dev = resolve(device).device  # cuda:LOCAL_RANK on a GPU
@@ -71,7 +71,16 @@ def shutdown() -> None:
         dist.destroy_process_group()
 
 
+def rank_world() -> tuple[int, int]:
+    """(this process's rank, the number of processes): the process group's once one is up, else what
+    torchrun put in the environment (``RANK``, ``WORLD_SIZE``), else (0, 1) for a plain launch."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def active() -> bool:
+    """Whether a process group of more than one process is up (collectives then have peers)."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -97,17 +106,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def decoder_layers(model: Any) -> list[torch.nn.Module]:
-    """The transformer blocks of a (possibly peft-wrapped) HF causal LM: FSDP2's sharding unit."""
-    inner = model
-    if hasattr(inner, "get_base_model"):
-        inner = inner.get_base_model()
-    blocks = getattr(getattr(inner, "model", None), "layers", None)
-    if blocks is None:
-        raise ConfigError("fsdp2 needs a decoder-only model with model.layers (Llama, Mistral, Qwen, ...)")
-    return list(blocks)
-
-
 def wrap(model: torch.nn.Module, parallel: str, info: DistInfo) -> torch.nn.Module:
     """DDP or FSDP2 around the model; unchanged for ``parallel="none"``."""
     if parallel == "ddp":
@@ -118,11 +116,9 @@ def wrap(model: torch.nn.Module, parallel: str, info: DistInfo) -> torch.nn.Modu
     if parallel == "fsdp2":
         from torch.distributed.fsdp import fully_shard
 
-        for layer in decoder_layers(model):
+        from clinalign.models.layers import decoder_stack
+
+        for layer in decoder_stack(model).layers:  # the transformer blocks: FSDP2's sharding unit
             fully_shard(layer)
         fully_shard(model)
     return model
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model

@@ -18,16 +18,22 @@ loss by (batch_size x grad_accum), and DDP/FSDP average the gradients over proce
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from clinalign.errors import ConfigError
+from clinalign.hashing import model_fingerprint
 from clinalign.models.device import resolve
-from clinalign.train import distributed, loop, prefix
+from clinalign.models.loading import is_adapter
+from clinalign.train import distributed, loop
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import kto_as_pairs, load_kto_rows, load_rows, tokenize_rows
-from clinalign.train.losses import DPOLoss, DPOOutput
+from clinalign.train.losses import DPOOutput
 from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
 from clinalign.train.ref_cache import (
     Live,
@@ -35,10 +41,15 @@ from clinalign.train.ref_cache import (
     Reference,
     cached_reference_logps,
     compute_reference_logps,
-    fingerprint_model,
 )
+from clinalign.train.tokenize import PairExample
 
+#: what a step sums over its pairs (all in metrics.jsonl); the progress bar shows the first two
 METRICS = ("reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
+SHOWN = METRICS[:2]
+
+#: (pair indices, their packed batch, where their reference log-probs come from, KTO labels) -> the loss
+Forward = Callable[[list[int], PairBatch, Reference | None, torch.Tensor | None], DPOOutput]
 
 
 def run(cfg: TrainConfig) -> Path:
@@ -48,52 +59,36 @@ def run(cfg: TrainConfig) -> Path:
     out = loop.check_out(cfg)
     if not cfg.data:
         raise ConfigError("no training data: give --data FILE (prompt/chosen/rejected, or records with --task)")
-    loss_fn = DPOLoss.from_config(cfg)
-    spec = loss_fn.spec
-    if spec.reference and not cfg.precompute_ref and cfg.lora and cfg.init_from and (Path(cfg.init_from) / "adapter_config.json").is_file():
+    loss_fn = cfg.loss  # with its knobs, checked when the config was loaded
+    if loss_fn.reference and not cfg.precompute_ref and cfg.lora and is_adapter(cfg.init_from):
         raise ConfigError("precompute_ref: false with LoRA init_from an adapter is not supported "
                           "(the reference would be the base, not the SFT model); use precompute_ref: true")
     model_path = resolve_model_path(cfg.model)
     tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
-
-    def pair_data(path: str) -> tuple[list, torch.Tensor | None, dict[str, int]]:  # noqa: ANN001
-        if spec.unpaired:
-            kto = load_kto_rows(path, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
-            tok = tokenize_rows("dpo", kto_as_pairs(kto), tokenizer, cfg.max_length, cfg.truncation)
-            labels = torch.tensor([kto[i]["label"] for i in tok.kept])
-        else:
-            rows = load_rows("dpo", path, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
-            tok, labels = tokenize_rows("dpo", rows, tokenizer, cfg.max_length, cfg.truncation), None
-        return tok.examples, labels, {"truncated": tok.truncated, "dropped": tok.dropped}
-
-    pairs, labels, counts = pair_data(cfg.data)
+    pairs = _Pairs.load(cfg, cfg.data, tokenizer)
     pad = tokenizer.pad_token_id
     info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
     try:
+        # 2. policy (checked before anything is written), and the reference (None for SimPO / ORPO: no
+        # reference pass, no cache, no copy)
         loop.seed_everything(cfg.seed)
-        loop.prepare_out(cfg, info, out, {"pairs": len(pairs), **counts})
-
-        # 2. policy, and the reference (None for SimPO / ORPO: no reference pass, no cache, no copy)
         policy = loop.load_policy(cfg, model_path).to(info.device)
-        val_pairs, val_labels = [], None
-        if cfg.val_data:
-            val_pairs, val_labels, _ = pair_data(cfg.val_data)
-        prefix.prepare(cfg, policy, [pairs, val_pairs], pad, info.device)  # frozen layers, once per pair
+        loop.prepare_out(cfg, info, out, {"pairs": len(pairs.examples), **pairs.counts})
+        val = _Pairs.load(cfg, cfg.val_data, tokenizer) if cfg.val_data else None
         # validation is always against the initial policy, computed once before the first step
         val_ref: Reference | None = None
-        if val_pairs and spec.reference:
-            val_ref = Precomputed(*compute_reference_logps(policy, val_pairs, pad_id=pad, batch_size=cfg.batch_size,
-                                                           device=info.device))
-        reference = _reference(cfg, out, policy, pairs, pad, info.device, model_path) if spec.reference else None
+        if val is not None and loss_fn.reference:
+            val_ref = Precomputed(*compute_reference_logps(policy, val.examples, pad_id=pad,
+                                                           batch_size=cfg.batch_size, device=info.device))
+        reference = _reference(cfg, out, policy, pairs.examples, pad, info.device, model_path) if loss_fn.reference else None
         model = distributed.wrap(policy, cfg.parallel, info)
 
-        def forward(idx: list[int], batch: PairBatch, ref: Reference | None,
-                    lab: torch.Tensor | None) -> DPOOutput:
+        def forward(idx: list[int], batch: PairBatch, ref: Reference | None, labels: torch.Tensor | None) -> DPOOutput:
             """The policy's and the reference's log-probs of a batch, and its loss: every step and evaluation."""
             ref_c, ref_r = ref.logps(idx, batch) if ref is not None else (None, None)
             chosen, rejected, nll = pair_logps(model, batch)
             return loss_fn(chosen, rejected, ref_c, ref_r, chosen_nll=nll, chosen_lengths=batch.chosen_lengths,
-                           rejected_lengths=batch.rejected_lengths, labels=lab)
+                           rejected_lengths=batch.rejected_lengths, labels=labels)
 
         # 3. one optimizer step: grad_accum micro-batches, mean over the pairs of the global batch
         def step(micro: list[list[int]]) -> loop.StepStats:
@@ -101,9 +96,8 @@ def run(cfg: TrainConfig) -> Path:
             loss_sum, tokens = 0.0, 0
             sums = dict.fromkeys(METRICS, 0.0)
             for idx in micro:
-                batch = collate_pairs([pairs[i] for i in idx], pad).to(info.device)
-                lab = labels[idx].to(info.device) if labels is not None else None
-                out_ = forward(idx, batch, reference, lab)
+                batch, labels = pairs.batch(idx, pad, info.device)
+                out_ = forward(idx, batch, reference, labels)
                 (out_.losses.sum() / denom).backward()
                 loss_sum += float(out_.losses.detach().sum())
                 tokens += batch.num_tokens
@@ -115,30 +109,56 @@ def run(cfg: TrainConfig) -> Path:
             n = sum(len(i) for i in micro)
             return loop.StepStats(loss_sum, float(n), tokens, sums, n)
 
-        # 4. validation (optional): loss, reward accuracy and margin on held-out pairs, against the same
-        # reference (the initial policy), whose log-probs were computed before the first step
-        eval_fn = None
-        if val_pairs:
-
-            def eval_fn() -> dict[str, float]:
-                model.eval()
-                loss = acc = margin = 0.0
-                with torch.no_grad():
-                    for i in range(0, len(val_pairs), cfg.batch_size):
-                        idx = list(range(i, min(i + cfg.batch_size, len(val_pairs))))
-                        batch = collate_pairs([val_pairs[j] for j in idx], pad).to(info.device)
-                        lab = val_labels[idx].to(info.device) if val_labels is not None else None
-                        o = forward(idx, batch, val_ref, lab)
-                        m = o.chosen_rewards - o.rejected_rewards
-                        loss, acc, margin = loss + float(o.losses.sum()), acc + float((m > 0).sum()), margin + float(m.sum())
-                model.train()
-                n = len(val_pairs)
-                return {"val_loss": loss / n, "val_reward_accuracy": acc / n, "val_reward_margin": margin / n}
+        # 4. validation (optional), against the same reference (the initial policy)
+        eval_fn = None if val is None else partial(_evaluate, model, forward, val, val_ref, cfg.batch_size, pad,
+                                                   info.device)
 
         # 5. train
-        return loop.train(cfg, info, out, model, tokenizer, len(pairs), step, METRICS, eval_fn=eval_fn)
+        return loop.train(cfg, info, out, model, tokenizer, len(pairs.examples), step, SHOWN, eval_fn=eval_fn)
     finally:
         distributed.shutdown()
+
+
+@dataclass
+class _Pairs:
+    """Tokenised pairs of a data file, with KTO's labels (True = desirable answer) for unpaired rows."""
+
+    examples: list[PairExample]
+    labels: torch.Tensor | None
+    counts: dict[str, int]  # prompts truncated, examples dropped
+
+    @classmethod
+    def load(cls, cfg: TrainConfig, path: str, tokenizer: Any) -> _Pairs:
+        if cfg.loss.unpaired:
+            kto = load_kto_rows(path, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
+            tok = tokenize_rows("dpo", kto_as_pairs(kto), tokenizer, cfg.max_length, cfg.truncation)
+            labels = torch.tensor([kto[i]["label"] for i in tok.kept])
+        else:
+            rows = load_rows("dpo", path, task=cfg.task, pairs=cfg.pairs, seed=cfg.seed)
+            tok, labels = tokenize_rows("dpo", rows, tokenizer, cfg.max_length, cfg.truncation), None
+        return cls(tok.examples, labels, {"truncated": tok.truncated, "dropped": tok.dropped})
+
+    def batch(self, idx: Sequence[int], pad: int, device: Any) -> tuple[PairBatch, torch.Tensor | None]:
+        """The pairs ``idx`` packed, and their labels, on ``device``."""
+        labels = self.labels[list(idx)].to(device) if self.labels is not None else None
+        return collate_pairs([self.examples[i] for i in idx], pad).to(device), labels
+
+
+def _evaluate(model: torch.nn.Module, forward: Forward, val: _Pairs, ref: Reference | None, batch_size: int,
+              pad: int, device: Any) -> dict[str, float]:
+    """Loss, reward accuracy and reward margin on held-out pairs."""
+    model.eval()
+    loss = acc = margin = 0.0
+    with torch.no_grad():
+        for i in range(0, len(val.examples), batch_size):
+            idx = list(range(i, min(i + batch_size, len(val.examples))))
+            batch, labels = val.batch(idx, pad, device)
+            o = forward(idx, batch, ref, labels)
+            m = o.chosen_rewards - o.rejected_rewards
+            loss, acc, margin = loss + float(o.losses.sum()), acc + float((m > 0).sum()), margin + float(m.sum())
+    model.train()
+    n = len(val.examples)
+    return {"val_loss": loss / n, "val_reward_accuracy": acc / n, "val_reward_margin": margin / n}
 
 
 def _reference(cfg: TrainConfig, out: Path, policy: torch.nn.Module, pairs: list, pad: int, device: torch.device,
@@ -152,7 +172,7 @@ def _reference(cfg: TrainConfig, out: Path, policy: torch.nn.Module, pairs: list
     - otherwise (full fine-tuning): a frozen copy of the initial policy, at every step.
     """
     if cfg.precompute_ref:
-        fp = fingerprint_model(model_path) + (fingerprint_model(cfg.init_from) if cfg.init_from else "")
+        fp = model_fingerprint(model_path) + (model_fingerprint(cfg.init_from) if cfg.init_from else "")
         chosen, rejected, _ = cached_reference_logps(
             policy, pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad, batch_size=cfg.batch_size,
             device=device, settings={"max_length": cfg.max_length, "truncation": cfg.truncation,

@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ import torch
 
 from clinalign.data.io import read_jsonl, write_text_atomic
 from clinalign.errors import RESUMABLE, ConfigError, TrainingStopped
-from clinalign.train import checkpoint, distributed
+from clinalign.train import checkpoint, distributed, prefix
 from clinalign.train.config import TrainConfig
 from clinalign.train.distributed import DistInfo
 
@@ -62,12 +62,6 @@ def check_out(cfg: TrainConfig) -> Path:
 # ---------------------------------------------------------------- model
 
 
-def _is_adapter(path: str | None) -> bool:
-    from clinalign.models.loading import adapter_base
-
-    return bool(path) and adapter_base(path) is not None  # type: ignore[arg-type]
-
-
 def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
     """The model to train.
 
@@ -75,13 +69,14 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
       is one adapter on the original base, loadable on its own).
     - ``init_from`` a peft adapter + full fine-tuning: the adapter merged into the base, then all weights train.
     - ``init_from`` a full model directory: that model instead of ``model``, then LoRA or full as configured.
-    Adapter initialisation draws from the seeded RNG, so every process builds the same adapter.
+    Adapter initialisation draws from the seeded RNG, so every process builds the same adapter. With
+    ``prefix_cache``, the model comes behind the cache of its frozen leading layers (train/prefix.py).
     """
-    from clinalign.models.loading import load_model
+    from clinalign.models.loading import is_adapter, load_model
 
     if cfg.init_from and not Path(cfg.init_from).is_dir():
         raise ConfigError(f"init_from {cfg.init_from} is not a directory (expected a previous run's final/)")
-    if cfg.init_from and not _is_adapter(cfg.init_from):
+    if cfg.init_from and not is_adapter(cfg.init_from):
         model_path = cfg.init_from
     model = load_model(model_path, dtype=cfg.dtype, device=cfg.device, load_in_4bit=cfg.load_in_4bit)
     if cfg.gradient_checkpointing:  # before peft wraps it; non-reentrant works with frozen embeddings
@@ -91,7 +86,7 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
 
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=cfg.gradient_checkpointing,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})
-    if _is_adapter(cfg.init_from):
+    if is_adapter(cfg.init_from):
         from peft import PeftConfig, PeftModel
 
         # the adapter's shape (rank, alpha, layers) is the saved one; its dropout is this stage's own
@@ -117,7 +112,7 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
         model = get_peft_model(model, lora)
     model.config.use_cache = False
     model.train()
-    return model
+    return prefix.cached(cfg, model)
 
 
 def optimizer_and_schedule(model: torch.nn.Module, cfg: TrainConfig, total_steps: int) -> tuple[Any, Any]:
@@ -252,6 +247,192 @@ def _restore_metrics(path: Path, step: int) -> None:
     write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
 
 
+@dataclass
+class Reduced:
+    """One optimizer step summed over every process. A single all-reduce carries it, laid out in one
+    float64 tensor by field name, with what every process must agree on: whether a gradient was
+    non-finite anywhere, and whether SIGTERM arrived anywhere."""
+
+    loss_sum: float
+    count: float
+    tokens: float
+    examples: float
+    nonfinite_grads: float  # processes whose gradient norm was not finite
+    sigterms: float  # processes SIGTERM reached
+    sums: dict[str, float]  # the recipe's extra metrics, per-example sums
+
+    def all_reduce(self) -> Reduced:
+        names = [f.name for f in fields(self) if f.name != "sums"]
+        flat = {**{n: float(getattr(self, n)) for n in names}, **{f"sums.{k}": v for k, v in self.sums.items()}}
+        summed = distributed.all_reduce_sum(torch.tensor(list(flat.values()), dtype=torch.float64)).tolist()
+        total = dict(zip(flat, summed, strict=True))
+        return Reduced(**{n: total[n] for n in names}, sums={k: total[f"sums.{k}"] for k in self.sums})
+
+    def nonfinite(self) -> str | None:
+        """What was not finite on some process ("loss" or "gradient"): the update must not be applied."""
+        if not math.isfinite(self.loss_sum):
+            return "loss"
+        return "gradient" if self.nonfinite_grads > 0 else None
+
+    def row(self, step: int, epoch: float, lr: float, seconds: float) -> dict[str, Any]:
+        """The metrics.jsonl row: means over the global batch."""
+        return {"step": step, "epoch": epoch, "loss": self.loss_sum / self.count, "lr": lr,
+                "tokens_per_s": self.tokens / max(seconds, 1e-9),
+                **{k: v / self.examples for k, v in self.sums.items()}}
+
+
+@dataclass
+class _Position:
+    """Where training is (kept in every checkpoint's ``state.json``)."""
+
+    step: int = 0
+    epoch: int = 0
+    position: int = 0  # optimizer steps done in this epoch
+    nonfinite_skipped: int = 0  # batches skipped without an update so far
+
+
+class _Log:
+    """What rank 0 writes as training goes (other ranks write nothing): ``metrics.jsonl`` and
+    ``val_metrics.jsonl`` rows and TensorBoard scalars. A resumed run first drops the rows written
+    after its checkpoint, which will be redone."""
+
+    def __init__(self, info: DistInfo, out: Path, step: int, resumed: bool) -> None:
+        self.out, self.writer = out, None
+        if info.is_main:
+            from torch.utils.tensorboard import SummaryWriter
+
+            _restore_metrics(out / "metrics.jsonl", step)
+            self.writer = SummaryWriter(str(out / "tb"), purge_step=step if resumed else None)
+
+    def _append(self, name: str, row: dict[str, Any]) -> None:
+        with open(self.out / name, "a", encoding="utf-8") as f:
+            f.write(json.dumps(row) + "\n")
+
+    def train(self, row: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self._append("metrics.jsonl", row)
+            for k, v in row.items():
+                if k != "step":
+                    self.writer.add_scalar(f"train/{k}", v, row["step"])
+
+    def val(self, step: int, scores: dict[str, float], improved: bool) -> None:
+        if self.writer is not None:
+            self._append("val_metrics.jsonl", {"step": step, **scores, "best": improved})
+            for k, v in scores.items():
+                self.writer.add_scalar(f"val/{k}", v, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class _Run:
+    """What one training run holds between its steps, and the steps' mechanics: resume, update (or
+    skip a non-finite batch), evaluate, checkpoint, stop, finish."""
+
+    def __init__(self, cfg: TrainConfig, info: DistInfo, out: Path, model: torch.nn.Module, tokenizer: Any,
+                 n_examples: int, total: int) -> None:
+        self.cfg, self.info, self.out, self.model, self.tokenizer = cfg, info, out, model, tokenizer
+        self.n_examples = n_examples
+        self.optimizer, self.scheduler = optimizer_and_schedule(model, cfg, total)
+        saved = self._resume()
+        self.at = _Position(saved["step"], saved["epoch"], saved["position"],
+                            int(saved.get("nonfinite_skipped", 0))) if saved else _Position()
+        self.guard = _Guard.from_state(cfg, saved)
+        self.log = _Log(info, out, self.at.step, resumed=saved is not None)
+
+    def warn(self, message: str) -> None:
+        if self.info.is_main:
+            print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    def _resume(self) -> dict[str, Any] | None:
+        """With ``resume``: the newest intact checkpoint's ``state.json`` (read once), its weights,
+        optimizer, scheduler and RNG restored; None to start from step 0."""
+        cfg, info, out = self.cfg, self.info, self.out
+        last = checkpoint.latest(out, warn=self.warn) if cfg.resume else None
+        if cfg.resume and last is None and any((out / "checkpoints").glob("step-*")):
+            self.warn("no intact checkpoint left; training starts again from step 0")
+        if last is None:
+            return None
+        saved = checkpoint.read_state(last)
+        if (saved["world"], saved["batch_size"], saved["examples"]) != (info.world, cfg.batch_size, self.n_examples):
+            raise ConfigError(
+                f"cannot resume {last}: it was made with {saved['world']} process(es), batch_size "
+                f"{saved['batch_size']} and {saved['examples']} examples; resume with the same launch and data"
+            )
+        checkpoint.load(last, info, self.model, self.optimizer, self.scheduler, cfg.parallel)
+        return saved
+
+    def step(self, step_fn: StepFn, micro: list[list[int]], sigterm: threading.Event) -> Reduced:
+        """The recipe's forward and backward over ``micro``, summed over the processes, with whether
+        SIGTERM has arrived (also during this step)."""
+        stats = step_fn(micro)
+        norm = _grad_norm(self.model, self.cfg.max_grad_norm)
+        return Reduced(stats.loss_sum, stats.count, stats.tokens, stats.examples, float(not math.isfinite(norm)),
+                       float(sigterm.is_set()), stats.sums).all_reduce()
+
+    def update(self, result: Reduced) -> bool:
+        """Apply the step's update; or, when something was not finite, skip the batch (within
+        ``skip_nonfinite``) or stop training. Returns whether the update was applied."""
+        what = result.nonfinite()
+        if what is None:
+            self.optimizer.step()
+            self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            return True
+        self.optimizer.zero_grad(set_to_none=True)  # the update is not applied
+        at, limit = self.at, self.cfg.skip_nonfinite
+        at.nonfinite_skipped += 1
+        if at.nonfinite_skipped > limit:
+            prev = checkpoint.latest(self.out)
+            raise TrainingStopped(
+                f"non-finite {what} at step {at.step}: training stopped, final/ not written; last good "
+                f"checkpoint: {prev or 'none (none was written yet)'}. Lower lr, use float32, or "
+                f"skip such batches with skip_nonfinite=N (used {at.nonfinite_skipped - 1} of {limit})")
+        self.warn(f"non-finite {what} at step {at.step}: batch skipped without an update "
+                  f"({at.nonfinite_skipped} of skip_nonfinite={limit})")
+        self.scheduler.step()
+        return False
+
+    def save(self) -> Path:
+        cfg, at = self.cfg, self.at
+        return checkpoint.save(self.out, self.info, self.model, self.optimizer, self.scheduler, cfg.parallel,
+                               {"step": at.step, "epoch": at.epoch, "position": at.position, "seed": cfg.seed,
+                                "world": self.info.world, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
+                                "examples": self.n_examples, "guard": self.guard.state(),
+                                "nonfinite_skipped": at.nonfinite_skipped})
+
+    def stop_on_sigterm(self) -> None:
+        path = self.save()
+        self.log.close()
+        raise TrainingStopped(f"SIGTERM at step {self.at.step}: checkpoint {path} written; run the same "
+                              f"command with --resume to continue", exit_code=RESUMABLE)
+
+    def evaluate(self, eval_fn: Callable[[], dict[str, float]]) -> bool:
+        """Validation at this step, the best weights kept in ``best/``; True when training should stop early."""
+        scores = eval_fn()
+        improved = self.guard.update(scores)
+        self.log.val(self.at.step, scores, improved)
+        if improved:
+            checkpoint.save_final(self.out, self.info, self.model, self.tokenizer, self.cfg.parallel, name="best")
+        return self.guard.should_stop()
+
+    def finish(self, restore_best: bool) -> Path:
+        """The last checkpoint and ``final/`` (the best evaluated weights instead, with ``restore_best``)."""
+        self.save()
+        self.log.close()
+        final = checkpoint.save_final(self.out, self.info, self.model, self.tokenizer, self.cfg.parallel)
+        if restore_best and (self.out / "best").is_dir() and self.info.is_main:
+            shutil.rmtree(final)
+            shutil.copytree(self.out / "best", final)
+        distributed.barrier()
+        return final
+
+
+def _bar_text(row: dict[str, Any], shown: Sequence[str]) -> str:
+    return "  ".join(f"{k} {row[k]:.4f}" for k in ("loss", *shown)) + f"  {row['tokens_per_s']:.0f} tok/s"
+
+
 def train(
     cfg: TrainConfig,
     info: DistInfo,
@@ -260,139 +441,47 @@ def train(
     tokenizer: Any,
     n_examples: int,
     step_fn: StepFn,
-    metric_names: Sequence[str] = (),
+    shown: Sequence[str] = (),
     eval_fn: Callable[[], dict[str, float]] | None = None,
 ) -> Path:
     """Run the optimizer steps, log, checkpoint; write ``final/``. Returns the final directory.
 
-    With ``eval_fn`` (a validation set), it is evaluated every ``eval_every`` steps (default once per
-    epoch); the best evaluation's weights are kept in ``best/`` and, with ``restore_best``, become
-    ``final/``; ``early_stopping_patience`` evaluations without improvement end training early.
+    ``step_fn`` runs one optimizer step's micro-batches; every metric it sums is logged, and the
+    progress bar shows the loss and the ``shown`` ones. With ``eval_fn`` (a validation set), it is
+    evaluated every ``eval_every`` steps (default once per epoch); the best evaluation's weights are
+    kept in ``best/`` and, with ``restore_best``, become ``final/``; ``early_stopping_patience``
+    evaluations without improvement end training early.
     """
     per_epoch = steps_per_epoch(n_examples, cfg, info.world)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps  # max_steps overrides epochs (transformers' rule)
-    optimizer, scheduler = optimizer_and_schedule(model, cfg, total)
-    step, epoch, pos, skipped = 0, 0, 0, 0
-
-    def warn(message: str) -> None:
-        if info.is_main:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
-
-    last = checkpoint.latest(out, warn=warn) if cfg.resume else None
-    if cfg.resume and last is None and any((out / "checkpoints").glob("step-*")):
-        warn("no intact checkpoint left; training starts again from step 0")
-    if last is not None:
-        saved = json.loads((last / "state.json").read_text())
-        if (saved["world"], saved["batch_size"], saved["examples"]) != (info.world, cfg.batch_size, n_examples):
-            raise ConfigError(
-                f"cannot resume {last}: it was made with {saved['world']} process(es), batch_size "
-                f"{saved['batch_size']} and {saved['examples']} examples; resume with the same launch and data"
-            )
-        state = checkpoint.load(last, info, model, optimizer, scheduler, cfg.parallel)
-        step, epoch, pos = state["step"], state["epoch"], state["position"]
-        skipped = int(state.get("nonfinite_skipped", 0))
-    guard = _Guard.from_state(cfg, last)
-
-    writer = None
-    metrics_path = out / "metrics.jsonl"
-    if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
-        _restore_metrics(metrics_path, step)
-        writer = SummaryWriter(str(out / "tb"), purge_step=step if last is not None else None)
-
-    def save() -> Path:
-        return checkpoint.save(out, info, model, optimizer, scheduler, cfg.parallel,
-                               {"step": step, "epoch": epoch, "position": pos, "seed": cfg.seed, "world": info.world,
-                                "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
-                                "examples": n_examples, "guard": guard.state(), "nonfinite_skipped": skipped})
-
-    every = cfg.eval_every or per_epoch
-
-    def evaluate() -> bool:
-        """Validation at this step; True when training should stop early."""
-        scores = eval_fn()  # type: ignore[misc]
-        improved = guard.update(scores)
-        if info.is_main:
-            with open(out / "val_metrics.jsonl", "a", encoding="utf-8") as f:
-                f.write(json.dumps({"step": step, **scores, "best": improved}) + "\n")
-            for k, v in scores.items():
-                writer.add_scalar(f"val/{k}", v, step)  # type: ignore[union-attr]
-        if improved:
-            checkpoint.save_final(out, info, model, tokenizer, cfg.parallel, name="best")
-        return guard.should_stop()
-
+    run = _Run(cfg, info, out, model, tokenizer, n_examples, total)
+    at, every = run.at, cfg.eval_every or per_epoch
     with _sigterm_flag() as term, _progress(info.is_main and cfg.progress) as bar:
-        task = bar.add_task(cfg.stage.upper(), total=total, completed=step, stats="")
-        while step < total:
-            batches = epoch_batches(n_examples, cfg, info, epoch)
-            while pos < per_epoch and step < total:
+        task = bar.add_task(cfg.stage.upper(), total=total, completed=at.step, stats="")
+        while at.step < total:
+            batches = epoch_batches(n_examples, cfg, info, at.epoch)
+            while at.position < per_epoch and at.step < total:
                 t0 = time.perf_counter()
-                stats = step_fn(batches[pos * cfg.grad_accum : (pos + 1) * cfg.grad_accum])
-                norm = _grad_norm(model, cfg.max_grad_norm)
-                names = list(metric_names)
-                # one all-reduce carries the step's sums and what every process must agree on: whether a
-                # gradient was non-finite somewhere, and whether SIGTERM arrived anywhere
-                vec = torch.tensor([stats.loss_sum, stats.count, stats.tokens, stats.examples,
-                                    float(not math.isfinite(norm)), float(term.is_set())]
-                                   + [stats.sums[k] for k in names], dtype=torch.float64)
-                vec = distributed.all_reduce_sum(vec)
-                lr = scheduler.get_last_lr()[0]
-                step, pos = step + 1, pos + 1
-                if vec[4] > 0 or not math.isfinite(float(vec[0])):
-                    optimizer.zero_grad(set_to_none=True)  # the update is not applied
-                    skipped += 1
-                    what = "loss" if not math.isfinite(float(vec[0])) else "gradient"
-                    if skipped > cfg.skip_nonfinite:
-                        prev = checkpoint.latest(out)
-                        raise TrainingStopped(
-                            f"non-finite {what} at step {step}: training stopped, final/ not written; last good "
-                            f"checkpoint: {prev or 'none (none was written yet)'}. Lower lr, use float32, or "
-                            f"skip such batches with skip_nonfinite=N (used {skipped - 1} of {cfg.skip_nonfinite})")
-                    warn(f"non-finite {what} at step {step}: batch skipped without an update "
-                         f"({skipped} of skip_nonfinite={cfg.skip_nonfinite})")
-                    scheduler.step()
-                else:
-                    optimizer.step()
-                    scheduler.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    dt = time.perf_counter() - t0
-                    row = {"step": step, "epoch": epoch + pos / per_epoch, "loss": float(vec[0] / vec[1]),
-                           "lr": lr, "tokens_per_s": float(vec[2]) / max(dt, 1e-9)}
-                    row.update({k: float(vec[6 + i] / vec[3]) for i, k in enumerate(names)})
-                    if info.is_main and step % cfg.log_every == 0:
-                        with open(metrics_path, "a", encoding="utf-8") as f:
-                            f.write(json.dumps(row) + "\n")
-                        for k, v in row.items():
-                            if k != "step":
-                                writer.add_scalar(f"train/{k}", v, step)  # type: ignore[union-attr]
-                    shown = {"loss": row["loss"], **{k: row[k] for k in names if k != "chosen_reward"
-                                                     and k != "rejected_reward"}}
-                    bar.update(task, completed=step, stats="  ".join(f"{k} {v:.4f}" for k, v in shown.items())
-                               + f"  {row['tokens_per_s']:.0f} tok/s")
-                if vec[5] > 0:
-                    path = save()
-                    if writer is not None:
-                        writer.close()
-                    raise TrainingStopped(f"SIGTERM at step {step}: checkpoint {path} written; run the same "
-                                          f"command with --resume to continue", exit_code=RESUMABLE)
-                stop = eval_fn is not None and (step % every == 0 or step == total) and evaluate()
-                if cfg.save_every and step % cfg.save_every == 0 and step < total:
-                    save()
+                result = run.step(step_fn, batches[at.position * cfg.grad_accum : (at.position + 1) * cfg.grad_accum],
+                                  term)
+                lr = run.scheduler.get_last_lr()[0]
+                at.step, at.position = at.step + 1, at.position + 1
+                if run.update(result):
+                    row = result.row(at.step, at.epoch + at.position / per_epoch, lr, time.perf_counter() - t0)
+                    if at.step % cfg.log_every == 0:
+                        run.log.train(row)
+                    bar.update(task, completed=at.step, stats=_bar_text(row, shown))
+                if result.sigterms > 0:
+                    run.stop_on_sigterm()
+                stop = eval_fn is not None and (at.step % every == 0 or at.step == total) and run.evaluate(eval_fn)
+                if cfg.save_every and at.step % cfg.save_every == 0 and at.step < total:
+                    run.save()
                 if stop:
-                    total = step  # early stopping: this is the last step
+                    total = at.step  # early stopping: this is the last step
                     bar.update(task, total=total)
-            if pos == per_epoch:
-                epoch, pos = epoch + 1, 0
-    save()
-    if writer is not None:
-        writer.close()
-    final = checkpoint.save_final(out, info, model, tokenizer, cfg.parallel)
-    if eval_fn is not None and cfg.restore_best and (out / "best").is_dir() and info.is_main:
-        shutil.rmtree(final)
-        shutil.copytree(out / "best", final)
-    distributed.barrier()
-    return final
+            if at.position == per_epoch:
+                at.epoch, at.position = at.epoch + 1, 0
+    return run.finish(restore_best=eval_fn is not None and cfg.restore_best)
 
 
 @dataclass
@@ -405,11 +494,12 @@ class _Guard:
     bad: int = 0
 
     @classmethod
-    def from_state(cls, cfg: TrainConfig, last: Path | None) -> _Guard:
+    def from_state(cls, cfg: TrainConfig, saved: dict[str, Any] | None) -> _Guard:
+        """The guard as a checkpoint's ``state.json`` left it (``saved``), or a fresh one."""
         g = cls(cfg.early_stopping_metric, cfg.early_stopping_patience)
-        if last is not None:
-            saved = json.loads((last / "state.json").read_text()).get("guard") or {}
-            g.best, g.bad = saved.get("best"), saved.get("bad", 0)
+        if saved is not None:
+            state = saved.get("guard") or {}
+            g.best, g.bad = state.get("best"), state.get("bad", 0)
         return g
 
     def state(self) -> dict[str, Any]:

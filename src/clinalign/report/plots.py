@@ -19,6 +19,8 @@ COLORS = {"base": "#9e9e9e", "sft": "#4c78a8", "dpo": "#f58518", ONPOLICY: "#e45
 CURVES = (("loss", "loss"), ("val_loss", "validation loss"), ("reward_margin", "reward margin"),
           ("reward_accuracy", "reward accuracy"))
 STAGE_TITLES = {"sft": "SFT", "dpo": "DPO", ONPOLICY: "on-policy DPO"}
+#: a system's name under its bar (short: five bars share a panel)
+BAR_NAMES = {"base": "base", "sft": "SFT", "dpo": "DPO", ONPOLICY: "on-policy", BASELINE: "classical"}
 LINE_STYLES = ("-", "--", ":", "-.")  # a stage's folds: one color, a line style each
 
 
@@ -39,7 +41,8 @@ def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
                                                            for s in SYSTEMS)]
     if not metrics:
         return None
-    fig = Figure(figsize=(3.0 * len(metrics), 3.0), layout="constrained")
+    n_systems = max(sum(s in task_results[m] for s in SYSTEMS) for m in metrics)
+    fig = Figure(figsize=(max(3.0, 0.75 * n_systems + 0.6) * len(metrics), 3.0), layout="constrained")
     axes = fig.subplots(1, len(metrics), squeeze=False)[0]
     for ax, m in zip(axes, metrics, strict=True):
         e = task_results[m]
@@ -50,7 +53,8 @@ def bars_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
                                                                                             strict=True)]).T
         ax.bar(present, vals, yerr=np.clip(err, 0, None), capsize=4, color=[COLORS[s] for s in present])
         # each value under its bar, clear of the whiskers: a 0.0 bar reads as 0.000, not as a missing one
-        ax.set_xticks(range(len(present)), [f"{s}\n{v:.3f}" for s, v in zip(present, vals, strict=True)], fontsize=8)
+        ax.set_xticks(range(len(present)), [f"{BAR_NAMES.get(s, s)}\n{v:.3f}" for s, v in zip(present, vals, strict=True)],
+                      fontsize=8)
         ax.set_title(m, fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.suptitle(task_id, fontsize=10)
@@ -90,28 +94,30 @@ def curves_png(task_id: str, stage: str, rows: Sequence[Mapping[str, Any]]) -> b
 
 
 def reliability_png(task_id: str, summaries: Mapping[str, Mapping[str, Any]]) -> bytes | None:
-    """Reliability diagram: accuracy against mean confidence per bin, one line per system, ECE in legend,
-    each point labelled with its bin's item count."""
+    """Reliability diagram: accuracy against mean confidence per bin, one line per system, ECE in the
+    legend (below the axes, clear of the lines). A point's area grows with its bin's item count, so one
+    from 2 items does not look as solid as one from 200; the counts themselves are in the report's
+    calibration table (text labels on the points overlapped wherever systems agree)."""
     drawn = {s: v for s, v in summaries.items() if v.get("n")}
     if not drawn:
         return None
-    fig = Figure(figsize=(3.6, 3.4), layout="constrained")
+    fig = Figure(figsize=(4.2, 4.4), layout="constrained")
     ax = fig.subplots()
     ax.plot([0, 1], [0, 1], ls="--", color="#444", lw=1, label="perfect")
+    most = max((x["count"] for v in drawn.values() for x in v["bins"]), default=1) or 1
     for s, v in drawn.items():
         b = [x for x in v["bins"] if x["count"]]
         label = f"{s} (ECE {v['ece']:.3f})" if _ok(v.get("ece")) else s
-        ax.plot([x["confidence"] for x in b], [x["accuracy"] for x in b], marker="o", label=label,
-                color=COLORS.get(s))
-        for x in b:  # items in the bin: a point from 2 items is not as solid as one from 200
-            ax.annotate(f"n={x['count']}", (x["confidence"], x["accuracy"]), textcoords="offset points",
-                        xytext=(4, -10), fontsize=7, color="#333")
+        xs, ys = [x["confidence"] for x in b], [x["accuracy"] for x in b]
+        ax.plot(xs, ys, color=COLORS.get(s), lw=1.2, label=label)
+        ax.scatter(xs, ys, s=[12 + 140 * x["count"] / most for x in b], color=COLORS.get(s), alpha=0.7,
+                   edgecolors="white", linewidths=0.5, zorder=3)
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.set_xlabel("confidence")
     ax.set_ylabel("accuracy")
-    ax.legend(fontsize=7)
-    ax.set_title(f"{task_id}: calibration", fontsize=10)
+    fig.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncols=2, fontsize=7, frameon=False)
+    ax.set_title(f"{task_id}: calibration (marker area: items in the bin)", fontsize=9)
     return _png(fig)
 
 
@@ -120,8 +126,14 @@ def confusion_labels(golds: Sequence[str], preds: Sequence[str | None]) -> list[
     return labels + ([UNPARSEABLE] if any(p is None for p in preds) else [])
 
 
+#: a confusion panel's inches per class, and the widest figure (inches) before panels wrap to a new row
+CELL_IN, MAX_WIDTH_IN = 0.42, 11.0
+
+
 def confusion_png(task_id: str, per_system: Mapping[str, tuple[Sequence[str], Sequence[str | None]]]) -> bytes | None:
-    """Confusion matrices (rows gold, columns predicted), one per system; unparseable is its own column."""
+    """Confusion matrices (rows gold, columns predicted), one per system; unparseable is its own column.
+    A panel's size grows with the number of classes and panels wrap onto rows, so a 12-class task stays
+    readable at page width instead of shrinking five wide panels into one strip."""
     from sklearn.metrics import confusion_matrix
 
     systems = [s for s in per_system if len(per_system[s][0])]
@@ -130,21 +142,29 @@ def confusion_png(task_id: str, per_system: Mapping[str, tuple[Sequence[str], Se
     every_pred = [p for s in systems for p in per_system[s][1]]
     labels = confusion_labels([g for s in systems for g in per_system[s][0]], every_pred)
     rows = [lab for lab in labels if lab != UNPARSEABLE]  # gold is never unparseable
-    size = 1.2 + 0.45 * len(labels)
-    fig = Figure(figsize=(size * len(systems), 1.2 + 0.45 * len(rows)), layout="constrained")
-    axes = fig.subplots(1, len(systems), squeeze=False)[0]
-    for ax, s in zip(axes, systems, strict=True):
+    longest = max(len(x) for x in labels)
+    margin = 0.6 + 0.065 * min(longest, 28)  # room for the tick labels
+    width, height = margin + CELL_IN * len(labels), margin + 0.3 + CELL_IN * len(rows)
+    ncols = max(1, min(len(systems), int(MAX_WIDTH_IN // width)))
+    nrows = math.ceil(len(systems) / ncols)
+    fig = Figure(figsize=(width * ncols, height * nrows + 0.3), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    font = 8 if len(labels) <= 8 else 7
+    for ax, s in zip(axes, systems, strict=False):
         golds, preds = per_system[s]
         cm = confusion_matrix(list(golds), [UNPARSEABLE if p is None else p for p in preds],
                               labels=labels)[: len(rows)]
         ax.imshow(cm, cmap="Blues")
         for (i, j), v in np.ndenumerate(cm):
-            ax.text(j, i, str(v), ha="center", va="center", fontsize=7,
-                    color="white" if v > cm.max() / 2 else "black")
-        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=7)
-        ax.set_yticks(range(len(rows)), rows, fontsize=7)
-        ax.set_xlabel("predicted")
-        ax.set_ylabel("gold")
+            if v:
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=font,
+                        color="white" if v > cm.max() / 2 else "black")
+        ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right", fontsize=font)
+        ax.set_yticks(range(len(rows)), rows, fontsize=font)
+        ax.set_xlabel("predicted", fontsize=8)
+        ax.set_ylabel("gold", fontsize=8)
         ax.set_title(s, fontsize=9)
+    for ax in axes[len(systems):]:
+        ax.set_axis_off()
     fig.suptitle(f"{task_id}: confusion", fontsize=10)
     return _png(fig)

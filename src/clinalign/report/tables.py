@@ -1,10 +1,10 @@
-"""The results table shaped like the paper's: one row per task/metric; Base, SFT, DPO (and on-policy DPO
-and the classical baseline, where the study has them) as ``value [CI]``; p-values SFT vs base, DPO vs
-base, DPO vs SFT (and on-policy DPO vs base, SFT and DPO; classical vs each fine-tuned system) as
-``raw (Holm)``.
+"""The results as two tables, so each fits a page: estimates (one row per task/metric; Base, SFT, DPO, and
+on-policy DPO and the classical baseline where the study has them, as ``value [CI]``) and comparisons
+(the same rows; each paired comparison as ``raw p (corrected p)`` and its minimum detectable difference).
 
-Marks (after Holm, p < 0.05): **bold** = the best system, significantly better than every other
-system on that row; ``*`` = significantly better than base.
+Marks (on the corrected p for a member of the multiplicity family, the raw p otherwise; p < 0.05):
+**bold** = the best system, significantly better than every other system on that row; ``*`` =
+significantly better than base.
 """
 
 from __future__ import annotations
@@ -28,9 +28,12 @@ LABELS = {"base": "Base", "sft": "SFT", "dpo": "DPO", ONPOLICY: "DPO on-policy",
 #: systems shown only where some task of the study has them
 OPTIONAL = (ONPOLICY, BASELINE)
 PAIR_LABELS = {f"{a}_vs_{b}": f"{LABELS[a]} vs {'base' if b == 'base' else LABELS[b]}" for a, b in pairs(SYSTEMS)}
-LEGEND = ("Values: estimate [95% bootstrap CI]. p-values: raw (Holm-adjusted across the study). "
-          "Bold: best system, significantly better than every other (Holm p < 0.05); "
-          "*: significantly better than base (Holm p < 0.05).")
+LEGEND = ("Estimates: value [95% bootstrap CI]; Test: the paired test of the row's comparisons. "
+          "Bold: best system, significantly better than every other; *: significantly better than base "
+          "(p < 0.05, corrected for a comparison in the multiplicity family, raw otherwise).")
+COMPARISONS_LEGEND = ("Comparisons: raw p (corrected p) for a member of the multiplicity family, raw p alone for a "
+                      "secondary comparison; MDE: the smallest difference the test could have detected with 80% "
+                      "power at α = 0.05 on these items.")
 
 
 Table = tuple[list[str], list[list[str]]]  # header, rows: plain text, escaped by whoever renders it
@@ -65,13 +68,20 @@ def columns(results: Mapping[str, Any]) -> tuple[list[str], list[str]]:
     return systems, [f"{a}_vs_{b}" for a, b in pairs(systems)]
 
 
-def header(results: Mapping[str, Any]) -> list[str]:
-    systems, comparisons = columns(results)
-    return ["Task", "Metric", "Test", *(LABELS[s] for s in systems), *(PAIR_LABELS[p] for p in comparisons)]
+def estimates_header(results: Mapping[str, Any]) -> list[str]:
+    systems, _ = columns(results)
+    return ["Task", "Metric", "Test", *(LABELS[s] for s in systems)]
+
+
+def comparisons_header(results: Mapping[str, Any]) -> list[str]:
+    _, comparisons = columns(results)
+    return ["Task", "Metric", *(PAIR_LABELS[p] for p in comparisons)]
 
 
 def table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Structured rows shared by the Markdown and HTML renderings (text is raw, not escaped)."""
+    """Structured rows shared by the Markdown and HTML renderings of both tables (text is raw, not
+    escaped): ``cells`` (system -> estimate), ``p`` (comparison -> raw (corrected)) and ``mde``
+    (comparison -> the minimum detectable difference, "" when unknown)."""
     systems, comparisons = columns(results)
     rows = []
     for tid, task_results in results.get("tasks", {}).items():
@@ -87,14 +97,15 @@ def table_rows(results: Mapping[str, Any]) -> list[dict[str, Any]]:
                 text = f"{fmt_value(e[s].get('value'))} [{fmt_value(lo)}, {fmt_value(hi)}]"
                 star = s != "base" and "base" in e and significantly_better(e, s, "base")
                 cells[s] = {"text": text, "bold": s == win, "star": star}
-            raw, adj = e.get("p_values", {}), e.get("p_values_holm", {})
+            raw, adj, mde = e.get("p_values", {}), e.get("p_values_holm", {}), e.get("mde") or {}
             pv = {}
             for pair in comparisons:
                 if pair not in raw:
                     pv[pair] = "—"
                 else:
                     pv[pair] = fmt_pvalue(raw[pair]) + (f" ({fmt_pvalue(adj[pair])})" if pair in adj else "")
-            rows.append({"task": tid, "metric": m, "test": e.get("test", ""), "cells": cells, "p": pv})
+            mdes = {pair: fmt_value(mde[pair]) if mde.get(pair) is not None else "" for pair in comparisons}
+            rows.append({"task": tid, "metric": m, "test": e.get("test", ""), "cells": cells, "p": pv, "mde": mdes})
     return rows
 
 
@@ -110,14 +121,24 @@ def md_escape(text: Any) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
+def _md_rows(head: list[str], rows: list[list[str]]) -> list[str]:
+    return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def comparison_cell(p: str, mde: str) -> str:
+    """``0.003 (0.006); MDE 0.120``."""
+    return p + (f"; MDE {mde}" if mde else "")
+
+
 def results_table_markdown(results: Mapping[str, Any]) -> str:
-    head = header(results)
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in table_rows(results):
-        cells = [md_escape(r["task"]), md_escape(r["metric"]), md_escape(r["test"])]
-        cells += [_cell_md(c) for c in r["cells"].values()]
-        cells += list(r["p"].values())
-        lines.append("| " + " | ".join(cells) + " |")
+    """Both tables, estimates then comparisons, each under its legend."""
+    rows = table_rows(results)
+    estimates = [[md_escape(r["task"]), md_escape(r["metric"]), md_escape(r["test"]),
+                  *(_cell_md(c) for c in r["cells"].values())] for r in rows]
+    comparisons = [[md_escape(r["task"]), md_escape(r["metric"]),
+                    *(comparison_cell(p, r["mde"][pair]) for pair, p in r["p"].items())] for r in rows]
+    lines = [*_md_rows(estimates_header(results), estimates), "", LEGEND, "",
+             *_md_rows(comparisons_header(results), comparisons), "", COMPARISONS_LEGEND]
     return "\n".join(lines) + "\n"
 
 

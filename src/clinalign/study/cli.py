@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -26,7 +25,8 @@ def run(
 
     Finished stages are cached by a fingerprint of their inputs and settings; a killed run resumes.
     """
-    from clinalign.data.cli import print_summary, stdout_console
+    from clinalign.data.cli import stdout_console
+    from clinalign.report.summary import summary
     from clinalign.study.parallel import is_main
     from clinalign.study.runner import StudyFailed, run_study
 
@@ -35,49 +35,18 @@ def run(
     console = stdout_console()
     t0 = time.perf_counter()
     failed: dict[str, str] = {}
-    try:
+    try:  # each task's data line is logged as its split is ready, before it trains
         results = run_study(cfg, out, log=console.print)
     except StudyFailed as e:  # the finished tasks were reported; say so, then exit non-zero
         results, failed = e.results, e.failed
     if not is_main():  # under torchrun rank 0 alone reports and sets the exit code; torchrun would stop
         return       # rank 0 mid-report if another process left non-zero first
     minutes = (time.perf_counter() - t0) / 60
-    from clinalign.data.io import read_records
-    from clinalign.report.tables import results_table_markdown
-    from clinalign.tasks import get_task
-
-    summary, notes = [], {}
-    for entry in cfg.tasks:
-        task = get_task(entry.id)
-        folder = out / "data" / task.id
-        folder = folder if (folder / "train.jsonl").is_file() else folder / "fold0"  # k-fold studies
-        if not (folder / "train.jsonl").is_file():  # a task that failed before its split
-            continue
-        recs = [r for part in ("train", "val", "test")
-                for r in read_records(folder / f"{part}.jsonl", task.record_type)]
-        summary.append((task, recs))
-        made = json.loads((folder / "split.json").read_text(encoding="utf-8")) if (folder / "split.json").is_file() else {}
-        note = records_note(made, len(recs), entry.max_train)
-        if note:
-            notes[task.id] = note
-    print_summary(summary, notes)
-    console.print(results_table_markdown(results), soft_wrap=True)  # markdown rows stay whole lines
-    for tid, r in results["tasks"].items():
-        console.print(f"[bold]{tid}[/bold]: {r.get('_verdict', '')}")
+    console.print("\n[bold]Summary[/bold]")
+    for line in summary(results).lines():  # the lines report.md and report.html open with
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
     console.print(f"\nreport: {out / 'report.html'}  (also report.md, results.json) in {minutes:.1f} min")
     if failed:
         typer.echo(f"error: {len(failed)} of {len(cfg.tasks)} task(s) failed: {', '.join(failed)} "
                    "(the others are reported)", err=True)
         raise typer.Exit(1)
-
-
-def records_note(split: dict[str, Any], used: int, max_train: int | None) -> str | None:
-    """Why the summary shows fewer records than the study's ``n`` (``split``: the task's split.json):
-    max_train cut the training split, or the dedupe dropped duplicates; None when all were used."""
-    made = split.get("records", used)
-    if made <= used:
-        return None
-    why = [f"max_train: {max_train} training records kept" if max_train else "",
-           f"{split['dropped']} dropped as duplicates" if split.get("dropped") else ""]
-    why = [w for w in why if w]
-    return f"{used} of {made} records used" + (f" ({'; '.join(why)})" if why else "")

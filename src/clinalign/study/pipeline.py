@@ -29,6 +29,7 @@ from clinalign.data.pairs import preference_pairs, sft_examples
 from clinalign.data.splits import kfold_split, split_records
 from clinalign.eval import baselines
 from clinalign.hashing import file_fingerprint
+from clinalign.report.summary import data_line, data_source
 from clinalign.study import parallel
 from clinalign.study.config import SET_BY_STUDY, EvalConfig, StudyConfig, TaskEntry
 from clinalign.study.stages import Stage, StageRunner
@@ -120,6 +121,8 @@ def data_stage(run: TaskRun) -> Split:
     if info.get("duplicate_groups"):
         run.stages.log(f"split: {info['duplicate_groups']} duplicate group(s) of {info['records_in_groups']} "
                        f"records kept in one split each" + (f", {info['dropped']} dropped" if info["dropped"] else ""))
+    if run.fold in (None, 0):  # what the task trains and is tested on, before anything trains
+        run.stages.log(data_line(run.task, parts, info, data_source(run.entry), run.entry.max_train))
     check_leakage(run.task, stage.dir / "train.jsonl", stage.dir / "test.jsonl", allow=run.cfg.allow_leakage,
                   log=run.stages.log)
     # what the models are trained on, rendered: a changed prompt template or answer format retrains

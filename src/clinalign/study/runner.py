@@ -10,6 +10,7 @@ Layout of ``OUT`` (``<task>`` is ``<task>/fold<k>`` for each fold of a k-fold st
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -50,13 +51,15 @@ def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None]) -> dict[
     from clinalign.eval.compare import EVERY_COMPARISON, apply_multiplicity, verdict
     from clinalign.models.loading import resolve_model_path
     from clinalign.report import write_report
+    from clinalign.report.provenance import provenance
     from clinalign.study.tracking import report_to
 
+    started = time.perf_counter()
     out.mkdir(parents=True, exist_ok=True)
     base_model = resolve_model_path(cfg.model)
     stages = StageRunner(out / "stages", log=log)
     results: dict[str, Any] = {"tasks": {}}
-    extras: dict[str, dict[str, Any]] = {"curves": {}, "calibration": {}, "confusion": {}}
+    extras: dict[str, dict[str, Any]] = {"curves": {}, "calibration": {}, "confusion": {}, "examples": {}}
     failed: dict[str, str] = {}
     for entry in cfg.tasks:
         task = get_task(entry.id)
@@ -75,10 +78,10 @@ def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None]) -> dict[
     results["study"] = {"name": cfg.name, "model": cfg.model, "dpo_from": cfg.dpo_from, "failed": failed,
                         "stages_run": stages.ran, "stages_cached": stages.skipped,
                         "stage_seconds": {k: round(v, 1) for k, v in stages.timings.items()},
-                        "config": cfg.model_dump(mode="json")}
+                        "config": cfg.model_dump(mode="json"),
+                        "provenance": provenance(time.perf_counter() - started)}
     if parallel.is_main():
-        write_report(results, out, curves=extras["curves"], calibration=extras["calibration"],
-                     confusion=extras["confusion"])
+        write_report(results, out, **extras)
         report_to(cfg.report_to, results, out)
     if failed:
         raise StudyFailed(results, failed)
@@ -95,7 +98,9 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     over the folds, and every fold's split, on-policy rounds and training curves are kept, each naming
     its fold.
     """
-    from clinalign.eval.compare import compare_systems
+    from clinalign.eval import baselines
+    from clinalign.eval.compare import BASELINE, compare_systems
+    from clinalign.report.summary import data_source, example_outputs
 
     base = Model(base_model, parallel.from_main(partial(model_fingerprint, base_model)))  # rank 0 hashes
     folds = [run_fold(TaskRun(cfg, entry, task, base, stages, out, fold))
@@ -110,6 +115,11 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
                                                 for s, rows in f.preds.items()} for f in folds])
     _add_clinician_likert(entry, preds, task_results, ev)
     task_results.update(task_info(folds, cfg, entry))
+    task_results["_data"] = data_source(entry)
+    if BASELINE in preds:
+        task_results["_baseline"] = baselines.describe(task, test[0])
+    if not task.is_closed_set:  # a few outputs beside their input, for the report page only
+        extras["examples"][task.id] = example_outputs(task, test, preds)
     cut = sum(bool(r.get("prompt_truncated")) for r in preds["base"])
     if cut:
         task_results["_prompt_truncated"] = cut

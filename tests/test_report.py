@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import base64
+import html
 import json
 import re
 
 import pytest
 from markdown_it import MarkdownIt
+from markupsafe import escape
 
 from clinalign.report import write_report
-from clinalign.report.tables import results_table_markdown, table_rows, winner
+from clinalign.report.tables import md_escape, results_table_markdown, table_rows, winner
 
 EVIL = "<script>alert(1)</script>"
 
@@ -257,3 +259,249 @@ def test_a_kfold_report_names_every_fold_of_the_split_rounds_and_curves(tmp_path
         assert "on-policy fold 0 round 1: samples judged correct 0.25" in text
         assert "on-policy fold 1 round 1: samples judged correct 0.75" in text
     assert json.loads((tmp_path / "results.json").read_text())["tasks"]["uti_classification"]["_split"][1]["fold"] == 1
+
+
+# -- the committee's report: summary first, methods as prose + settings table, a page that fits -------
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """A demo-shaped report (tests/report_fixture.py: five tasks, every system, real statistics)."""
+    from report_fixture import demo_results
+
+    results, extras = demo_results()
+    out = tmp_path_factory.mktemp("demo-report")
+    write_report(results, out, **extras)
+    return results, extras, out
+
+
+def test_summary_lists_every_task_with_its_best_system_primary_metric_mde_and_collapse(demo):
+    from clinalign.eval.compare import is_corrected, mde_between, primary_metric
+    from clinalign.report.summary import summary
+
+    results, _, out = demo
+    digest = summary(results)
+    assert [t.task for t in digest.tasks] == list(results["tasks"])
+    for row in digest.tasks:
+        t = results["tasks"][row.task]
+        m = primary_metric(t)
+        e = t[m]
+        best = max((s for s in ("base", "sft", "dpo", "dpo_onpolicy", "classical") if s in e),
+                   key=lambda s: e[s]["value"])
+        tuned = max((s for s in ("sft", "dpo", "dpo_onpolicy") if s in e), key=lambda s: e[s]["value"])
+        lo, hi = e[best]["ci"]
+        assert row.metric.startswith(f"{m} {e[best]['value']:.3f} [{lo:.3f}, {hi:.3f}]")
+        label = {"sft": "SFT", "dpo": "DPO", "dpo_onpolicy": "DPO on-policy", "classical": "Classical"}.get(best, best)
+        assert row.best.startswith(label)
+        for other, cell in (("base", row.vs_base), ("classical", row.vs_classical)):
+            diff = e[tuned]["value"] - e[other]["value"]
+            assert f"{diff:+.3f}" in cell and f"MDE {mde_between(e, tuned, other):.3f}" in cell
+            assert ("Holm" in cell) == is_corrected(e, tuned, other)
+            assert "raw p, secondary" in cell or "Holm" in cell
+    uti = digest.tasks[0]
+    assert uti.best == "DPO" and "significantly better" in uti.vs_base
+    reasoning = next(r for r in digest.tasks if r.task == "clinical_reasoning")
+    assert reasoning.flags == ("DPO answers 'B' to 40 of 40 items (collapsed)",)
+    assert all(not r.flags for r in digest.tasks if r.task != "clinical_reasoning")
+    discharge = next(r for r in digest.tasks if r.task == "discharge_summary")
+    assert discharge.best == "Classical (best fine-tuned: SFT)"  # the baseline's summary scores highest
+    # the caveats: data, settings selection, test-split reuse, the multiplicity family, the rubric
+    caveats = " ".join(digest.caveats)
+    assert "every task's records are synthetic" in caveats and "discharge_summary 16" in caveats
+    assert "uti_classification: SFT searched on 32 validation records" in caveats
+    assert "message_triage, clinical_reasoning, hyponatremia_urine, discharge_summary: fixed in the study file" in caveats
+    assert "hyponatremia_urine 3. Their p-values and CIs are optimistic" in caveats
+    family = results["study"]["multiplicity"]
+    assert f"Holm correction over a family of {family['n_tests']} comparisons" in caveats
+    assert "SFT vs base, DPO vs base, DPO vs SFT, on-policy DPO vs DPO" in caveats
+    assert "a deterministic rule, not by clinicians" in caveats
+
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    assert md.index("## Summary") < md.index("## Methods") < md.index("## Results")
+    for row in digest.tasks:
+        assert "| " + " | ".join(md_escape(c) for c in row.cells()) + " |" in md
+        for cell in row.cells():
+            assert escape(cell) in page
+    assert page.index('id="summary"') < page.index('id="methods"') < page.index('id="results"')
+
+
+def test_a_failed_task_and_a_study_without_search_in_the_summary():
+    from clinalign.report.summary import summary
+
+    results = _results()
+    results["tasks"]["broken"] = {"_error": "bad.jsonl:1: label: missing field", "_verdict": "Failed: ..."}
+    digest = summary(results)
+    broken = digest.tasks[-1]
+    assert broken.best == "failed" and broken.line() == "broken: failed: bad.jsonl:1: label: missing field"
+    assert digest.tasks[0].vs_classical == "—"  # no baseline in this study
+    assert "no search on validation data is recorded" in " ".join(digest.caveats)
+    assert not any(c.startswith("Test split") for c in digest.caveats)  # no ledger in these results
+
+
+def test_the_terminal_summary_and_the_reports_come_from_one_function(demo, tmp_path, monkeypatch, capsys):
+    """`clinalign study run` ends with summary(results).lines(): the same rows and caveats report.md and
+    report.html open with."""
+    from clinalign.cli import run
+    from clinalign.report.summary import summary
+    from clinalign.study import runner
+
+    results, _, out = demo
+    monkeypatch.setattr(runner, "run_study", lambda cfg, out_dir, log: results)
+    study = tmp_path / "s.yaml"
+    study.write_text("name: x\nmodel: default\ntasks:\n  - {id: uti_classification, n: 40}\n")
+    assert run(["study", "run", str(study), "--out", str(tmp_path / "o")]) == 0
+    printed = capsys.readouterr().out.splitlines()
+    lines = summary(results).lines()
+    start = printed.index("Summary") + 1
+    assert printed[start:start + len(lines)] == lines
+    assert printed[-1].startswith("report: ") and "report.html" in printed[-1]
+    md = (out / "report.md").read_text()
+    for row in summary(results).tasks:
+        assert row.line().startswith(f"{row.task}: best {row.best}, {row.metric}")
+        assert md_escape(row.vs_base) in md and md_escape(row.vs_classical) in md
+    for caveat in summary(results).caveats:
+        assert f"- {md_escape(caveat)}" in md and f"- {caveat}" in lines
+
+
+def test_the_settings_table_equals_what_every_stage_ran_with(demo):
+    """The methods state each stage's ``_settings`` (read back from its saved config.yaml) in few words:
+    common values once, a task only where it differs, and nothing recomputed."""
+    from clinalign.report.methods import NOT_SET, settings_table, stage_settings
+
+    results, _, out = demo
+    stages = {s.stage: s for s in stage_settings(results)}
+    assert set(stages) == {"sft", "dpo", "dpo_onpolicy"}
+    for tid, t in results["tasks"].items():
+        for stage, settings in t["_settings"].items():
+            assert stages[stage].task_settings(tid) == settings
+    # triage's DPO continued the 12-layer SFT adapter, and its _settings say so: the table says 12
+    assert stages["dpo"].common["lora_layers"] == 6
+    assert stages["dpo"].per_task == {"message_triage": {"lora_layers": 12}}
+    assert stages["sft"].per_task["hyponatremia_urine"] == {"epochs": 1}
+    head, rows = settings_table(results)
+    dpo_row = next(r for r in rows if r[0] == "DPO")
+    assert dpo_row[2] == "message_triage: lora_layers 12" and "lora_layers 6" in dpo_row[1]
+    assert "lora_layers=6" not in (out / "report.md").read_text()  # no key=value dump
+    md = (out / "report.md").read_text()
+    assert "| DPO | batch_size 4, beta 0.1, epochs 1, lora true, lora_alpha 32, lora_layers 6, " in md
+    assert "| message_triage: lora_layers 12 |" in md
+
+    # a key only some tasks set is not "common"; a common key a task lacks is named as not set
+    odd = {"tasks": {"a": {"_settings": {"sft": {"lr": 1e-3, "epochs": 2}}},
+                     "b": {"_settings": {"sft": {"lr": 1e-3, "epochs": 2, "beta": 0.5}}},
+                     "c": {"_settings": {"sft": {"lr": 2e-3}}}}}
+    (sft,) = stage_settings(odd)
+    assert sft.common == {"lr": 1e-3, "epochs": 2}
+    assert sft.per_task == {"b": {"beta": 0.5}, "c": {"lr": 2e-3, "epochs": NOT_SET}}
+    for tid, t in odd["tasks"].items():
+        assert sft.task_settings(tid) == t["_settings"]["sft"]
+    assert settings_table(odd)[1][0][2] == "b: beta 0.5; c: epochs (trainer default), lr 0.002"
+
+
+def test_methods_say_how_settings_were_chosen_what_the_baseline_and_metrics_are(demo):
+    results, _, out = demo
+    md, page = (out / "report.md").read_text(), (out / "report.html").read_text()
+    for text in (md, html.unescape(page)):
+        assert "How settings were chosen: where the study file has a tune: block, by a search (Optuna)" in text
+        assert ("uti_classification, message_triage, clinical_reasoning, hyponatremia_urine: TF-IDF (word 1-2-grams) "
+                "+ logistic regression") in text
+        assert "discharge_summary: extractive: the note's diagnosis line" in text
+        assert "scored by the task's rubric: a deterministic rule" in text
+        assert "minimum detectable difference (MDE)" in text
+        assert "Where the records came from: every task: synthetic (clinalign's generator, seed 0)." in text
+        # every metric's coverage, from the task's Metric.covers
+        covers = results["tasks"]["discharge_summary"]["likert"]["covers"]
+        assert covers.startswith("the rubric's 1-5 grade, a deterministic rule") and covers in text
+        # the per-task section: the search's chosen values, or "fixed in the study file"
+        assert "chosen: trial 1 (lr 0.002, lora_layers 12), validation f1_yes 0.900 at epoch 1" in text
+    assert md.count("How settings were chosen:") == len(results["tasks"]) + 1  # methods + one per task
+    assert "uti_classification_selection.png" in md
+
+
+def test_the_page_links_to_the_files_and_ends_without_a_json_dump(demo):
+    results, extras, out = demo
+    page = (out / "report.html").read_text()
+    assert "<pre" not in page and '"stages_run"' not in page and '"config"' not in page
+    for href in ("results.json", "predictions/", "data/", "report.md"):
+        assert f'<a href="{href}">' in page
+    assert "[results.json](results.json)" in (out / "report.md").read_text()
+    assert "clinalign 0.1.0 (git 0123abcd4567); run 2025-01-01T00:00:00+00:00, 14.7 min; 2 cores of Test CPU, " \
+           "no GPU; torch 2.13.0" in page
+
+
+def test_example_outputs_are_short_and_on_the_page_only(demo):
+    from clinalign.report.summary import EXCERPT_CHARS, OUTPUT_CHARS, excerpt
+
+    results, extras, out = demo
+    examples = extras["examples"]["discharge_summary"]
+    assert len(examples) == 3 and set(extras["examples"]) == {"discharge_summary"}
+    for ex in examples:
+        assert len(ex["input"]) <= EXCERPT_CHARS + 2 and all(len(t) <= OUTPUT_CHARS + 2 for t in ex["outputs"].values())
+        assert set(ex["outputs"]) == {"Base", "SFT", "DPO", "Classical"}
+    page, saved = (out / "report.html").read_text(), (out / "results.json").read_text()
+    assert escape(examples[0]["input"]) in page and examples[0]["input"] not in saved
+    assert "your patients' text" in page
+    assert excerpt("one two three four", 9) == "one two …" and excerpt("a  b\nc", 10) == "a b c"
+
+
+def _png_size(png: bytes) -> tuple[int, int]:
+    import struct
+
+    assert png[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", png[16:24])
+
+
+def test_confusion_matrices_grow_with_the_classes_and_wrap_onto_rows():
+    from clinalign.report.plots import confusion_png
+
+    rng = __import__("random").Random(0)
+    labels = [f"class_{i}" for i in range(12)]
+    golds = [rng.choice(labels) for _ in range(60)]
+    many = confusion_png("t", {s: (golds, [rng.choice(labels) for _ in golds]) for s in ("base", "sft", "dpo", "classical")})
+    w, h = _png_size(many)
+    assert w / 12 >= 40  # at least 40 px per class across: readable at the page's width without zoom
+    assert h > 3 * w  # 12 classes: one matrix per row, four rows, not four squeezed side by side
+    two = confusion_png("t", {s: (["a", "b"] * 10, ["a"] * 20) for s in ("base", "sft", "dpo", "classical")})
+    w2, h2 = _png_size(two)
+    assert w2 > 2 * h2  # 2 classes: the four matrices share one row
+
+
+def test_a_user_model_folder_is_named_not_its_path(tmp_path):
+    folder = tmp_path / "cache" / "my-finetune"
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text(json.dumps({"_name_or_path": "meta-llama/Llama-3.1-8B-Instruct"}))
+    write_report({"tasks": {}, "study": {"name": "x", "model": str(folder)}}, tmp_path / "out")
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "Model: meta-llama/Llama-3.1-8B-Instruct" in page and str(tmp_path) not in page
+
+
+def test_provenance_names_version_commit_machine_and_run_time():
+    import os
+
+    import clinalign
+    from clinalign.report.provenance import provenance, provenance_line
+
+    prov = provenance(754.34)
+    assert prov["clinalign"] == clinalign.__version__ and prov["commit"] == clinalign.git_commit()
+    assert prov["cores"] == os.cpu_count() and prov["run_seconds"] == 754.3 and prov["cpu"]
+    assert prov["torch"] == __import__("torch").__version__ and prov["date"].endswith("+00:00")
+    line = provenance_line({**prov, "gpus": ["NVIDIA H200"], "commit": "abc"})
+    assert line.startswith(f"clinalign {clinalign.__version__} (git abc); run ") and ", 12.6 min; " in line
+    assert "NVIDIA H200" in line and "no GPU" in provenance_line(prov)
+
+
+def test_the_data_line_counts_records_and_never_quotes_them():
+    from clinalign.report.summary import data_line, data_source
+    from clinalign.study.config import TaskEntry
+    from clinalign.synthetic import generate
+    from clinalign.tasks import get_task
+
+    task = get_task("uti_classification")
+    recs = generate(task, 20, seed=3)
+    parts = {"train": recs[:12], "val": recs[12:14], "test": recs[14:]}
+    line = data_line(task, parts, {"records": 24}, data_source(TaskEntry(id=task.id, n=24, seed=3)), max_train=12)
+    yes = sum(task.stratum(r) == "yes" for r in recs)
+    assert line.startswith("data uti_classification: synthetic (clinalign's generator, seed 3); train/val/test 12/2/6; ")
+    assert f"yes {yes / 20:.0%}" in line and line.endswith("20 of 24 records used (max_train: 12 training records kept)")
+    assert not any(task.prompt(r)[:40] in line for r in recs)
+    own = data_line(task, parts, {}, data_source(TaskEntry(id=task.id, data="/x/ward.jsonl")))
+    assert "the user's file ward.jsonl" in own

@@ -46,7 +46,7 @@ from clinalign.report.html import render_html, task_meta_line
 from clinalign.report.methods import methods, metric_coverage, model_name, settings_table
 from clinalign.report.provenance import provenance_line
 from clinalign.report.selection import selection_markdown, selection_plot
-from clinalign.report.summary import HEADER, selection_text, summary
+from clinalign.report.summary import HEADER, selection_text, sentence, summary
 from clinalign.report.tables import md_escape, results_table_markdown, table_markdown, task_tables
 
 #: the files the page links to, beside it in the study's output folder
@@ -174,7 +174,7 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
         lines += [md_escape(task_meta_line(task_results)), ""]
         if not task_results.get("_error"):
             lines += ["How settings were chosen:", "",
-                      selection_markdown(task_results) or md_escape(selection_text(task_results)) + ".", ""]
+                      selection_markdown(task_results) or md_escape(sentence(selection_text(task_results))), ""]
         for caption, head, rows in task_tables(task_results):
             lines += [caption, "", table_markdown((head, rows))]
         if (examples or {}).get(tid):

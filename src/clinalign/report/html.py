@@ -18,7 +18,7 @@ from markupsafe import Markup
 from clinalign.report.methods import methods, metric_coverage, model_name, settings_table, splits
 from clinalign.report.provenance import provenance_line
 from clinalign.report.selection import selection_markdown
-from clinalign.report.summary import HEADER, selection_text, summary
+from clinalign.report.summary import HEADER, selection_text, sentence, summary
 from clinalign.report.tables import (
     COMPARISONS_LEGEND,
     LEGEND,
@@ -52,7 +52,7 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
     digest = summary(results)
     tasks = [{"id": tid, "anchor": f"task-{i}", "verdict": task_results.get("_verdict"),
               "meta": task_meta_line(task_results), "failed": bool(task_results.get("_error")),
-              "chosen": selection_text(task_results),
+              "chosen": sentence(selection_text(task_results)),
               "selection": markdown_html(selection_markdown(task_results)),
               "tables": task_tables(task_results), "examples": (examples or {}).get(tid) or [],
               "images": [(kind, f"{tid} {kind}", base64.b64encode(png).decode("ascii"))

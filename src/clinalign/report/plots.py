@@ -127,7 +127,7 @@ def confusion_labels(golds: Sequence[str], preds: Sequence[str | None]) -> list[
 
 
 #: a confusion panel's inches per class, and the widest figure (inches) before panels wrap to a new row
-CELL_IN, MAX_WIDTH_IN = 0.42, 11.0
+CELL_IN, MAX_WIDTH_IN = 0.42, 11.5
 
 
 def confusion_png(task_id: str, per_system: Mapping[str, tuple[Sequence[str], Sequence[str | None]]]) -> bytes | None:

@@ -207,6 +207,11 @@ def _arm_selection(arm: Mapping[str, Any]) -> str:
             f"{len(trials)} complete)")
 
 
+def sentence(text: str) -> str:
+    """``text`` as a sentence: its first letter upper case (the rest untouched: "SFT" stays), a full stop."""
+    return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
+
+
 def selection_text(task_results: Mapping[str, Any]) -> str:
     """How one task's settings were chosen, from its ``_selection`` (study/: a search's record, or the
     settings fixed in the study file): ``SFT searched on 40 validation records (8 trial(s) ...); DPO fixed

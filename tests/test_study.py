@@ -45,7 +45,7 @@ def mini_study(tiny_model_dir: Path, tmp_path_factory):
 
 
 def test_results_shape_and_report(mini_study):
-    _, out, results, _ = mini_study
+    _, out, results, logs = mini_study
     for name in ("report.md", "report.html", "results.json"):
         assert (out / name).is_file()
     saved = json.loads((out / "results.json").read_text())
@@ -71,6 +71,18 @@ def test_results_shape_and_report(mini_study):
     correct = sum(r["pred"] == r["gold"] for r in rows) / len(rows)
     uti_acc = saved["tasks"]["uti_classification"]["accuracy"]["dpo"]["value"]
     assert correct == pytest.approx(uti_acc)
+    # what the report needs beside the numbers: provenance, where the data came from, the baseline, coverage
+    import clinalign
+
+    prov = saved["study"]["provenance"]
+    assert prov["clinalign"] == clinalign.__version__ and prov["run_seconds"] > 0 and prov["cores"] >= 1
+    assert saved["tasks"]["uti_classification"]["_data"] == {"source": "synthetic", "n": 40, "seed": 0}
+    assert "logistic regression" in saved["tasks"]["uti_classification"]["_baseline"]
+    assert f1["covers"].startswith("F1 of the answer 'yes'")
+    # each task's data line is logged once its split is ready, before its first training stage
+    data = next(i for i, m in enumerate(logs) if m.startswith("data uti_classification: synthetic"))
+    assert data < next(i for i, m in enumerate(logs) if m.endswith("uti_classification/sft"))
+    assert "train/val/test" in logs[data]
 
 
 def test_second_run_trains_nothing(mini_study):
@@ -210,7 +222,7 @@ def test_kfold_study_reports_fold_spread(tiny_model_dir: Path, tmp_path: Path, m
     assert settings["sft"]["batch_size"] == 2  # the task's own value over the study's
     assert settings["dpo"]["epochs"] == DEFAULT_EPOCHS["dpo"]  # filled in by the trainer
     assert settings["dpo_onpolicy"] == {**settings["dpo"], **on_policy}
-    assert "uti_classification: SFT batch_size=2, epochs=1, " in md
+    assert "| SFT | batch_size 2, epochs 1, lora true, " in md  # the settings table: one task, all common
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml", "paper.yaml"])

@@ -106,8 +106,8 @@ def test_both_arms_are_trained_from_sft_and_compared_on_the_same_items(tiny_mode
     saved = json.loads((out / "results.json").read_text())["tasks"]["uti_classification"]
     assert saved["f1_yes"]["p_values"]["dpo_onpolicy_vs_dpo"] == t["f1_yes"]["p_values"]["dpo_onpolicy_vs_dpo"]
     report = (out / "report.md").read_text()
-    head = next(x for x in report.splitlines() if x.startswith("| Task"))
-    assert "| DPO | DPO on-policy | Classical |" in head and "DPO on-policy vs DPO" in head
+    estimates, comparisons = [x for x in report.splitlines() if x.startswith("| Task | Metric |")]
+    assert "| DPO | DPO on-policy | Classical |" in estimates and "DPO on-policy vs DPO" in comparisons
     assert "DPO on-policy: the same DPO recipe" in report
     assert (out / "uti_classification_dpo_onpolicy_curves.png").is_file()
     assert "DPO on-policy vs DPO" in (out / "report.html").read_text()

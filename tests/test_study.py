@@ -367,3 +367,30 @@ def test_a_study_whose_only_task_fails_says_so(tmp_path: Path, tiny_model_dir: P
     assert "IndexError" not in captured.out + captured.err and "Traceback" not in captured.out + captured.err
     assert "bad.jsonl:1" in captured.out + captured.err
     assert "clinalign data summary" not in captured.out  # no task got as far as its data: no table
+
+
+def test_a_generation_task_shows_a_few_outputs_on_the_page_only(tiny_model_dir: Path, tmp_path: Path):
+    """A summary task's report quotes its first test items' outputs beside an excerpt of the note (the
+    page only: results.json never holds record text) and names the extractive baseline."""
+    from markupsafe import escape
+
+    from clinalign.report.summary import EXAMPLES
+    from clinalign.study.runner import run_study
+
+    path = write_study(tmp_path, tiny_model_dir, tasks=[{"id": "discharge_summary", "n": 16, "eval": {"max_new_tokens": 8}}])
+    raw = yaml.safe_load(path.read_text())
+    raw["sft"]["max_steps"] = raw["dpo"]["max_steps"] = 1
+    path.write_text(yaml.safe_dump(raw))
+    out = tmp_path / "out"
+    results = run_study(load_study(path), out, log=lambda _m: None)
+    test = [json.loads(x) for x in (out / "data" / "discharge_summary" / "test.jsonl").read_text().splitlines()]
+    sft = [json.loads(x) for x in (out / "predictions" / "discharge_summary" / "sft.jsonl").read_text().splitlines()]
+    page, saved = (out / "report.html").read_text(), (out / "results.json").read_text()
+    assert "Example outputs" in page and "Example outputs" in (out / "report.md").read_text()
+    for rec, row in list(zip(test, sft, strict=True))[:EXAMPLES]:
+        assert f"Item {rec['id']}: " in page
+        words = " ".join(rec["note"].split()[:6])
+        assert escape(words) in page and words not in saved
+        assert escape(" ".join(row["text"].split()[:3])) in page
+    assert f"Item {test[EXAMPLES]['id']}: " not in page
+    assert results["tasks"]["discharge_summary"]["_baseline"].startswith("extractive: ")

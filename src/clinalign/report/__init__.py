@@ -129,11 +129,6 @@ def write_report(
     return written
 
 
-def _md_table(head: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
-    return ["| " + " | ".join(md_escape(h) for h in head) + " |", "|" + "---|" * len(head),
-            *("| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows), ""]
-
-
 def examples_markdown(items: Sequence[Mapping[str, Any]]) -> list[str]:
     lines = ["Example outputs (the first test items; input cut short; on your own data this is your patients' "
              "text, kept on this machine):", ""]
@@ -154,7 +149,7 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
         lines += [md_escape(provenance_line(study["provenance"])), ""]
     digest = summary(results)
     if digest.tasks:
-        lines += ["## Summary", "", *_md_table(HEADER, [t.cells() for t in digest.tasks])]
+        lines += ["## Summary", "", table_markdown((HEADER, [t.cells() for t in digest.tasks]))]
     if digest.caveats:
         lines += ["Caveats:", "", *(f"- {md_escape(c)}" for c in digest.caveats), ""]
     lines += ["## Methods", ""]

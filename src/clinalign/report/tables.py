@@ -122,6 +122,7 @@ def md_escape(text: Any) -> str:
 
 
 def _md_rows(head: list[str], rows: list[list[str]]) -> list[str]:
+    """A Markdown table's lines from cells already escaped (or marked up)."""
     return ["| " + " | ".join(head) + " |", "|" + "---|" * len(head), *("| " + " | ".join(r) + " |" for r in rows)]
 
 
@@ -172,13 +173,11 @@ def calibration_rows(task_results: Mapping[str, Any]) -> Table | None:
 
 
 def table_markdown(table: Table | None) -> str:
-    """A small count table (label distribution, calibration bins) as escaped Markdown."""
+    """A table of plain text (summary, settings, label distribution, calibration bins) as escaped Markdown."""
     if table is None:
         return ""
     head, rows = table
-    lines = ["| " + " | ".join(md_escape(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(md_escape(c) for c in r) + " |" for r in rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(_md_rows([md_escape(h) for h in head], [[md_escape(c) for c in r] for r in rows])) + "\n"
 
 
 #: The tables under each task's heading in report.md and report.html, in order: (caption, builder).

@@ -299,6 +299,7 @@ def test_summary_lists_every_task_with_its_best_system_primary_metric_mde_and_co
             assert "raw p, secondary" in cell or "Holm" in cell
     uti = digest.tasks[0]
     assert uti.best == "DPO" and "significantly better" in uti.vs_base
+    assert uti.verdict == "SFT sufficient"  # DPO's higher estimate is not significantly above SFT's
     reasoning = next(r for r in digest.tasks if r.task == "clinical_reasoning")
     assert reasoning.flags == ("DPO answers 'B' to 40 of 40 items (collapsed)",)
     assert all(not r.flags for r in digest.tasks if r.task != "clinical_reasoning")
@@ -356,7 +357,8 @@ def test_the_terminal_summary_and_the_reports_come_from_one_function(demo, tmp_p
     assert printed[-1].startswith("report: ") and "report.html" in printed[-1]
     md = (out / "report.md").read_text()
     for row in summary(results).tasks:
-        assert row.line().startswith(f"{row.task}: best {row.best}, {row.metric}")
+        assert row.line().startswith(f"{row.task}: {row.verdict}; best {row.best}, {row.metric}")
+        assert results["tasks"][row.task]["_verdict"].startswith(row.verdict + " (")
         assert md_escape(row.vs_base) in md and md_escape(row.vs_classical) in md
     for caveat in summary(results).caveats:
         assert f"- {md_escape(caveat)}" in md and f"- {caveat}" in lines

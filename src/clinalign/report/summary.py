@@ -1,5 +1,5 @@
-"""The summary a committee reads first: one line per task (the best system, its primary metric with its
-CI, the best fine-tuned system against base and against the classical baseline with the test's verdict,
+"""The summary a committee reads first: one line per task (the verdict's answer, the best system by point
+estimate, its primary metric with its CI, the best fine-tuned system against base and against the classical baseline with the test's verdict,
 its correction and the smallest difference it could have detected, collapse flags) and the study's
 caveats (where the data came from, test sizes, how settings were chosen, how often the test split was
 used, which comparisons were corrected for multiplicity).
@@ -35,7 +35,7 @@ from clinalign.eval.compare import (
 from clinalign.report.tables import LABELS
 from clinalign.tasks import Task
 
-HEADER = ["Task", "Best system", "Primary metric [95% CI]", "Best fine-tuned vs base",
+HEADER = ["Task", "Verdict", "Best (point estimate)", "Primary metric [95% CI]", "Best fine-tuned vs base",
           "Best fine-tuned vs classical", "Flags"]
 #: how many test items a generation task shows as examples, and how much of each
 EXAMPLES, EXCERPT_CHARS, OUTPUT_CHARS = 3, 300, 400
@@ -46,6 +46,7 @@ class TaskSummary:
     """One task's row: plain text cells (escaped by whoever renders them)."""
 
     task: str
+    verdict: str
     best: str
     metric: str
     vs_base: str
@@ -53,13 +54,13 @@ class TaskSummary:
     flags: tuple[str, ...] = ()
 
     def cells(self) -> list[str]:
-        return [self.task, self.best, self.metric, self.vs_base, self.vs_classical, "; ".join(self.flags)]
+        return [self.task, self.verdict, self.best, self.metric, self.vs_base, self.vs_classical, "; ".join(self.flags)]
 
     def line(self) -> str:
         """The row as one line (the terminal's form)."""
         if self.best == "failed":
             return f"{self.task}: failed: {'; '.join(self.flags)}"
-        parts = [f"{self.task}: best {self.best}, {self.metric}", f"vs base: {self.vs_base}",
+        parts = [f"{self.task}: {self.verdict}", f"best {self.best}, {self.metric}", f"vs base: {self.vs_base}",
                  f"vs classical: {self.vs_classical}"]
         return "; ".join(parts + list(self.flags))
 
@@ -113,18 +114,24 @@ def versus(e: Mapping[str, Any], a: str, b: str) -> str:
             + (f"; MDE {mde:.3f}" if mde is not None else ""))
 
 
+def verdict_head(task_results: Mapping[str, Any]) -> str:
+    """The verdict's answer without its evidence: "SFT sufficient", "DPO best", "No gain" (eval/compare.verdict
+    opens every sentence with it, the metric and p-values following in parentheses)."""
+    return str(task_results.get("_verdict") or "—").split(" (", 1)[0].split(":", 1)[0]
+
+
 def task_summary(tid: str, t: Mapping[str, Any]) -> TaskSummary:
     if t.get("_error"):
-        return TaskSummary(tid, "failed", "—", "—", "—", (str(t["_error"]),))
+        return TaskSummary(tid, "failed", "failed", "—", "—", "—", (str(t["_error"]),))
     m = primary_metric(t)
     if m is None:
-        return TaskSummary(tid, "—", "no metric", "—", "—")
+        return TaskSummary(tid, verdict_head(t), "—", "no metric", "—", "—")
     e = t[m]
     present = ordered_systems([k for k in e if isinstance(e[k], Mapping) and "value" in e[k]])
     best = _best(e, present)
     tuned = _best(e, [s for s in present if s in TUNED])
     if best is None:
-        return TaskSummary(tid, "—", f"{m} n/a", "—", "—")
+        return TaskSummary(tid, verdict_head(t), "—", f"{m} n/a", "—", "—")
     lo, hi = (e[best].get("ci") or [None, None])[:2]
     metric = f"{m} {_fmt(e[best]['value'])} [{_fmt(lo)}, {_fmt(hi)}]"
     n = e.get("n_items", t.get("_n_items"))
@@ -137,7 +144,7 @@ def task_summary(tid: str, t: Mapping[str, Any]) -> TaskSummary:
     vs_classical = versus(e, tuned, BASELINE) if tuned and BASELINE in e else "—"
     flags = tuple(f"{LABELS.get(c.system, c.system)} answers {c.label!r} to {c.count} of {c.n_items} items (collapsed)"
                   for c in collapsed(t.get("_label_distribution") or {}))
-    return TaskSummary(tid, name, metric, vs_base, vs_classical, flags)
+    return TaskSummary(tid, verdict_head(t), name, metric, vs_base, vs_classical, flags)
 
 
 # -- the study's caveats -----------------------------------------------------------------------------

@@ -417,6 +417,8 @@ def test_methods_say_how_settings_were_chosen_what_the_baseline_and_metrics_are(
         assert "chosen: trial 1 (lr 0.002, lora_layers 12), validation f1_yes 0.900 at epoch 1" in text
     assert md.count("How settings were chosen:") == len(results["tasks"]) + 1  # methods + one per task
     assert "uti_classification_selection.png" in md
+    assert "test split scored under 3 configuration(s): p-values optimistic" in md
+    assert "40 test items; train/val/test records 112/8/40; test split scored under 1 configuration(s); " in md
 
 
 def test_the_page_links_to_the_files_and_ends_without_a_json_dump(demo):

@@ -72,7 +72,8 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
 
 
 def task_meta_line(task_results: Mapping[str, Any]) -> str:
-    """Test items, unparseable answers per system, ECE per system where scored."""
+    """Test items, split sizes, how often the test split has been scored, unparseable answers per system,
+    on-policy rounds, ECE per system where scored, fold spread."""
     bits = [f"{task_results.get('_n_items', '?')} test items"]
     for label, split in splits(task_results):
         where = f" ({label})" if label else ""
@@ -82,6 +83,10 @@ def task_meta_line(task_results: Mapping[str, Any]) -> str:
             bits.append(f"duplicate groups kept in one split{where}: {split['duplicate_groups']} "
                         f"({split['records_in_groups']} records"
                         + (f", {split['dropped']} dropped)" if split.get("dropped") else ")"))
+    uses = (task_results.get("_test_uses") or {}).get("n_configurations")
+    if uses:  # the ledger of test-split uses (study/ledger.py)
+        bits.append(f"test split scored under {uses} configuration(s)"
+                    + (": p-values optimistic (see the caveats)" if uses > 1 else ""))
     unp = task_results.get("_unparseable")
     if unp:
         bits.append("unparseable: " + ", ".join(f"{s} {n}" for s, n in unp.items()))

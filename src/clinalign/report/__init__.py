@@ -12,6 +12,8 @@
                       "_on_policy": [{"round": r, ...}],                  # k folds: each also names its "fold"
                       "_folds": {METRIC: {system: {"mean", "std", "values"}}},          # k folds only
                       "_settings": {system: {key: value}},   # what each training stage ran with
+                      "_selection": {arm: {...}},            # how settings were chosen (report/selection.py)
+                      "_test_uses": {"test_hash", "n_configurations", "uses"},  # the test-split ledger
                       "_calibration": {system: {"ece": e, "n": n, "bins": [...]}}}},   # written here
      "study": {"name", "model", "config", ...}}
 
@@ -30,7 +32,7 @@ from typing import Any
 
 from clinalign.data.io import atomic_path, write_json, write_text_atomic
 from clinalign.eval.calibration import calibration_summary
-from clinalign.report import plots
+from clinalign.report import plots, selection
 from clinalign.report.html import render_html, task_meta_line
 from clinalign.report.methods import methods, model_name
 from clinalign.report.tables import LEGEND, md_escape, results_table_markdown, table_markdown, task_tables
@@ -83,6 +85,7 @@ def write_report(
               for stage in plots.STAGE_TITLES),
             ("calibration", plots.reliability_png(tid, task_results.get("_calibration", {}))),
             ("confusion", plots.confusion_png(tid, confusion[tid]) if confusion.get(tid) else None),
+            ("selection", selection.selection_png(tid, task_results)),
         ) if png is not None}
     results = _json_clean(results)
 
@@ -117,6 +120,9 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
         if task_results.get("_verdict"):
             lines += [f"**{md_escape(task_results['_verdict'])}**", ""]
         lines += [md_escape(task_meta_line(task_results)), ""]
+        chosen = selection.selection_lines(task_results)
+        if chosen:
+            lines += ["How settings were chosen:", "", *[f"- {md_escape(x)}" for x in chosen], ""]
         for caption, head, rows in task_tables(task_results):
             lines += [caption, "", table_markdown((head, rows))]
         for kind, name in png_names.get(tid, {}).items():

@@ -13,6 +13,7 @@ from typing import Any
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
 
 from clinalign.report.methods import methods, model_name, splits
+from clinalign.report.selection import selection_data
 from clinalign.report.tables import LEGEND, header, table_rows, task_tables
 
 
@@ -27,7 +28,7 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
     """``images[task][kind] = png bytes`` (kind: bars, sft_curves, dpo_curves, calibration, confusion)."""
     study = results.get("study", {})
     tasks = [{"id": tid, "verdict": task_results.get("_verdict"), "meta": task_meta_line(task_results),
-              "tables": task_tables(task_results),
+              "tables": task_tables(task_results), "selection": selection_data(task_results),
               "images": [(f"{tid} {kind}", base64.b64encode(png).decode("ascii"))
                          for kind, png in images.get(tid, {}).items()]}
              for tid, task_results in results.get("tasks", {}).items()]

@@ -333,3 +333,17 @@ def test_the_ledger_counts_the_configurations_a_test_split_was_scored_under(tmp_
     assert saved["_test_uses"]["n_configurations"] == 2
     assert "This test split has been scored under 2 configurations" in saved["_verdict"]
     assert "p-values and intervals do not account for the other looks" in (tmp_path / "two" / "report.md").read_text()
+
+
+def test_the_readmes_tune_block_loads(tmp_path):
+    """The block the README recommends for a user's own task is a valid study (with a task added)."""
+    import re
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Choosing settings for your own task", 1)[1]
+    block = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S)[1])
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({**block, "tasks": [{"id": "uti_classification"}]}))
+    cfg = load_study(tmp_path / "mine.yaml")
+    tune = cfg.tune_settings(cfg.tasks[0])
+    assert (tune.trials, tune.sampler, tune.pruner) == (8, "tpe", "median")
+    assert set(tune.sft) == {"lr", "lora_layers"} and set(tune.dpo) == {"lr", "beta"} and cfg.split.val == 0.2

@@ -88,6 +88,9 @@ def test_the_tune_block_is_checked_when_the_study_is_loaded(tmp_path, tiny_model
         "tune.sft: lr: a list of values or a range {low, high, log, step}, got 0.001")
     assert check(tmp_path, tiny_model_dir, trials=0) == "tune.trials: Input should be greater than or equal to 1"
 
+    from clinalign.cli import run
+
+    assert run(["study", "tune", str(write_study(tmp_path, tiny_model_dir))]) == 2  # no tune: block, nothing to do
     path = write_study(tmp_path, tiny_model_dir, tune={"sft": {"lr": [1e-3]}}, validate=False)
     with pytest.raises(ConfigError, match=r"validate: false, but tune chooses settings on the validation split"):
         load_study(path)
@@ -161,6 +164,9 @@ def test_the_search_finds_the_planted_setting_and_only_that_one_is_scored_on_tes
     for t in dpo["trials"]:  # every DPO trial continues the chosen SFT model
         config = yaml.safe_load((out / t["stage"] / "run" / "config.yaml").read_text())
         assert config["init_from"] == str(chosen_sft)
+    # ... and the second one used the first one's reference log-probs (same key: no second file)
+    refs = [sorted(p.name for p in (out / t["stage"] / "run" / "ref_logps").iterdir()) for t in dpo["trials"]]
+    assert len(refs) == 2 and refs[0] == refs[1] and len(refs[0]) == 1
     assert uti["_settings"]["sft"]["lr"] == 5.0e-3 and uti["_settings"]["dpo"]["beta"] == dpo["chosen"]["params"]["beta"]
 
     # the test split: scored once, by base and the chosen SFT and DPO weights, never seen in validation

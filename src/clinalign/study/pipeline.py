@@ -202,20 +202,25 @@ def dpo_key(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | 
 
 
 def dpo_stage(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | None, name: str = "dpo",
-              report: Report | None = None, copy_from: Path | None = None) -> Stage:
+              report: Report | None = None, copy_from: Path | None = None, reference: Path | None = None) -> Stage:
     """Off-policy DPO: on the task's built pairs of the first ``max_pairs`` training records (or a
     prepared ``pairs_file``), from ``init``'s final weights (None: from the base model); ``report`` and
-    ``copy_from`` as for `sft_stage`."""
+    ``copy_from`` as for `sft_stage`. ``reference``: another DPO stage's ``ref_logps/`` folder, from the
+    same starting model on the same pairs (a search's earlier trial): its cached reference log-probs are
+    used instead of computing them again (train/ref_cache.py keys them by content, so a file that does
+    not match is not used)."""
     return run.stages.run(f"{run.prefix}/{name}", dpo_key(run, split, settings, init),
-                          partial(_train_dpo, run, split, settings, init, report), every_rank=True,
+                          partial(_train_dpo, run, split, settings, init, report, reference), every_rank=True,
                           copy_from=copy_from)
 
 
 def _train_dpo(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | None, report: Report | None,
-               out: Path, resume: bool) -> None:
+               reference: Path | None, out: Path, resume: bool) -> None:
     e = run.entry
     pairs = partial(preference_pairs, run.task, strategy=e.pairs, seed=run.cfg.seed)
     parallel.on_main(_write_once, out / "pairs.jsonl", partial(_write_pairs, e, pairs, split.parts["train"][: e.max_pairs]))
+    if reference is not None and not resume:
+        parallel.on_main(_copy_files, sorted(reference.glob("ref-logps-*.safetensors")), out / "run" / "ref_logps")
     val = _val_data(run, split, out / "val_pairs.jsonl", pairs)
     run_trainer("dpo", run.base.path, out / "pairs.jsonl", out / "run", {**settings, **val}, run.cfg.seed, resume,
                 init_from=trained(init).path if init else None, validation=_validation(run, split, out, report))
@@ -234,6 +239,12 @@ def _validation(run: TaskRun, split: Split, out: Path, report: Report | None) ->
         return stop
 
     return task_validation(run.task, split.parts["val"], run.cfg.eval_settings(run.entry), run.objective, heard)
+
+
+def _copy_files(files: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, folder / f.name)
 
 
 def _write_pairs(entry: TaskEntry, pairs: Callable[[list[Any]], list[dict[str, Any]]], records: list[Any],

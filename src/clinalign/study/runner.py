@@ -68,6 +68,8 @@ def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None], tune_onl
     failed: dict[str, str] = {}
     for entry in cfg.tasks:
         task = get_task(entry.id)
+        if tune_only and cfg.tune_settings(entry) is None:
+            continue  # nothing to search
         log(f"[bold cyan]== {task.id}[/bold cyan]")
         try:
             results["tasks"][task.id] = (tune_task(cfg, entry, task, base_model, stages, out) if tune_only
@@ -144,7 +146,7 @@ def tune_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, s
     folds = []
     for fold in range(cfg.folds) if cfg.folds else [None]:
         run = TaskRun(cfg, entry, task, base, stages, out, fold)
-        folds.append((fold, train_arms(run, pipeline.data_stage(run)).selection))
+        folds.append((fold, train_arms(run, pipeline.data_stage(run), searches_only=True).selection))
     return {"_selection": _per_fold([(f, sel) for f, sel in folds])}
 
 
@@ -159,10 +161,11 @@ class Arms:
     selection: dict[str, dict[str, Any]]
 
 
-def train_arms(run: TaskRun, split: Split) -> Arms:
+def train_arms(run: TaskRun, split: Split, searches_only: bool = False) -> Arms:
     """SFT, then DPO (one arm, or off- and on-policy) from it: each arm with the study file's settings,
     or the values its search selected on the validation split (study/tune.py). The on-policy arm is
-    not searched: it trains with the settings selected for off-policy DPO."""
+    not searched: it trains with the settings selected for off-policy DPO. ``searches_only``: no DPO
+    stage that is not a search (a worker of a shared search trains SFT only when DPO's trials need it)."""
     cfg, entry = run.cfg, run.entry
     search = cfg.tune_settings(entry)
     written = {"sft": cfg.stage_settings("sft", entry)}
@@ -173,6 +176,8 @@ def train_arms(run: TaskRun, split: Split) -> Arms:
     stages, selection, written = {"sft": sft.stage}, {"sft": sft.info}, {"sft": sft.settings}
     chosen: dict[str, Any] = {}
     for system, arm in onpolicy.systems(on_policy).items():  # off-policy first: on-policy reuses its values
+        if searches_only and not (arm == "builder" and search is not None and search.dpo):
+            continue
         if arm == "on_policy":
             settings = {**dpo_settings, **chosen}
             stages[system] = onpolicy.rounds_stage(run, split, on_policy, settings, init)

@@ -129,8 +129,11 @@ class Trials:
         run = self.task_run
         if self.arm == "sft":
             stage = pipeline.sft_stage(run, self.split, settings, name, report=report, copy_from=copy_from)
-        else:
-            stage = pipeline.dpo_stage(run, self.split, settings, self.init, name, report=report, copy_from=copy_from)
+        else:  # every trial starts from the same model on the same pairs: one reference pass for all
+            done = [d / "run" / "ref_logps" for d in sorted(run.stages.root.glob(f"{run.prefix}/dpo-trial-*"))
+                    if d.name != name and (d / ".done").is_file() and (d / "run" / "ref_logps").is_dir()]
+            stage = pipeline.dpo_stage(run, self.split, settings, self.init, name, report=report, copy_from=copy_from,
+                                       reference=done[0] if done else None)
         rows = read_jsonl(stage.dir / "run" / "val_metrics.jsonl", missing_ok=True)
         score = run.objective.score
         if not rows or score not in rows[0]:

@@ -89,8 +89,12 @@ def test_the_tune_block_is_checked_when_the_study_is_loaded(tmp_path, tiny_model
     assert check(tmp_path, tiny_model_dir, trials=0) == "tune.trials: Input should be greater than or equal to 1"
 
     from clinalign.cli import run
+    from clinalign.study.tune import public_storage
 
     assert run(["study", "tune", str(write_study(tmp_path, tiny_model_dir))]) == 2  # no tune: block, nothing to do
+    assert public_storage("postgresql://ana:s3cr:et@db.example.org:5432/tune") == (
+        "postgresql://ana:***@db.example.org:5432/tune")
+    assert public_storage("sqlite:////runs/x/tune.sqlite") == "sqlite:////runs/x/tune.sqlite"
     path = write_study(tmp_path, tiny_model_dir, tune={"sft": {"lr": [1e-3]}}, validate=False)
     with pytest.raises(ConfigError, match=r"validate: false, but tune chooses settings on the validation split"):
         load_study(path)
@@ -175,7 +179,14 @@ def test_the_search_finds_the_planted_setting_and_only_that_one_is_scored_on_tes
     assert len(scored_on_test) == 1
     assert {s: Path(p) for s, p in scored_on_test[0].items() if s != "base"} == {
         "sft": chosen_sft, "dpo": out / dpo["chosen"]["stage"] / "run" / "final"}
+    for system in ("sft", "dpo"):  # the stable path of each chosen model
+        assert (out / "models" / "uti_classification" / system).resolve() == (out / uti["_selection"][system]["chosen"]["stage"] / "run").resolve()
     assert uti["_test_uses"]["n_configurations"] == 1 and "scored under 1 configuration." in uti["_verdict"]
+    # the default multiplicity family: the primary metric's confirmatory comparisons, the rest secondary
+    family = results["study"]["multiplicity"]
+    assert {(m["metric"], m["comparison"]) for m in family["members"]} == {
+        ("f1_yes", "sft_vs_base"), ("f1_yes", "dpo_vs_base"), ("f1_yes", "dpo_vs_sft")}
+    assert set(uti["accuracy"]["secondary"]) == set(uti["accuracy"]["p_values"]) and not uti["accuracy"]["p_values_holm"]
 
     # the chosen SFT weights, scored again on the validation split, give the best logged score
     rows = real_predict(UTI, {"sft": chosen_sft}, val)["sft"]

@@ -7,6 +7,8 @@ Layout of ``OUT`` (``<task>`` is ``<task>/fold<k>`` for each fold of a k-fold st
   data/<task>/{train,val,test}.jsonl        the split actually used
   stages/<task>/<stage>/                    cached stage outputs (training runs, search trials, predictions)
   tune.sqlite                               the searches' Optuna storage (unless tune.storage names another)
+  models/<task>/<system>                    a link to the training run each system's results come from
+                                            (its final/ weights; under a search, the chosen trial's)
   predictions/<task>/<system>.jsonl         per-item predictions, traceable to every number
   report.md, report.html, results.json, *.png
 """
@@ -24,7 +26,7 @@ from clinalign.errors import ClinalignError
 from clinalign.hashing import model_fingerprint
 from clinalign.report import safe_name
 from clinalign.study import onpolicy, parallel, pipeline, tune
-from clinalign.study.config import StudyConfig, TaskEntry
+from clinalign.study.config import StudyConfig, TaskEntry, TuneConfig
 from clinalign.study.pipeline import Model, Split, TaskRun
 from clinalign.study.stages import Stage, StageRunner
 from clinalign.tasks import Task, get_task
@@ -114,7 +116,7 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
     """
     from clinalign.eval.compare import compare_systems
 
-    base = Model(base_model, parallel.from_main(partial(model_fingerprint, base_model)))  # rank 0 hashes
+    base = _base(base_model)
     folds = [run_fold(TaskRun(cfg, entry, task, base, stages, out, fold))
              for fold in (range(cfg.folds) if cfg.folds else [None])]
     test = [x for f in folds for x in f.test]
@@ -142,12 +144,16 @@ def run_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, st
 def tune_task(cfg: StudyConfig, entry: TaskEntry, task: Task, base_model: str, stages: StageRunner,
               out: Path) -> dict[str, Any]:
     """A task's data and its searches only (`run_study` with ``tune_only``): ``{"_selection": ...}``."""
-    base = Model(base_model, parallel.from_main(partial(model_fingerprint, base_model)))
+    base = _base(base_model)
     folds = []
     for fold in range(cfg.folds) if cfg.folds else [None]:
         run = TaskRun(cfg, entry, task, base, stages, out, fold)
         folds.append((fold, train_arms(run, pipeline.data_stage(run), searches_only=True).selection))
     return {"_selection": _per_fold([(f, sel) for f, sel in folds])}
+
+
+def _base(base_model: str) -> Model:
+    return Model(base_model, parallel.from_main(partial(model_fingerprint, base_model)))  # rank 0 hashes
 
 
 @dataclass(frozen=True)
@@ -168,9 +174,8 @@ def train_arms(run: TaskRun, split: Split, searches_only: bool = False) -> Arms:
     stage that is not a search (a worker of a shared search trains SFT only when DPO's trials need it)."""
     cfg, entry = run.cfg, run.entry
     search = cfg.tune_settings(entry)
-    written = {"sft": cfg.stage_settings("sft", entry)}
     on_policy, dpo_written = onpolicy.split_settings(cfg.stage_settings("dpo", entry))
-    sft = _arm(run, split, "sft", cfg.train_settings("sft", entry), written["sft"], search)
+    sft = _arm(run, split, "sft", cfg.train_settings("sft", entry), cfg.stage_settings("sft", entry), search)
     _, dpo_settings = onpolicy.split_settings(cfg.train_settings("dpo", entry))
     init = sft.stage if cfg.dpo_from == "sft" else None
     stages, selection, written = {"sft": sft.stage}, {"sft": sft.info}, {"sft": sft.settings}
@@ -192,7 +197,7 @@ def train_arms(run: TaskRun, split: Split, searches_only: bool = False) -> Arms:
 
 
 def _arm(run: TaskRun, split: Split, arm: tune.Arm, settings: dict[str, Any], written: dict[str, Any],
-         search: Any, init: Stage | None = None) -> tune.Selection:
+         search: TuneConfig | None, init: Stage | None = None) -> tune.Selection:
     """One arm's stage: the best trial of its search, or one stage of the study file's settings."""
     if search is not None and search.space(arm):
         chosen = tune.select(run, split, arm, settings, search, init)
@@ -203,7 +208,7 @@ def _arm(run: TaskRun, split: Split, arm: tune.Arm, settings: dict[str, Any], wr
     return tune.Selection(stage, written, tune.fixed_info(written, _fixed_reason(search, arm)))
 
 
-def _fixed_reason(search: Any, arm: str) -> str:
+def _fixed_reason(search: TuneConfig | None, arm: str) -> str:
     return "fixed in the study file" if search is None else f"fixed in the study file (tune: has no {arm} space)"
 
 
@@ -234,7 +239,22 @@ def run_fold(run: TaskRun) -> Fold:
         preds[name] = pipeline.baseline_stage(run, split, test, ev, name)
     uses = parallel.from_main(lambda: record_test_use(run, split, test, ev, models))
     parallel.on_main(_write_predictions, run.out / "predictions" / run.prefix, preds)
+    parallel.on_main(_link_models, run.out / "models" / run.prefix, arms.stages)
     return Fold(run.fold, test, preds, arms, split.info, uses)
+
+
+def _link_models(folder: Path, stages: dict[str, Stage]) -> None:
+    """``folder/<system>``: a relative link to the system's training run (``run/``, which holds
+    ``final/``), so a chosen model has one stable path (``clinalign export model OUT/models/<task>/dpo``)
+    whatever its stage is called."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for system, stage in stages.items():
+        link, tmp = folder / system, folder / f".{system}.tmp"
+        tmp.unlink(missing_ok=True)
+        tmp.symlink_to(os.path.relpath(stage.dir / "run", folder))
+        os.replace(tmp, link)
 
 
 def test_configuration(run: TaskRun, split: Split, test: list[Any], ev: Any, models: dict[str, Model]) -> str:

@@ -217,10 +217,11 @@ def _wait_for(what, proc: subprocess.Popen, timeout: float = 600) -> None:
 
 
 @pytest.mark.slow
-def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_model_dir, monkeypatch):
-    """SIGKILL while the second trial trains (after its first checkpoint): the re-run reuses the first
-    trial's stage, fails the killed trial and runs its values again, resuming its stage from the
-    checkpoint, then the third; three trials complete in all, each value once."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path, tiny_model_dir, monkeypatch, sig):
+    """SIGKILL (a dead worker) or SIGTERM (preemption: exit 75) while the second trial trains, after
+    its first checkpoint: the re-run reuses the first trial's stage, runs the stopped trial's values
+    again, resuming its stage from the checkpoint, then the third; three trials complete, each value once."""
     from clinalign.study.runner import run_study
 
     path = write_study(tmp_path, tiny_model_dir, n=24, sft={"epochs": 2, "batch_size": 4, "lora": False,
@@ -233,8 +234,10 @@ def test_a_killed_search_resumes_without_rerunning_finished_trials(tmp_path, tin
             not (d / ".done").exists() and any((d / "run" / "checkpoints").glob("step-*"))
             for d in trials.glob("sft-trial-*")), proc)
     finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.send_signal(sig)
+        log = proc.communicate(timeout=300)[0]
+    if sig == signal.SIGTERM:  # the trainer checkpoints and the study stops, asking to be requeued
+        assert proc.returncode == 75 and "SIGTERM at step" in log, log[-3000:]
     first = [d.name for d in trials.glob("sft-trial-*") if (d / ".done").is_file()]
     killed = [d.name for d in trials.glob("sft-trial-*") if not (d / ".done").exists()]
     assert len(first) == 1 and len(killed) == 1
@@ -364,3 +367,29 @@ def test_the_readmes_tune_block_loads(tmp_path):
     tune = cfg.tune_settings(cfg.tasks[0])
     assert (tune.trials, tune.sampler, tune.pruner) == (8, "tpe", "median")
     assert set(tune.sft) == {"lr", "lora_layers"} and set(tune.dpo) == {"lr", "beta"} and cfg.split.val == 0.2
+
+
+@pytest.mark.slow
+def test_a_trial_whose_training_stops_is_a_failed_trial_and_the_search_goes_on(tmp_path, tiny_model_dir, monkeypatch):
+    """Training that stops for its settings (here a stand-in for divergence at lr 1.0) fails that trial
+    only: it counts against the budget, its reason is kept, and the other value is chosen."""
+    from clinalign.errors import TrainingStopped
+    from clinalign.study import pipeline
+    from clinalign.study.runner import run_study
+
+    real = pipeline.run_trainer
+
+    def run_trainer(stage, model, data, out, settings, *args, **kw):
+        if settings["lr"] == 1.0:
+            raise TrainingStopped("diverged at step 2 (loss 9.1, started at 7.7): lower lr (was 1.0)")
+        return real(stage, model, data, out, settings, *args, **kw)
+
+    monkeypatch.setattr(pipeline, "run_trainer", run_trainer)
+    path = write_study(tmp_path, tiny_model_dir, n=24, sft={"epochs": 1, "batch_size": 4, "lora": False, "max_length": 256},
+                       tune={"trials": 2, "sampler": "grid", "pruner": "none", "sft": {"lr": [1.0, 1e-3]}})
+    sft = run_study(load_study(path), tmp_path / "out", log=lambda _m: None
+                    )["tasks"]["uti_classification"]["_selection"]["sft"]
+    assert [(t["params"]["lr"], t["state"]) for t in sorted(sft["trials"], key=lambda t: t["params"]["lr"])] == [
+        (1e-3, "complete"), (1.0, "fail")]
+    assert next(t for t in sft["trials"] if t["state"] == "fail")["stopped"].startswith("diverged at step 2")
+    assert sft["chosen"]["params"] == {"lr": 1e-3}

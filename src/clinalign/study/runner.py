@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from clinalign.data.io import read_jsonl, write_jsonl
-from clinalign.errors import ClinalignError
+from clinalign.errors import RESUMABLE, ClinalignError, TrainingStopped
 from clinalign.hashing import model_fingerprint
 from clinalign.report import safe_name
 from clinalign.study import onpolicy, parallel, pipeline, tune
@@ -76,6 +76,11 @@ def _run_study(cfg: StudyConfig, out: Path, log: Callable[[str], None], tune_onl
         try:
             results["tasks"][task.id] = (tune_task(cfg, entry, task, base_model, stages, out) if tune_only
                                          else run_task(cfg, entry, task, base_model, stages, out, extras))
+        except TrainingStopped as e:
+            if e.exit_code == RESUMABLE:  # preempted: stop here; the same command resumes (exit 75 requeues)
+                raise
+            failed[task.id] = _failure(e, out / "errors" / f"{safe_name(task.id)}.txt")
+            log(f"[bold red]failed[/bold red]  {task.id}: {failed[task.id]}")
         except Exception as e:  # reported with the others' results; the next task still runs
             failed[task.id] = _failure(e, out / "errors" / f"{safe_name(task.id)}.txt")
             log(f"[bold red]failed[/bold red]  {task.id}: {failed[task.id]}")

@@ -11,9 +11,12 @@ a retraining; the test split is read by nothing here.
 
 **Trials are cached stages** (``stages/<task>/<arm>-trial-<hash of its values>``), keyed like the
 study's own stages plus the trial's values: a trial whose values were tried before reuses that stage.
+A trial whose training stops on its own (a non-finite or diverging loss: its values are bad) is a
+failed trial that counts against the budget, and the search goes on.
 **Resume.** The search lives in Optuna's storage (default ``OUT/tune.sqlite``), which knows which trials
-finished, so a re-run never repeats them. A trial whose worker died is failed and its values enqueued
-again, so the new trial resumes the killed stage from its last checkpoint: a dead worker is recognised
+finished, so a re-run never repeats them. A trial stopped by SIGTERM (preemption: the study exits 75)
+or Ctrl-C enqueues its values again, and a trial whose worker died is failed and its values enqueued
+again, so the new trial resumes the stopped stage from its last checkpoint: a dead worker is recognised
 at once on its own machine (the trial records host and process id), and on other machines by Optuna's
 heartbeat (RDB storages: a trial without a heartbeat for ``GRACE_S`` seconds;
 ``RetryHeartbeatStaleTrialCallback`` enqueues it again). A journal file has no heartbeat: a worker that died on
@@ -42,7 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from clinalign.data.io import read_jsonl
-from clinalign.errors import ConfigError
+from clinalign.errors import RESUMABLE, ConfigError, TrainingStopped
 from clinalign.hashing import fingerprint
 from clinalign.study import parallel, pipeline
 from clinalign.study.config import Range, TuneConfig
@@ -232,6 +235,21 @@ class _Surplus(Exception):
     """A trial started after the budget was spent: dropped before it trains."""
 
 
+class _Stopped(Exception):
+    """A trial whose training stopped on its own (a non-finite or diverging loss): a failed trial that
+    counts against the budget; the search goes on."""
+
+
+def _trained(trials: Trials, params: dict[str, Any], report: Callable[[int, dict[str, float]], bool]) -> Outcome:
+    """``trials.train``; training that stopped for its settings (not a preemption) becomes `_Stopped`."""
+    try:
+        return trials.train(params, report=report)
+    except TrainingStopped as e:
+        if e.exit_code == RESUMABLE:
+            raise
+        raise _Stopped(str(e)) from None
+
+
 def _search(study: Any, tune: TuneConfig, space: dict[str, Any], trials: Trials) -> None:
     """Run trials until the budget (every worker's) is spent or ``timeout_s`` has passed, then wait for
     the other workers' running trials (rank 0; under torchrun the other ranks follow, `_follow`)."""
@@ -246,7 +264,7 @@ def _search(study: Any, tune: TuneConfig, space: dict[str, Any], trials: Trials)
         late = tune.timeout_s is not None and time.monotonic() - t0 > tune.timeout_s
         if (len(taken) < n or waiting) and not late:
             study.optimize(lambda trial: _objective(trial, study, tune, space, trials, n), n_trials=1,
-                           catch=(_Surplus,))
+                           catch=(_Surplus, _Stopped))
         elif any(t.state == TrialState.RUNNING for t in taken):
             time.sleep(POLL_S)  # another worker's trial: the selection waits for it
         else:
@@ -257,15 +275,20 @@ def _search(study: Any, tune: TuneConfig, space: dict[str, Any], trials: Trials)
 def _follow(trials: Trials) -> None:
     """A torchrun rank other than 0: train each trial rank 0 starts, with its pruning decisions."""
     while (params := parallel.from_main(lambda: None)) is not None:
-        trials.train(params, report=lambda _k, _s: parallel.from_main(lambda: None))
+        try:
+            _trained(trials, params, report=lambda _k, _s: parallel.from_main(lambda: None))
+        except _Stopped:
+            continue
 
 
 def _taken(all_trials: list[Any]) -> list[Any]:
-    """The trials that count against the budget: finished or running, not dropped as surplus."""
+    """The trials that count against the budget: finished (a trial whose training stopped on its own
+    included) or running, not dropped as surplus; a preempted or killed trial does not count, its
+    values run again."""
     from optuna.trial import TrialState
 
     states = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)
-    return [t for t in all_trials if t.state in states and not t.user_attrs.get(SURPLUS)]
+    return [t for t in all_trials if (t.state in states or "stopped" in t.user_attrs) and not t.user_attrs.get(SURPLUS)]
 
 
 def _objective(trial: Any, study: Any, tune: TuneConfig, space: dict[str, Any], trials: Trials, n: int) -> float:
@@ -293,7 +316,15 @@ def _objective(trial: Any, study: Any, tune: TuneConfig, space: dict[str, Any], 
 
         return parallel.from_main(decide)
 
-    outcome = trials.train(params, report=report)
+    try:
+        outcome = _trained(trials, params, report)
+    except (TrainingStopped, KeyboardInterrupt):  # preempted or interrupted: these values run again next time
+        study.enqueue_trial(params, user_attrs={"retry_of": trial.number})
+        raise
+    except _Stopped as e:
+        trial.set_user_attr("stopped", str(e))
+        run.stages.log(f"trial   {run.prefix} {trials.arm} {trial.number}: {_values(params)} -> stopped: {e}")
+        raise
     for k, score in enumerate(outcome.scores, 1):  # a cached stage: its scores were not heard yet
         if k not in heard:
             trial.report(score, k)
@@ -343,9 +374,11 @@ def _chosen(study: Any, run: TaskRun) -> tuple[int, dict[str, Any], str | None]:
 
     done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if not t.user_attrs.get(SURPLUS)]
     if not done:
-        states = [t.state.name.lower() for t in study.get_trials(deepcopy=False)]
-        raise ConfigError(f"tasks.{run.task.id}: no trial of the search completed ({', '.join(states) or 'none ran'}); "
-                          "raise tune.trials or timeout_s, or use pruner: none")
+        every = study.get_trials(deepcopy=False)
+        states = [t.state.name.lower() for t in every]
+        stopped = next((f"; trial {t.number}: {t.user_attrs['stopped']}" for t in every if "stopped" in t.user_attrs), "")
+        raise ConfigError(f"tasks.{run.task.id}: no trial of the search completed ({', '.join(states) or 'none ran'}"
+                          f"{stopped}); raise tune.trials or timeout_s, use pruner: none, or narrow the space")
     sign = 1 if run.objective.higher_is_better else -1
     best = min(done, key=lambda t: (-sign * t.value, t.number))
     return best.number, dict(best.params), best.user_attrs.get("stage_dir")
@@ -371,7 +404,7 @@ def selection_info(study: Any, tune: TuneConfig, space: dict[str, Any], run: Tas
         trials.append({"number": t.number, "params": dict(t.params), "state": t.state.name.lower(),
                        "value": t.value if t.state == TrialState.COMPLETE else None, "epoch_scores": scores, "best_epoch": t.user_attrs.get("best_epoch"),
                        "stage": t.user_attrs.get("stage"),
-                       **({"retry_of": t.user_attrs["retry_of"]} if "retry_of" in t.user_attrs else {})})
+                       **{k: t.user_attrs[k] for k in ("retry_of", "stopped") if k in t.user_attrs}})
     return {"space": {k: v.model_dump(mode="json") if isinstance(v, Range) else v for k, v in space.items()},
             "budget": {"trials": budget(tune, space), "timeout_s": tune.timeout_s},
             "sampler": tune.sampler, "pruner": tune.pruner, "seed": run.cfg.seed,

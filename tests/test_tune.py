@@ -275,7 +275,7 @@ def test_two_workers_sharing_one_storage_run_disjoint_trials(tmp_path, tiny_mode
     workers = [_launch(tmp_path, "study", "tune", str(path), "--out", f"w{i}") for i in range(2)]
     logs = [w.communicate(timeout=900)[0] for w in workers]
     assert [w.returncode for w in workers] == [0, 0], logs
-    assert all("SFT: random search (Optuna, seed 0, none pruner) of 4 trials" in log for log in logs)
+    assert all("SFT: random search (Optuna, seed 0, no pruner) of 4 trials" in log for log in logs)
 
     (name,) = optuna.get_all_study_names(optuna.storages.JournalStorage(
         optuna.storages.journal.JournalFileBackend(str(tmp_path / "search.log"))))
@@ -393,3 +393,40 @@ def test_a_trial_whose_training_stops_is_a_failed_trial_and_the_search_goes_on(t
         (1e-3, "complete"), (1.0, "fail")]
     assert next(t for t in sft["trials"] if t["state"] == "fail")["stopped"].startswith("diverged at step 2")
     assert sft["chosen"]["params"] == {"lr": 1e-3}
+
+
+def test_the_report_says_how_settings_were_chosen_and_how_often_the_test_split_was_used():
+    from clinalign.report.selection import selection_data, selection_lines, selection_png, test_uses_text
+
+    searched = {"space": {"lr": {"low": 1e-4, "high": 3e-3, "log": True, "step": None}, "lora_layers": [6, 12]},
+                "budget": {"trials": 3, "timeout_s": None}, "sampler": "tpe", "pruner": "median", "seed": 0,
+                "objective": {"metric": "f1_yes", "split": "validation", "higher_is_better": True},
+                "validation_records": 32, "storage": "sqlite:///x", "search": "s",
+                "trials": [{"number": 0, "params": {"lr": 1e-3, "lora_layers": 6}, "state": "complete", "value": 0.8,
+                            "epoch_scores": [0.7, 0.8], "best_epoch": 2, "stage": "stages/t/sft-trial-a"},
+                           {"number": 1, "params": {"lr": 2e-3, "lora_layers": 12}, "state": "complete", "value": 0.9,
+                            "epoch_scores": [0.9, 0.85], "best_epoch": 1, "stage": "stages/t/sft-trial-b"},
+                           {"number": 2, "params": {"lr": 1e-4, "lora_layers": 6}, "state": "pruned", "value": None,
+                            "epoch_scores": [0.2], "best_epoch": 1, "stage": "stages/t/sft-trial-c"}],
+                "chosen": {"trial": 1, "params": {"lr": 2e-3, "lora_layers": 12}, "value": 0.9, "best_epoch": 1}}
+    task = {"_selection": {"sft": searched, "dpo": {"fixed": {"lr": 5e-5}, "reason": "fixed in the study file"}},
+            "_test_uses": {"test_hash": "h", "n_configurations": 1, "uses": []}}
+    assert selection_lines(task) == [
+        "SFT: TPE search (Optuna, seed 0, median pruner) of 3 trials over lr in [0.0001, 0.003], log scale; "
+        "lora_layers in {6, 12}, each scored after every epoch by f1_yes on the 32 validation records (higher is "
+        "better; the test split was not used); 2 complete, 1 pruned. Chosen: trial 1 (lr=0.002, lora_layers=12), "
+        "validation f1_yes 0.900 at epoch 1, whose weights were kept.",
+        "DPO: settings fixed in the study file (lr=5e-05)."]
+    assert test_uses_text(task) == "This test split has been scored under 1 configuration."
+    task["_test_uses"] = [{"fold": 0, "test_hash": "h0", "n_configurations": 1, "uses": []},
+                          {"fold": 1, "test_hash": "h1", "n_configurations": 3, "uses": []}]
+    text = test_uses_text(task)
+    assert text.startswith("fold 0: This test split has been scored under 1 configuration. fold 1: This test split "
+                           "has been scored under 3 configurations (test-split ledger): a result chosen among")
+    data = selection_data(task)
+    assert [r[1:4] + r[5:] for r in data["rows"]] == [["0", "lr=0.001, lora_layers=6", "complete", "0.800", ""],
+                                                      ["1", "lr=0.002, lora_layers=12", "complete", "0.900", "chosen"],
+                                                      ["2", "lr=0.0001, lora_layers=6", "pruned", "", ""]]
+    assert selection_png("t", task)[:8] == b"\x89PNG\r\n\x1a\n"
+    assert selection_png("t", {"_selection": task["_selection"] | {"sft": task["_selection"]["dpo"]}}) is None
+    assert selection_lines({}) == [] and test_uses_text({}) is None

@@ -59,8 +59,9 @@ def arm_sentence(arm: str, info: Mapping[str, Any]) -> str:
     counted = {s: states.count(s) for s in ("complete", "pruned", "fail") if s in states}
     obj, chosen = info["objective"], info["chosen"]
     direction = "higher" if obj["higher_is_better"] else "lower"
+    pruner = "no pruner" if info["pruner"] == "none" else f"{info['pruner'].replace('_', ' ')} pruner"
     return (f"{name}: {info['sampler'].upper() if info['sampler'] == 'tpe' else info['sampler']} search "
-            f"(Optuna, seed {info['seed']}, {info['pruner'].replace('_', ' ')} pruner) of "
+            f"(Optuna, seed {info['seed']}, {pruner}) of "
             f"{info['budget']['trials']} trials over {_space(info['space'])}, each scored after every epoch by "
             f"{obj['metric']} on the {info['validation_records']} validation records ({direction} is better; "
             f"the test split was not used); {', '.join(f'{n} {s}' for s, n in counted.items())}. "

@@ -124,7 +124,7 @@ class Trials:
         return pipeline.dpo_key(self.task_run, self.split, self.settings, self.init)
 
     def train(self, params: dict[str, Any], report: Callable[[int, dict[str, float]], bool] | None = None,
-            copy_from: Path | None = None) -> Outcome:
+              copy_from: Path | None = None) -> Outcome:
         """The trial's stage with ``params`` over the arm's settings (cached, resumed or copied like
         any stage), and its validation scores read back from ``val_metrics.jsonl``."""
         settings = {**self.settings, **params}

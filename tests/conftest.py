@@ -48,3 +48,15 @@ def adapter_run(tiny_model_dir, tmp_path_factory):
     model.save_pretrained(run / "final")
     (run / "config.yaml").write_text(f"model: {tiny_model_dir}\nstage: dpo\nlora: true\nbeta: 0.1\n")
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ledger_in_tmp(tmp_path_factory):
+    """Studies run by the tests put their test splits on a temporary ledger, not on the user's
+    (study/ledger.py keeps it in the user's cache); a test that sets CLINALIGN_CACHE gets that cache's."""
+    from clinalign.study import ledger
+
+    real, tmp = ledger.ledger_dir, tmp_path_factory.mktemp("ledger")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(ledger, "ledger_dir", lambda: real() if os.environ.get("CLINALIGN_CACHE") else tmp)
+        yield

@@ -25,6 +25,7 @@ def write_study(tmp_path: Path, model: Path, **extra) -> Path:
         "sft": dict(train), "dpo": {**train, "beta": 0.1},
         "eval": {"batch_size": 8, "n_boot": 200},
         "tasks": [{"id": "uti_classification", "n": 40}, {"id": "hyponatremia_urine", "n": 40}],
+        "multiplicity": {"metrics": "all", "comparisons": "all"},  # every comparison corrected together
         **extra,
     }
     path = tmp_path / "study.yaml"

@@ -28,7 +28,7 @@ def _study(path: Path, model: Path, batch: int, **extra) -> Path:
 
 
 def _clinalign(tmp_path: Path, *args: str, procs: int = 1, rc: int = 0) -> str:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CLINALIGN_CACHE": str(tmp_path / "cache")}  # its own test ledger
     launch = (["-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(procs)] if procs > 1 else [])
     res = subprocess.run([sys.executable, *launch, "-m", "clinalign", *args], env=env, capture_output=True,
                          text=True, timeout=300, cwd=tmp_path)

@@ -81,7 +81,8 @@ def test_both_arms_are_trained_from_sft_and_compared_on_the_same_items(tiny_mode
     study.write_text(yaml.safe_dump({
         "name": "arms", "model": str(tiny_model_dir), "split": {"val": 0.1, "test": 0.3}, "sft": train,
         "dpo": {**train, "pairs": ["builder", "on_policy"], "samples": 2},
-        "eval": {"batch_size": 8, "n_boot": 50}, "tasks": [{"id": "uti_classification", "n": 30}]}))
+        "eval": {"batch_size": 8, "n_boot": 50}, "tasks": [{"id": "uti_classification", "n": 30}],
+        "multiplicity": {"metrics": "all", "comparisons": "all"}}))  # every comparison corrected together
     cfg = load_study(study)
     out = tmp_path / "out"
     results = run_study(cfg, out, log=lambda _m: None)

@@ -21,12 +21,12 @@ def _rows(path):
 
 def test_guard_directions_and_patience():
     from clinalign.train.config import TrainConfig
-    from clinalign.train.loop import _Guard
+    from clinalign.train.loop import Validation, _Guard
 
-    g = _Guard.from_state(TrainConfig(early_stopping_patience=2), None)
+    g = _Guard.for_run(TrainConfig(early_stopping_patience=2), [Validation(dict, {"val_loss": False})], None)
     assert [g.update({"val_loss": v}) for v in (2.0, 1.5, 1.5, 1.7)] == [True, True, False, False]
     assert g.should_stop() and g.best == 1.5
-    g = _Guard("val_reward_accuracy", None)
+    g = _Guard("val_reward_accuracy", True, None)
     assert [g.update({"val_reward_accuracy": v}) for v in (0.5, 0.4, 0.75)] == [True, False, True]
     assert not g.should_stop()
 

@@ -20,9 +20,10 @@ figures). The page ends in links to results.json and predictions/, not in a copy
                       "_on_policy": [{"round": r, ...}],                  # k folds: each also names its "fold"
                       "_folds": {METRIC: {system: {"mean", "std", "values"}}},          # k folds only
                       "_settings": {system: {key: value}},   # what each training stage ran with
+                      "_selection": {arm: {...}},            # how settings were chosen (report/selection.py); k folds: a list
+                      "_test_uses": {"test_hash", "n_configurations", "uses"},  # the test-split ledger; k folds: a list
                       "_data": {"source": "synthetic", "n", "seed"} | {"source": "file", "file"},
                       "_baseline": "TF-IDF ... + logistic regression ...",   # the classical system
-                      "_selection": {...}, "_test_uses": {...},  # how settings were chosen; test-split uses
                       "_calibration": {system: {"ece": e, "n": n, "bins": [...]}}}},   # written here
      "study": {"name", "model", "config", "multiplicity": {...}, "provenance": {...}, ...}}
 
@@ -41,11 +42,10 @@ from typing import Any
 
 from clinalign.data.io import atomic_path, write_json, write_text_atomic
 from clinalign.eval.calibration import calibration_summary
-from clinalign.report import plots
+from clinalign.report import plots, selection
 from clinalign.report.html import render_html, task_meta_line
 from clinalign.report.methods import methods, metric_coverage, model_name, settings_table
 from clinalign.report.provenance import provenance_line
-from clinalign.report.selection import selection_markdown, selection_plot
 from clinalign.report.summary import HEADER, selection_text, sentence, summary
 from clinalign.report.tables import md_escape, results_table_markdown, table_markdown, task_tables
 
@@ -106,7 +106,7 @@ def write_report(
               for stage in plots.STAGE_TITLES),
             ("calibration", plots.reliability_png(tid, task_results.get("_calibration", {}))),
             ("confusion", plots.confusion_png(tid, confusion[tid]) if confusion.get(tid) else None),
-            ("selection", selection_plot(task_results)),
+            ("selection", selection.selection_png(tid, task_results)),
         ) if png is not None}
     results = _json_clean(results)
 
@@ -168,8 +168,8 @@ def render_markdown(results: Mapping[str, Any], png_names: Mapping[str, Mapping[
             lines += [f"**{md_escape(task_results['_verdict'])}**", ""]
         lines += [md_escape(task_meta_line(task_results)), ""]
         if not task_results.get("_error"):
-            lines += ["How settings were chosen:", "",
-                      selection_markdown(task_results) or md_escape(sentence(selection_text(task_results))), ""]
+            chosen = selection.selection_lines(task_results) or [sentence(selection_text(task_results))]
+            lines += ["How settings were chosen:", "", *[f"- {md_escape(x)}" for x in chosen], ""]
         for caption, head, rows in task_tables(task_results):
             lines += [caption, "", table_markdown((head, rows))]
         if (examples or {}).get(tid):

@@ -12,13 +12,11 @@ from functools import cache
 from typing import Any
 
 from jinja2 import Environment, PackageLoader, StrictUndefined, Template
-from markdown_it import MarkdownIt
-from markupsafe import Markup
 
 from clinalign.report.methods import methods, metric_coverage, model_name, settings_table, splits
 from clinalign.report.provenance import provenance_line
-from clinalign.report.selection import selection_markdown
-from clinalign.report.summary import HEADER, selection_text, sentence, summary
+from clinalign.report.selection import selection_data
+from clinalign.report.summary import HEADER, n_configurations, selection_text, sentence, summary
 from clinalign.report.tables import (
     COMPARISONS_LEGEND,
     LEGEND,
@@ -37,11 +35,6 @@ def _template() -> Template:
     return env.get_template("report.html.jinja")
 
 
-def markdown_html(text: str) -> Markup:
-    """Markdown as an HTML fragment; raw HTML in it is escaped, not passed through."""
-    return Markup(MarkdownIt("commonmark", {"html": False}).enable("table").render(text))
-
-
 def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, bytes]],
                 examples: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
                 links: Sequence[tuple[str, str, str]] = ()) -> str:
@@ -53,7 +46,7 @@ def render_html(results: Mapping[str, Any], images: Mapping[str, Mapping[str, by
     tasks = [{"id": tid, "anchor": f"task-{i}", "verdict": task_results.get("_verdict"),
               "meta": task_meta_line(task_results), "failed": bool(task_results.get("_error")),
               "chosen": sentence(selection_text(task_results)),
-              "selection": markdown_html(selection_markdown(task_results)),
+              "selection": selection_data(task_results),
               "tables": task_tables(task_results), "examples": (examples or {}).get(tid) or [],
               "images": [(kind, f"{tid} {kind}", base64.b64encode(png).decode("ascii"))
                          for kind, png in images.get(tid, {}).items()]}
@@ -83,7 +76,7 @@ def task_meta_line(task_results: Mapping[str, Any]) -> str:
             bits.append(f"duplicate groups kept in one split{where}: {split['duplicate_groups']} "
                         f"({split['records_in_groups']} records"
                         + (f", {split['dropped']} dropped)" if split.get("dropped") else ")"))
-    uses = (task_results.get("_test_uses") or {}).get("n_configurations")
+    uses = n_configurations(task_results)
     if uses:  # the ledger of test-split uses (study/ledger.py)
         bits.append(f"test split scored under {uses} configuration(s)"
                     + (": p-values optimistic (see the caveats)" if uses > 1 else ""))

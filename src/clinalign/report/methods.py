@@ -12,7 +12,7 @@ from typing import Any
 
 from clinalign.eval.compare import ONPOLICY, metric_names, ordered_systems
 from clinalign.models.default import describe_model
-from clinalign.report.summary import grouped, multiplicity_text, source_text
+from clinalign.report.summary import grouped, multiplicity_text, searched, source_text
 from clinalign.report.tables import LABELS, Table
 
 
@@ -147,7 +147,7 @@ def _systems(results: Mapping[str, Any]) -> list[str]:
 
 
 def _selection(tasks: Mapping[str, Mapping[str, Any]]) -> str:
-    if any(t.get("_selection") for t in tasks.values()):
+    if any(searched(t) for t in tasks.values()):
         return ("How settings were chosen: where the study file has a tune: block, by a search (Optuna) whose "
                 "trials train on the training split and are scored on the validation split with the task's "
                 "primary metric, the SFT and DPO arms with the same budget; otherwise fixed in the study file. "

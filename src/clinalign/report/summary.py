@@ -32,6 +32,7 @@ from clinalign.eval.compare import (
     primary_metric,
     significantly_better,
 )
+from clinalign.report.selection import per_fold
 from clinalign.report.tables import LABELS
 from clinalign.tasks import Task
 
@@ -219,35 +220,50 @@ def sentence(text: str) -> str:
     return text[:1].upper() + text[1:] + ("" if text.endswith(".") else ".")
 
 
+def searched(task_results: Mapping[str, Any]) -> bool:
+    """Whether any arm of the task (in any fold) had its settings chosen by a search."""
+    return any("trials" in arm for _, sel in per_fold(task_results.get("_selection"))
+               for name, arm in sel.items() if name != "fold")
+
+
 def selection_text(task_results: Mapping[str, Any]) -> str:
     """How one task's settings were chosen, from its ``_selection`` (study/: a search's record, or the
     settings fixed in the study file): ``SFT searched on 40 validation records (8 trial(s) ...); DPO fixed
-    in the study file``; without ``_selection``, fixed in the study file."""
-    sel = task_results.get("_selection")
-    if not sel:
+    in the study file``; without ``_selection``, fixed in the study file. A k-fold study names the first
+    fold's search (each fold searches alike, on its own split)."""
+    folds = per_fold(task_results.get("_selection"))
+    if not folds:
         return "fixed in the study file"
-    texts = {arm: _arm_selection(v) for arm, v in sel.items()}
+    texts = {arm: _arm_selection(v) for arm, v in folds[0][1].items() if arm != "fold"}
+    where = f" (fold {folds[0][1]['fold']} of {len(folds)}; each fold alike)" if len(folds) > 1 else ""
     if len(set(texts.values())) == 1:
-        return next(iter(texts.values()))
-    return ", ".join(f"{LABELS.get(arm, arm)} {text}" for arm, text in texts.items())
+        return next(iter(texts.values())) + where
+    return ", ".join(f"{LABELS.get(arm, arm)} {text}" for arm, text in texts.items()) + where
 
 
 def _selection_caveat(tasks: Mapping[str, Mapping[str, Any]]) -> str | None:
     done = {tid: t for tid, t in tasks.items() if not t.get("_error")}
     if not done:
         return None
-    if not any(t.get("_selection") for t in done.values()):
+    if not any(searched(t) for t in done.values()):
         return ("Settings: fixed in the study file before the run (no search on validation data is recorded); "
                 "a setting chosen by looking at test results would make every p-value optimistic.")
-    return (f"Settings: {grouped({tid: selection_text(t) for tid, t in done.items()})}; the test split was not "
-            "used to choose them.")
+    return (f"Settings: {grouped({tid: selection_text(t) for tid, t in done.items()})}; no search saw the "
+            "test split.")
+
+
+def n_configurations(task_results: Mapping[str, Any]) -> int | None:
+    """The most configurations any of the task's test splits (one per fold) has been scored under, from
+    the test-split ledger's record (``_test_uses``); None without one."""
+    counts = [uses.get("n_configurations", 1) for _, uses in per_fold(task_results.get("_test_uses"))]
+    return max(counts) if counts else None
 
 
 def _test_uses_caveat(tasks: Mapping[str, Mapping[str, Any]]) -> str | None:
-    uses = {tid: t["_test_uses"] for tid, t in tasks.items() if t.get("_test_uses")}
+    uses = {tid: n for tid, t in tasks.items() if (n := n_configurations(t))}
     if not uses:
         return None
-    reused = {tid: u.get("n_configurations", 1) for tid, u in uses.items() if u.get("n_configurations", 1) > 1}
+    reused = {tid: n for tid, n in uses.items() if n > 1}
     if not reused:
         return ("Test split: each task's test split has been scored under one configuration only "
                 "(the ledger of test-split uses holds no other).")

@@ -50,3 +50,42 @@ def run(
         typer.echo(f"error: {len(failed)} of {len(cfg.tasks)} task(s) failed: {', '.join(failed)} "
                    "(the others are reported)", err=True)
         raise typer.Exit(1)
+
+
+@app.command()
+def tune(
+    study: Annotated[Path, typer.Argument(help="Study YAML with a tune: block.")],
+    overrides: Annotated[list[str] | None, typer.Argument(help="key=value overrides, e.g. tune.trials=16")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder (default runs/<study name>).")] = None,
+) -> None:
+    """Run only the settings searches of a study (its tune: block), on the validation split.
+
+    Several workers that name the same tune.storage (an RDB URL, or a journal file on a shared disk)
+    run disjoint trials of one search, e.g. a Slurm array of `clinalign study tune`, each with its own
+    --out; then `clinalign study run` selects from the finished search and scores the test split once.
+    """
+    from clinalign.data.cli import stdout_console
+    from clinalign.report.selection import selection_lines
+    from clinalign.study.parallel import is_main
+    from clinalign.study.runner import StudyFailed, run_study
+
+    cfg = load_study(study, overrides)
+    if not any(cfg.tune_settings(t) for t in cfg.tasks):
+        typer.echo(f"error: {study}: no task has a tune: block; nothing to search", err=True)
+        raise typer.Exit(2)
+    out = out or Path("runs") / cfg.name
+    console = stdout_console()
+    failed: dict[str, str] = {}
+    try:
+        results = run_study(cfg, out, log=console.print, tune_only=True)
+    except StudyFailed as e:
+        results, failed = e.results, e.failed
+    if not is_main():
+        return
+    for tid, r in results["tasks"].items():
+        for line in selection_lines(r):
+            console.print(f"[bold]{tid}[/bold] {line}", soft_wrap=True)
+    if failed:
+        typer.echo(f"error: {len(failed)} of {len(cfg.tasks)} task(s) failed: {', '.join(failed)}", err=True)
+        raise typer.Exit(1)
+

@@ -8,13 +8,15 @@ the TrainConfig / EvalConfig they become when the file is loaded (`load_study`),
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from clinalign.config import apply_overrides, config_error, read_yaml, validate
+from clinalign.config import OTHER_NAMES, apply_overrides, config_error, read_yaml, validate
 from clinalign.errors import ConfigError, TaskError
+from clinalign.eval.compare import MultiplicityConfig
 from clinalign.models.device import Device, DType
 from clinalign.study.tracking import ReportTo
 
@@ -24,7 +26,8 @@ class _Strict(BaseModel):
 
 
 class SplitConfig(_Strict):
-    val: float = 0.1
+    #: large enough to select settings on: a search, or the best epoch, chooses on these records
+    val: float = 0.2
     test: float = 0.2
     seed: int = 0
     #: duplicate and near-duplicate records (the task's rule) always share a split ("group"), or only
@@ -47,6 +50,79 @@ class EvalConfig(_Strict):
     dtype: DType | None = None
 
 
+class Range(_Strict):
+    """A numeric range to search: ``{low: 1.0e-4, high: 3.0e-3, log: true}``; an integer setting
+    (epochs, lora_layers, lora_rank) takes whole numbers, ``step`` spaces the values evenly."""
+
+    low: float
+    high: float
+    log: bool = False
+    step: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> Range:
+        if not self.low < self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("log: true needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("log and step exclude each other (Optuna samples a log range continuously)")
+        return self
+
+
+#: one setting's search space: a list of values (categorical) or a numeric range
+SpaceEntry = list[Any] | Range
+
+
+class TuneConfig(_Strict):
+    """How settings are chosen on the validation split (study/tune.py): an Optuna search per training arm.
+
+    ``sft:`` / ``dpo:`` map a training setting to the values to try; an arm without entries is not
+    searched (its settings are the study file's). Both arms get the same budget; DPO's trials start
+    from the SFT model the SFT search selected. ``epochs`` in a space is a maximum: every trial keeps
+    its best epoch's weights."""
+
+    #: trials per arm, counted over every worker that shares the storage
+    trials: int = Field(default=8, ge=1)
+    #: wall-time budget per arm and worker: no new trial starts after it (running ones finish)
+    timeout_s: float | None = Field(default=None, gt=0)
+    #: Optuna's TPE, random or grid sampler (grid: every entry a list), seeded by the study's seed
+    sampler: Literal["tpe", "random", "grid"] = "tpe"
+    #: stops unpromising trials on their per-epoch validation scores
+    pruner: Literal["median", "successive_halving", "none"] = "median"
+    #: where the search is kept: None = ``OUT/tune.sqlite``; an RDB URL (``sqlite:///PATH``,
+    #: ``postgresql://...``, ``mysql://...``) or a journal file path shared by several workers
+    storage: str | None = None
+    #: what is maximised (or minimised): a task metric on the validation split, or ``val_loss``; None =
+    #: the task's primary metric for closed-set tasks, ``val_loss`` for generation tasks
+    objective: str | None = None
+    sft: dict[str, SpaceEntry] = Field(default_factory=dict)
+    dpo: dict[str, SpaceEntry] = Field(default_factory=dict)
+
+    @field_validator("sft", "dpo", mode="before")
+    @classmethod
+    def _entries(cls, v: Any) -> Any:
+        """Each entry a list or a range, with the problem named by its key (not pydantic's union words)."""
+        if not isinstance(v, dict):
+            return v
+        out = {}
+        for key, entry in v.items():
+            if isinstance(entry, dict):
+                try:
+                    entry = Range.model_validate(entry)
+                except ValidationError as e:
+                    err = e.errors()[0]
+                    where = ".".join(str(x) for x in (key, *err["loc"]))
+                    raise ValueError(f"{where}: {err['msg'].removeprefix('Value error, ')}") from None
+            elif not isinstance(entry, list | Range):
+                raise ValueError(f"{key}: a list of values or a range {{low, high, log, step}}, got {entry!r}")
+            out[key] = entry
+        return out
+
+    def space(self, arm: Literal["sft", "dpo"]) -> dict[str, SpaceEntry]:
+        return getattr(self, arm)
+
+
 class TaskEntry(_Strict):
     id: str
     #: a JSONL/CSV record file; when absent the task's synthetic generator makes ``n`` records
@@ -66,6 +142,8 @@ class TaskEntry(_Strict):
     sft: dict[str, Any] = Field(default_factory=dict)
     dpo: dict[str, Any] = Field(default_factory=dict)
     eval: dict[str, Any] = Field(default_factory=dict)
+    #: the study's ``tune:`` overridden key by key for this task; false = this task's settings are fixed
+    tune: dict[str, Any] | Literal[False] | None = None
 
 
 class StudyConfig(_Strict):
@@ -87,10 +165,16 @@ class StudyConfig(_Strict):
     eval: EvalConfig = Field(default_factory=EvalConfig)
     #: stop before training when the audit finds train/test leakage, unless set
     allow_leakage: bool = False
-    #: evaluate the val split during SFT and DPO (loss; DPO reward accuracy) and keep the best weights;
-    #: add early_stopping_patience under sft:/dpo: to stop early
+    #: evaluate the val split after every epoch of SFT and DPO (the task's metric, scored as the test
+    #: is, and the loss; DPO reward accuracy) and keep the best epoch's weights; add
+    #: early_stopping_patience under sft:/dpo: to stop early. None = on for tasks with a ``tune:`` search
     #: (YAML key ``validate``; the attribute name avoids shadowing pydantic's BaseModel.validate)
-    validate_training: bool = Field(default=False, alias="validate")
+    validate_training: bool | None = Field(default=None, alias="validate")
+    #: settings chosen on the validation split by a search (study/tune.py); a task may override it
+    tune: TuneConfig | None = None
+    #: the comparisons corrected together for multiplicity, declared in advance (eval/compare.py);
+    #: default: each task's primary metric and the comparisons the study asks, Holm
+    multiplicity: MultiplicityConfig = Field(default_factory=MultiplicityConfig)
     #: k-fold cross-validation for small datasets: every record is tested once; None = one split
     folds: int | None = Field(default=None, ge=2)
     #: classical systems evaluated beside base/SFT/DPO on the same test items (eval/baselines.py:
@@ -130,6 +214,20 @@ class StudyConfig(_Strict):
                   **({"parallel": self.parallel} if world() > 1 else {})}
         return {**launch, **self.stage_settings(stage, task)}
 
+    def tune_settings(self, task: TaskEntry) -> TuneConfig | None:
+        """The task's search: the study's ``tune:`` overridden key by key by the task's; None when the
+        task's settings are fixed (no ``tune:``, or ``tune: false`` on the task)."""
+        if task.tune is False or (self.tune is None and not task.tune):
+            return None
+        written = self.tune.model_dump(exclude_unset=True) if self.tune else {}
+        return TuneConfig.model_validate({**written, **(task.tune or {})})
+
+    def validates(self, task: TaskEntry) -> bool:
+        """Whether the task's training stages validate every epoch (``validate``, else: when tuned)."""
+        if self.validate_training is not None:
+            return self.validate_training
+        return self.tune_settings(task) is not None
+
     def eval_settings(self, task: TaskEntry) -> EvalConfig:
         """The study's ``eval:`` overridden key by key by the task's, validated (a typo is an error, never
         a silently ignored key); device/dtype default to the study's."""
@@ -154,10 +252,21 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
                 setattr(t, attr, str((base / v).resolve()))
         if t.id.endswith((".yaml", ".yml")) and not Path(t.id).is_absolute():
             t.id = str((base / t.id).resolve())
+        if isinstance(t.tune, dict) and isinstance(t.tune.get("storage"), str):
+            t.tune["storage"] = _storage_path(t.tune["storage"], base)
+    if cfg.tune is not None and cfg.tune.storage:
+        cfg.tune.storage = _storage_path(cfg.tune.storage, base)
     _check_tasks(cfg, path, raw)
     for t in cfg.tasks:
         _check_sections(cfg, t, str(path))
+        _check_tune(cfg, t, str(path))
+    _check_multiplicity(cfg, str(path))
     return cfg
+
+
+def _storage_path(storage: str, base: Path) -> str:
+    """A search's storage: an RDB URL as given, a journal file relative to the study file."""
+    return storage if "://" in storage or Path(storage).is_absolute() else str((base / storage).resolve())
 
 
 def _check_tasks(cfg: StudyConfig, path: Path, raw: dict[str, Any]) -> None:
@@ -228,3 +337,100 @@ def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
         loc = e.errors()[0]["loc"]
         raise config_error(where, e, prefix=owner("eval", loc[0] if loc else None), unknown_key=None,
                            model=EvalConfig) from None
+
+
+#: training settings a search may not vary: the study sets them, or they say where and how it runs
+NOT_SEARCHED = (*SET_BY_STUDY, "device", "dtype", "parallel", "backend", "progress", "val_data", "save_every",
+                "log_every", "restore_best", "early_stopping_metric")
+#: settings a DPO stage that continues the SFT adapter takes from that adapter (its shape)
+ADAPTER_SHAPE = ("lora", "lora_rank", "lora_alpha", "lora_layers", "lora_target_modules")
+
+
+def _check_tune(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
+    """The task's ``tune:`` as the search will run it: each space key a setting the trainer has, each
+    value (a list's every item, a range's ends) a valid setting of the stage, the objective a metric of
+    the task; a problem is reported where it was written (``tasks.<id>.tune.<key>``, else ``tune.<key>``)."""
+    from clinalign.study.onpolicy import split_settings
+    from clinalign.tasks import get_task
+    from clinalign.train.config import TrainConfig
+
+    def owner(key: str) -> str:
+        return f"tasks.{task.id}.tune" if isinstance(task.tune, dict) and key in task.tune else "tune"
+
+    try:
+        tune = cfg.tune_settings(task)
+    except ValidationError as e:
+        loc = e.errors()[0]["loc"]
+        raise config_error(where, e, prefix=owner(str(loc[0]) if loc else ""), model=TuneConfig,
+                           unknown_key=None) from None
+    if tune is None:
+        return
+    if cfg.validate_training is False:
+        raise ConfigError(f"{where}: validate: false, but {owner('trials')} chooses settings on the validation "
+                          "split: leave validate out (or true)")
+    metrics = [m.name for m in get_task(task.id).metrics]
+    if tune.objective is not None and tune.objective not in (*metrics, "val_loss"):
+        raise ConfigError(f"{where}: {owner('objective')}.objective: {tune.objective!r} is not a metric of "
+                          f"{task.id} (choose one of {', '.join([*metrics, 'val_loss'])})")
+    for arm in ("sft", "dpo"):
+        space = tune.space(arm)
+        settings = cfg.train_settings(arm, task)
+        if arm == "dpo":
+            on_policy, settings = split_settings(settings)
+            if space and on_policy is not None and on_policy["pairs"] == "on_policy":
+                raise ConfigError(f"{where}: {owner('dpo')}.dpo: the study's DPO is on-policy only, which is not "
+                                  "searched; search the off-policy arm (dpo.pairs: [builder, on_policy]) or leave tune.dpo out")
+        for key, entry in space.items():
+            at = f"{where}: {owner(arm)}.{arm}.{key}"
+            _check_space_key(at, key, arm, cfg.dpo_from)
+            if isinstance(entry, list) and (not entry or len({repr(v) for v in entry}) != len(entry)):
+                raise ConfigError(f"{at}: a list of distinct values to try, got {entry!r}")
+            if isinstance(entry, Range) and _is_int_setting(key) and not all(
+                    float(x).is_integer() for x in (entry.low, entry.high, entry.step or 1)):
+                raise ConfigError(f"{at}: {key} takes whole numbers: low, high and step must be integers")
+            if tune.sampler == "grid" and not isinstance(entry, list):
+                raise ConfigError(f"{at}: sampler: grid tries every combination: give a list of values")
+            for value in entry if isinstance(entry, list) else (entry.low, entry.high):
+                value = int(value) if isinstance(entry, Range) and _is_int_setting(key) else value
+                try:
+                    TrainConfig.model_validate({**settings, key: value, "stage": arm})
+                except ValidationError as e:
+                    raise ConfigError(f"{at}: {value!r}: {e.errors()[0]['msg'].removeprefix('Value error, ')}") from None
+
+
+def _check_space_key(at: str, key: str, arm: str, dpo_from: str) -> None:
+    from clinalign.train.config import TrainConfig
+
+    if key in NOT_SEARCHED:
+        raise ConfigError(f"{at}: not searched (set by the study, or where the run happens)")
+    if key not in TrainConfig.model_fields:
+        known = [k for k in TrainConfig.model_fields if k not in NOT_SEARCHED]
+        hit = OTHER_NAMES.get(key) or next(iter(difflib.get_close_matches(key, known, n=1, cutoff=0.75)), None)
+        raise ConfigError(f"{at}: not a training setting" + (f" (did you mean {hit!r}?)" if hit else ""))
+    if arm == "dpo" and dpo_from == "sft" and key in ADAPTER_SHAPE:
+        raise ConfigError(f"{at}: the DPO stage continues the SFT adapter and takes its shape; search "
+                          f"{key} under tune.sft")
+
+
+def _is_int_setting(key: str) -> bool:
+    """Whether a TrainConfig setting holds whole numbers (an Optuna int range) rather than floats."""
+    from clinalign.train.config import TrainConfig
+
+    ann = TrainConfig.model_fields[key].annotation
+    return int in (get_args(ann) or (ann,)) and float not in (get_args(ann) or (ann,))
+
+
+def _check_multiplicity(cfg: StudyConfig, where: str) -> None:
+    """The family's metric names are metrics of the study's tasks (clinician Likert where rated)."""
+    from clinalign.eval.compare import CLINICIAN_LIKERT
+    from clinalign.tasks import get_task
+
+    if isinstance(cfg.multiplicity.metrics, str):
+        return
+    known = {m.name for t in cfg.tasks for m in get_task(t.id).metrics}
+    known |= {CLINICIAN_LIKERT} if any(t.likert_csv for t in cfg.tasks) else set()
+    for name in cfg.multiplicity.metrics:
+        if name not in known:
+            hit = difflib.get_close_matches(name, sorted(known), n=1, cutoff=0.5)
+            raise ConfigError(f"{where}: multiplicity.metrics: {name!r} is not a metric of the study's tasks"
+                              + (f" (did you mean {hit[0]!r}?)" if hit else f" (their metrics: {', '.join(sorted(known))})"))

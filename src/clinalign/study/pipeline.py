@@ -17,7 +17,7 @@ import json
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -33,13 +33,17 @@ from clinalign.report.summary import data_line, data_source
 from clinalign.study import parallel
 from clinalign.study.config import SET_BY_STUDY, EvalConfig, StudyConfig, TaskEntry
 from clinalign.study.stages import Stage, StageRunner
+from clinalign.study.validation import Objective, Report, objective_for, task_validation
 from clinalign.synthetic import generate
 from clinalign.tasks import Task
 from clinalign.tasks.base import BASELINE_VIEW
+from clinalign.train.loop import Validation
 
 #: bump when eval/baselines.py changes what it predicts, so cached baseline stages are redone
 BASELINE_VERSION = 1
 PARTS = ("train", "val", "test")
+#: written into a training stage whose validation listener (a search's pruner) stopped it early
+PRUNED = "pruned.json"
 
 
 class Model(NamedTuple):
@@ -71,6 +75,15 @@ class TaskRun:
     def prefix(self) -> str:
         """Stage names and output folders: ``<task>``, or ``<task>/fold<k>`` in a k-fold study."""
         return self.task.id if self.fold is None else f"{self.task.id}/fold{self.fold}"
+
+    @cached_property
+    def objective(self) -> Objective | None:
+        """What the training stages are validated on after every epoch (study/validation.py); None
+        when they are not validated."""
+        if not self.cfg.validates(self.entry):
+            return None
+        tune = self.cfg.tune_settings(self.entry)
+        return objective_for(self.task, tune.objective if tune else None)
 
 
 @dataclass(frozen=True)
@@ -153,22 +166,33 @@ def _copy_split(data_dir: Path, public: Path) -> None:
 
 # -- training --------------------------------------------------------------------------------------
 
+def validated(run: TaskRun, split: Split) -> str | None:
+    """The score a training stage of this split selects its best epoch on; None when it is not
+    validated (the study does not validate, or the split has no validation records)."""
+    return run.objective.score if run.objective is not None and split.parts["val"] else None
+
+
 def sft_key(run: TaskRun, split: Split, settings: dict[str, Any]) -> dict[str, Any]:
     return key({"model": run.base.fp, "data": split.stage.fp, "prompts": split.prompts, "train": placed(settings),
-                "seed": run.cfg.seed}, validate=run.cfg.validate_training)
+                "seed": run.cfg.seed}, validate=validated(run, split))
 
 
-def sft_stage(run: TaskRun, split: Split, settings: dict[str, Any], name: str = "sft") -> Stage:
-    """SFT from the base model on (prompt, gold answer) of the training split."""
+def sft_stage(run: TaskRun, split: Split, settings: dict[str, Any], name: str = "sft", report: Report | None = None,
+              copy_from: Path | None = None) -> Stage:
+    """SFT from the base model on (prompt, gold answer) of the training split. ``report`` hears every
+    validation (a search's pruner: True stops the stage there, which says so in ``pruned.json``);
+    ``copy_from``: the same stage finished in another output folder (study/stages.py)."""
     return run.stages.run(f"{run.prefix}/{name}", sft_key(run, split, settings),
-                          partial(_train_sft, run, split, settings), every_rank=True)
+                          partial(_train_sft, run, split, settings, report), every_rank=True, copy_from=copy_from)
 
 
-def _train_sft(run: TaskRun, split: Split, settings: dict[str, Any], out: Path, resume: bool) -> None:
+def _train_sft(run: TaskRun, split: Split, settings: dict[str, Any], report: Report | None, out: Path,
+               resume: bool) -> None:
     examples = partial(sft_examples, run.task)
     parallel.on_main(_write_once, out / "sft.jsonl", lambda path: write_jsonl(path, examples(split.parts["train"])))
     val = _val_data(run, split, out / "val.jsonl", examples)
-    run_trainer("sft", run.base.path, out / "sft.jsonl", out / "run", {**settings, **val}, run.cfg.seed, resume)
+    run_trainer("sft", run.base.path, out / "sft.jsonl", out / "run", {**settings, **val}, run.cfg.seed, resume,
+                validation=_validation(run, split, out, report))
 
 
 def dpo_key(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | None) -> dict[str, Any]:
@@ -177,24 +201,53 @@ def dpo_key(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | 
                 "init": init.fp if init else None, "pairs": e.pairs,
                 "pairs_file": e.pairs_file and file_fingerprint(e.pairs_file), "train": placed(settings),
                 "seed": run.cfg.seed},
-               max_pairs=e.max_pairs, validate=run.cfg.validate_training)
+               max_pairs=e.max_pairs, validate=validated(run, split))
 
 
-def dpo_stage(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | None, name: str = "dpo") -> Stage:
+def dpo_stage(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | None, name: str = "dpo",
+              report: Report | None = None, copy_from: Path | None = None, reference: Path | None = None) -> Stage:
     """Off-policy DPO: on the task's built pairs of the first ``max_pairs`` training records (or a
-    prepared ``pairs_file``), from ``init``'s final weights (None: from the base model)."""
+    prepared ``pairs_file``), from ``init``'s final weights (None: from the base model); ``report`` and
+    ``copy_from`` as for `sft_stage`. ``reference``: another DPO stage's ``ref_logps/`` folder, from the
+    same starting model on the same pairs (a search's earlier trial): its cached reference log-probs are
+    used instead of computing them again (train/ref_cache.py keys them by content, so a file that does
+    not match is not used)."""
     return run.stages.run(f"{run.prefix}/{name}", dpo_key(run, split, settings, init),
-                          partial(_train_dpo, run, split, settings, init), every_rank=True)
+                          partial(_train_dpo, run, split, settings, init, report, reference), every_rank=True,
+                          copy_from=copy_from)
 
 
-def _train_dpo(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | None, out: Path,
-               resume: bool) -> None:
+def _train_dpo(run: TaskRun, split: Split, settings: dict[str, Any], init: Stage | None, report: Report | None,
+               reference: Path | None, out: Path, resume: bool) -> None:
     e = run.entry
     pairs = partial(preference_pairs, run.task, strategy=e.pairs, seed=run.cfg.seed)
     parallel.on_main(_write_once, out / "pairs.jsonl", partial(_write_pairs, e, pairs, split.parts["train"][: e.max_pairs]))
+    if reference is not None and not resume:
+        parallel.on_main(_copy_files, sorted(reference.glob("ref-logps-*.safetensors")), out / "run" / "ref_logps")
     val = _val_data(run, split, out / "val_pairs.jsonl", pairs)
     run_trainer("dpo", run.base.path, out / "pairs.jsonl", out / "run", {**settings, **val}, run.cfg.seed, resume,
-                init_from=trained(init).path if init else None)
+                init_from=trained(init).path if init else None, validation=_validation(run, split, out, report))
+
+
+def _validation(run: TaskRun, split: Split, out: Path, report: Report | None) -> Validation | None:
+    """The task's metric on the validation split after every epoch (study/validation.py), when the
+    stage is validated; a ``report`` that stops the stage leaves ``pruned.json`` in its folder."""
+    if validated(run, split) is None:
+        return None
+
+    def heard(evaluation: int, scores: dict[str, float]) -> bool:
+        stop = report is not None and report(evaluation, scores)
+        if stop:
+            parallel.on_main(write_json, out / PRUNED, {"evaluation": evaluation})
+        return stop
+
+    return task_validation(run.task, split.parts["val"], run.cfg.eval_settings(run.entry), run.objective, heard)
+
+
+def _copy_files(files: list[Path], folder: Path) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in files:
+        shutil.copyfile(f, folder / f.name)
 
 
 def _write_pairs(entry: TaskEntry, pairs: Callable[[list[Any]], list[dict[str, Any]]], records: list[Any],
@@ -215,19 +268,19 @@ def _write_once(path: Path, write: Callable[[Path], None]) -> None:
 def _val_data(run: TaskRun, split: Split, path: Path, rows: Callable[[list[Any]], list[Any]]) -> dict[str, str]:
     """``{"val_data": path}`` with the val split written there as ``rows``, when the study validates
     training (and the split has val records); else nothing."""
-    if not (run.cfg.validate_training and split.parts["val"]):
+    if validated(run, split) is None:
         return {}
     parallel.on_main(write_jsonl, path, rows(split.parts["val"]))
     return {"val_data": str(path)}
 
 
 def run_trainer(stage: str, model: str | Path, data: Path, out: Path, settings: dict[str, Any], seed: int,
-                resume: bool, init_from: Path | None = None) -> None:
+                resume: bool, init_from: Path | None = None, validation: Validation | None = None) -> None:
     """The trainer (train/api.py) on one stage's files."""
     from clinalign.train.api import train
 
     train(stage, model=str(model), data=data, out=out, settings=settings, seed=seed, resume=resume,
-                init_from=init_from)
+          init_from=init_from, validation=validation)
 
 
 def trained_settings(stage: Stage, written: dict[str, Any]) -> dict[str, Any]:

@@ -12,6 +12,10 @@ anything else -> the folder is cleared and the stage runs fresh.
 ``.done`` also lists every output file with its size and hash (``checkpoints/`` folders aside: large,
 intermediate, and checked by their own manifests). A finished stage whose folder no longer matches
 that list, because a file was deleted, edited or added by hand, is recomputed from scratch, not trusted.
+
+A stage may also be found finished in another output folder (``copy_from``: another worker of a shared
+search ran it, study/tune.py): when that folder's ``.done`` holds this stage's fingerprint and its files
+match the list, they are copied (``checkpoints/`` aside) instead of computing them again.
 """
 
 from __future__ import annotations
@@ -50,6 +54,11 @@ def stage_files(out: Path) -> dict[str, list[Any]]:
     return files
 
 
+def finished(out: Path, fp: str) -> bool:
+    """Whether ``out`` holds a finished stage of fingerprint ``fp``, exactly as that stage wrote it."""
+    return (out / ".done").is_file() and _untrusted(out, out / ".done", fp) is None
+
+
 def _untrusted(out: Path, done: Path, fp: str) -> str | None:
     """Why a finished stage's folder cannot be reused (None: it is exactly what the stage wrote)."""
     try:
@@ -71,6 +80,18 @@ def _untrusted(out: Path, done: Path, fp: str) -> str | None:
     return None
 
 
+def stage_fingerprint(name: str, settings: dict[str, Any]) -> str:
+    """The fingerprint of stage ``name`` run with ``settings`` (which name its inputs by content)."""
+    return fingerprint({"stage": name, "settings": settings, "version": __version__})
+
+
+def _copy_stage(src: Path, out: Path) -> None:
+    """A finished stage's output files (``checkpoints/`` and its markers aside) into ``out``."""
+    for rel in stage_files(src):
+        (out / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src / rel, out / rel)
+
+
 @dataclass
 class StageRunner:
     root: Path
@@ -80,23 +101,29 @@ class StageRunner:
     timings: dict[str, float] = field(default_factory=dict)
 
     def run(self, name: str, settings: dict[str, Any], fn: Callable[[Path, bool], None],
-            every_rank: bool = False) -> Stage:
-        """Run ``fn(out_dir, resume)`` unless cached.
+            every_rank: bool = False, copy_from: Path | None = None) -> Stage:
+        """Run ``fn(out_dir, resume)`` unless cached, or copied from ``copy_from`` (the same stage
+        finished in another output folder; see the module docstring).
 
         Under torchrun (study/parallel.py) rank 0 decides, clears and marks the folder; ``fn`` runs on
         every rank when ``every_rank`` (training, sharded evaluation), else on rank 0 alone."""
         from clinalign.study import parallel
 
         out = self.root / name
-        fp = fingerprint({"stage": name, "settings": settings, "version": __version__})
+        fp = stage_fingerprint(name, settings)
         cached, resume = parallel.from_main(lambda: self._decide(name, out, fp))
         if cached:
             self.skipped.append(name)
             return Stage(out, fp)
-        parallel.on_main(self._start, out, fp, resume)
-        self.log(f"[bold]{'resume' if resume else 'run'}[/bold]    {name}")
+        copy = copy_from is not None and Path(copy_from).resolve() != out.resolve() and parallel.from_main(
+            lambda: finished(Path(copy_from), fp))
+        parallel.on_main(self._start, out, fp, resume and not copy)
+        self.log(f"[bold]{'copy' if copy else 'resume' if resume else 'run'}[/bold]    {name}"
+                 + (f" from {copy_from}" if copy else ""))
         t0 = time.perf_counter()
-        if every_rank:
+        if copy:
+            parallel.on_main(_copy_stage, Path(copy_from), out)
+        elif every_rank:
             fn(out, resume)
             distributed.barrier()
         else:

@@ -50,8 +50,10 @@ class TrainConfig(BaseModel):
     eval_every: int | None = None
     #: stop after this many evaluations without improvement of ``early_stopping_metric``
     early_stopping_patience: int | None = None
-    #: val_loss (lower is better) or, for DPO, val_reward_accuracy / val_reward_margin (higher is better)
-    early_stopping_metric: str = "val_loss"
+    #: the validation score that picks the best weights and stops early, in the direction its validation
+    #: declares: val_loss (lower is better), for DPO val_reward_accuracy / val_reward_margin (higher);
+    #: None = the task metric when a study validates on one (``val_<metric>``), else val_loss
+    early_stopping_metric: str | None = None
     #: with validation: ``final/`` holds the best evaluated weights (also kept in ``best/``)
     restore_best: bool = True
     #: task id or task YAML: ``data`` then holds that task's records and its prompt/answer/pair builders apply

@@ -20,7 +20,6 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -47,12 +46,16 @@ from clinalign.train.tokenize import PairExample
 #: what a step sums over its pairs (all in metrics.jsonl); the progress bar shows the first two
 METRICS = ("reward_margin", "reward_accuracy", "chosen_reward", "rejected_reward")
 SHOWN = METRICS[:2]
+#: the validation scores of held-out pairs (``_evaluate``) and which way each improves
+VAL_SCORES = {"val_loss": False, "val_reward_accuracy": True, "val_reward_margin": True}
 
 #: (pair indices, their packed batch, where their reference log-probs come from, KTO labels) -> the loss
 Forward = Callable[[list[int], PairBatch, Reference | None, torch.Tensor | None], DPOOutput]
 
 
-def run(cfg: TrainConfig) -> Path:
+def run(cfg: TrainConfig, validation: loop.Validation | None = None) -> Path:
+    """Train; ``validation`` (a caller's held-out scores, e.g. the study's task metric) is evaluated
+    beside the loss and reward accuracy/margin of ``val_data``."""
     from clinalign.models.loading import load_tokenizer, resolve_model_path
 
     # 1. inputs, all checked before anything is written
@@ -109,12 +112,13 @@ def run(cfg: TrainConfig) -> Path:
             n = sum(len(i) for i in micro)
             return loop.StepStats(loss_sum, float(n), tokens, sums, n)
 
-        # 4. validation (optional), against the same reference (the initial policy)
-        eval_fn = None if val is None else partial(_evaluate, model, forward, val, val_ref, cfg.batch_size, pad,
-                                                   info.device)
+        # 4. validation (optional), against the same reference (the initial policy), and the caller's scores
+        validations = [] if val is None else [loop.Validation(
+            lambda *_: _evaluate(model, forward, val, val_ref, cfg.batch_size, pad, info.device), VAL_SCORES)]
+        validations += [validation] if validation is not None else []
 
         # 5. train
-        return loop.train(cfg, info, out, model, tokenizer, len(pairs.examples), step, SHOWN, eval_fn=eval_fn)
+        return loop.train(cfg, info, out, model, tokenizer, len(pairs.examples), step, SHOWN, validations=validations)
     finally:
         distributed.shutdown()
 
@@ -146,17 +150,14 @@ class _Pairs:
 
 def _evaluate(model: torch.nn.Module, forward: Forward, val: _Pairs, ref: Reference | None, batch_size: int,
               pad: int, device: Any) -> dict[str, float]:
-    """Loss, reward accuracy and reward margin on held-out pairs."""
-    model.eval()
+    """Loss, reward accuracy and reward margin on held-out pairs (the loop puts the model in eval mode)."""
     loss = acc = margin = 0.0
-    with torch.no_grad():
-        for i in range(0, len(val.examples), batch_size):
-            idx = list(range(i, min(i + batch_size, len(val.examples))))
-            batch, labels = val.batch(idx, pad, device)
-            o = forward(idx, batch, ref, labels)
-            m = o.chosen_rewards - o.rejected_rewards
-            loss, acc, margin = loss + float(o.losses.sum()), acc + float((m > 0).sum()), margin + float(m.sum())
-    model.train()
+    for i in range(0, len(val.examples), batch_size):
+        idx = list(range(i, min(i + batch_size, len(val.examples))))
+        batch, labels = val.batch(idx, pad, device)
+        o = forward(idx, batch, ref, labels)
+        m = o.chosen_rewards - o.rejected_rewards
+        loss, acc, margin = loss + float(o.losses.sum()), acc + float((m > 0).sum()), margin + float(m.sum())
     n = len(val.examples)
     return {"val_loss": loss / n, "val_reward_accuracy": acc / n, "val_reward_margin": margin / n}
 

@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -177,6 +177,25 @@ class StepStats:
 StepFn = Callable[[list[list[int]]], StepStats]
 
 
+@dataclass(frozen=True)
+class Validation:
+    """Scores of the live model on held-out data, computed at every evaluation (each epoch by default).
+
+    ``scores(model, tokenizer)`` returns ``{name: value}`` (the model is in eval mode, without
+    gradients). ``higher_is_better`` gives each score's direction, so the best weights and early
+    stopping follow it: a loss falls, an F1 rises. ``primary`` is the score that picks the best weights
+    unless ``early_stopping_metric`` names another. ``report(evaluation, scores)`` hears every
+    evaluation (1, 2, ...; a resumed run first replays those before its checkpoint) and returns True to
+    stop training there, with the best weights so far as ``final/``: a search's pruner listens here.
+    The recipes validate their own loss this way; a caller (the study) adds the task's metric.
+    """
+
+    scores: Callable[[torch.nn.Module, Any], dict[str, float]]
+    higher_is_better: Mapping[str, bool]
+    primary: str | None = None
+    report: Callable[[int, dict[str, float]], bool] | None = None
+
+
 class _LineProgress:
     """Progress for a pipe or log file: a rich bar redrawn with carriage returns is mangled there, so a
     plain line at most every ``every_s`` seconds (and at the last step), the same fields as the bar."""
@@ -239,12 +258,15 @@ def _grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
     return float(norm)
 
 
-def _restore_metrics(path: Path, step: int) -> None:
-    """After a resume, drop metric rows written after the checkpoint (they will be redone)."""
+def _restore_metrics(path: Path, step: int, write: bool = True) -> list[dict[str, Any]]:
+    """After a resume, the metric rows written up to the checkpoint; those after it (they will be redone)
+    are dropped from the file when ``write`` (rank 0)."""
     if not path.is_file():
-        return
-    rows = read_jsonl(path)
-    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows if r["step"] <= step))
+        return []
+    kept = [r for r in read_jsonl(path) if r["step"] <= step]
+    if write:
+        write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in kept))
+    return kept
 
 
 @dataclass
@@ -298,10 +320,14 @@ class _Log:
 
     def __init__(self, info: DistInfo, out: Path, step: int, resumed: bool) -> None:
         self.out, self.writer = out, None
+        #: the validation rows up to the checkpoint (every rank reads them: each replays them, see _Run)
+        self.val_rows = _restore_metrics(out / "val_metrics.jsonl", step, write=info.is_main) if resumed else []
         if info.is_main:
             from torch.utils.tensorboard import SummaryWriter
 
             _restore_metrics(out / "metrics.jsonl", step)
+            if not resumed:
+                (out / "val_metrics.jsonl").unlink(missing_ok=True)
             self.writer = SummaryWriter(str(out / "tb"), purge_step=step if resumed else None)
 
     def _append(self, name: str, row: dict[str, Any]) -> None:
@@ -331,15 +357,21 @@ class _Run:
     skip a non-finite batch), evaluate, checkpoint, stop, finish."""
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, out: Path, model: torch.nn.Module, tokenizer: Any,
-                 n_examples: int, total: int) -> None:
+                 n_examples: int, total: int, validations: Sequence[Validation] = ()) -> None:
         self.cfg, self.info, self.out, self.model, self.tokenizer = cfg, info, out, model, tokenizer
-        self.n_examples = n_examples
+        self.n_examples, self.validations = n_examples, tuple(validations)
         self.optimizer, self.scheduler = optimizer_and_schedule(model, cfg, total)
         saved = self._resume()
         self.at = _Position(saved["step"], saved["epoch"], saved["position"],
                             int(saved.get("nonfinite_skipped", 0))) if saved else _Position()
-        self.guard = _Guard.from_state(cfg, saved)
+        self.guard = _Guard.for_run(cfg, self.validations, saved)
         self.log = _Log(info, out, self.at.step, resumed=saved is not None)
+        self.evaluations = len(self.log.val_rows)
+        for k, row in enumerate(self.log.val_rows, 1):  # listeners hear the whole history again
+            scores = {n: v for n, v in row.items() if n not in ("step", "best")}
+            for v in self.validations:
+                if v.report is not None:
+                    v.report(k, scores)
 
     def warn(self, message: str) -> None:
         if self.info.is_main:
@@ -408,14 +440,22 @@ class _Run:
         raise TrainingStopped(f"SIGTERM at step {self.at.step}: checkpoint {path} written; run the same "
                               f"command with --resume to continue", exit_code=RESUMABLE)
 
-    def evaluate(self, eval_fn: Callable[[], dict[str, float]]) -> bool:
-        """Validation at this step, the best weights kept in ``best/``; True when training should stop early."""
-        scores = eval_fn()
+    def evaluate(self) -> bool:
+        """Every validation at this step, the best weights kept in ``best/``; True when training should stop
+        (early stopping, or a listener's ``report`` said so)."""
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                scores = {k: x for v in self.validations for k, x in v.scores(self.model, self.tokenizer).items()}
+        finally:
+            self.model.train()
         improved = self.guard.update(scores)
         self.log.val(self.at.step, scores, improved)
         if improved:
             checkpoint.save_final(self.out, self.info, self.model, self.tokenizer, self.cfg.parallel, name="best")
-        return self.guard.should_stop()
+        self.evaluations += 1
+        stop = [v.report(self.evaluations, scores) for v in self.validations if v.report is not None]
+        return self.guard.should_stop() or any(stop)
 
     def finish(self, restore_best: bool) -> Path:
         """The last checkpoint and ``final/`` (the best evaluated weights instead, with ``restore_best``)."""
@@ -442,19 +482,20 @@ def train(
     n_examples: int,
     step_fn: StepFn,
     shown: Sequence[str] = (),
-    eval_fn: Callable[[], dict[str, float]] | None = None,
+    validations: Sequence[Validation] = (),
 ) -> Path:
     """Run the optimizer steps, log, checkpoint; write ``final/``. Returns the final directory.
 
     ``step_fn`` runs one optimizer step's micro-batches; every metric it sums is logged, and the
-    progress bar shows the loss and the ``shown`` ones. With ``eval_fn`` (a validation set), it is
-    evaluated every ``eval_every`` steps (default once per epoch); the best evaluation's weights are
-    kept in ``best/`` and, with ``restore_best``, become ``final/``; ``early_stopping_patience``
-    evaluations without improvement end training early.
+    progress bar shows the loss and the ``shown`` ones. With ``validations``, the model is evaluated
+    every ``eval_every`` steps (default once per epoch) and the scores logged to ``val_metrics.jsonl``;
+    the best evaluation's weights (by ``early_stopping_metric``, in its declared direction) are kept in
+    ``best/`` and, with ``restore_best``, become ``final/``; ``early_stopping_patience`` evaluations
+    without improvement, or a validation's ``report``, end training early.
     """
     per_epoch = steps_per_epoch(n_examples, cfg, info.world)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps  # max_steps overrides epochs (transformers' rule)
-    run = _Run(cfg, info, out, model, tokenizer, n_examples, total)
+    run = _Run(cfg, info, out, model, tokenizer, n_examples, total, validations)
     at, every = run.at, cfg.eval_every or per_epoch
     with _sigterm_flag() as term, _progress(info.is_main and cfg.progress) as bar:
         task = bar.add_task(cfg.stage.upper(), total=total, completed=at.step, stats="")
@@ -473,7 +514,7 @@ def train(
                     bar.update(task, completed=at.step, stats=_bar_text(row, shown))
                 if result.sigterms > 0:
                     run.stop_on_sigterm()
-                stop = eval_fn is not None and (at.step % every == 0 or at.step == total) and run.evaluate(eval_fn)
+                stop = bool(validations) and (at.step % every == 0 or at.step == total) and run.evaluate()
                 if cfg.save_every and at.step % cfg.save_every == 0 and at.step < total:
                     run.save()
                 if stop:
@@ -481,36 +522,40 @@ def train(
                     bar.update(task, total=total)
             if at.position == per_epoch:
                 at.epoch, at.position = at.epoch + 1, 0
-    return run.finish(restore_best=eval_fn is not None and cfg.restore_best)
+    return run.finish(restore_best=bool(validations) and cfg.restore_best)
 
 
 @dataclass
 class _Guard:
-    """Best validation score so far and evaluations since it improved (kept in checkpoints)."""
+    """Best validation score so far and evaluations since it improved (kept in checkpoints); the score's
+    direction is the one its validation declared."""
 
     metric: str
+    higher_is_better: bool
     patience: int | None
     best: float | None = None
     bad: int = 0
 
     @classmethod
-    def from_state(cls, cfg: TrainConfig, saved: dict[str, Any] | None) -> _Guard:
-        """The guard as a checkpoint's ``state.json`` left it (``saved``), or a fresh one."""
-        g = cls(cfg.early_stopping_metric, cfg.early_stopping_patience)
-        if saved is not None:
-            state = saved.get("guard") or {}
-            g.best, g.bad = state.get("best"), state.get("bad", 0)
+    def for_run(cls, cfg: TrainConfig, validations: Sequence[Validation], saved: dict[str, Any] | None) -> _Guard:
+        """The guard of a run validated by ``validations``, as a checkpoint's ``state.json`` left it
+        (``saved``) or fresh. Its score: ``early_stopping_metric``, else the first validation's
+        ``primary``, else ``val_loss``; one no validation computes is an error before any step."""
+        directions = {k: up for v in validations for k, up in v.higher_is_better.items()}
+        metric = cfg.early_stopping_metric or next((v.primary for v in validations if v.primary), "val_loss")
+        if validations and metric not in directions:
+            raise ConfigError(f"early_stopping_metric {metric!r} is not one of {', '.join(directions)}")
+        g = cls(metric, directions.get(metric, False), cfg.early_stopping_patience)
+        state = (saved or {}).get("guard") or {}
+        g.best, g.bad = state.get("best"), state.get("bad", 0)
         return g
 
     def state(self) -> dict[str, Any]:
         return {"best": self.best, "bad": self.bad}
 
     def update(self, scores: dict[str, float]) -> bool:
-        if self.metric not in scores:
-            raise ConfigError(f"early_stopping_metric {self.metric!r} is not one of {', '.join(scores)}")
         v = scores[self.metric]
-        lower = self.metric.endswith("loss")
-        if self.best is None or (v < self.best if lower else v > self.best):
+        if self.best is None or (v > self.best if self.higher_is_better else v < self.best):
             self.best, self.bad = v, 0
             return True
         self.bad += 1

@@ -18,7 +18,9 @@ from clinalign.train.data import load_rows, tokenize_rows
 from clinalign.train.packing import collate_sft, sft_forward
 
 
-def run(cfg: TrainConfig) -> Path:
+def run(cfg: TrainConfig, validation: loop.Validation | None = None) -> Path:
+    """Train; ``validation`` (a caller's held-out scores, e.g. the study's task metric) is evaluated
+    beside the validation loss of ``val_data``."""
     from clinalign.models.loading import load_tokenizer, resolve_model_path
 
     # 1. inputs, all checked before anything is written
@@ -55,23 +57,20 @@ def run(cfg: TrainConfig) -> Path:
                 tokens += int(b["attention_mask"].sum())
             return loop.StepStats(loss_sum, float(sum(counts)), tokens, {}, sum(len(i) for i in micro))
 
-        # 4. validation (optional): token-mean loss on held-out examples
-        eval_fn = None
-        if val:
+        # 4. validation (optional): token-mean loss on held-out examples, and the caller's scores
+        def val_loss(model: torch.nn.Module, _tokenizer: object) -> dict[str, float]:
+            loss, count = 0.0, 0
+            for i in range(0, len(val), cfg.batch_size):
+                b = collate_sft(val[i : i + cfg.batch_size], pad)
+                count += int((b["labels"][:, 1:] != -100).sum())
+                loss += float(sft_forward(model, {k: v.to(info.device) for k, v in b.items()}, reduction="sum"))
+            return {"val_loss": loss / max(count, 1)}
 
-            def eval_fn() -> dict[str, float]:
-                model.eval()
-                loss, count = 0.0, 0
-                with torch.no_grad():
-                    for i in range(0, len(val), cfg.batch_size):
-                        b = collate_sft(val[i : i + cfg.batch_size], pad)
-                        count += int((b["labels"][:, 1:] != -100).sum())
-                        loss += float(sft_forward(model, {k: v.to(info.device) for k, v in b.items()}, reduction="sum"))
-                model.train()
-                return {"val_loss": loss / max(count, 1)}
+        validations = [loop.Validation(val_loss, {"val_loss": False})] if val else []
+        validations += [validation] if validation is not None else []
 
         # 5. train
-        return loop.train(cfg, info, out, model, tokenizer, len(data.examples), step, eval_fn=eval_fn)
+        return loop.train(cfg, info, out, model, tokenizer, len(data.examples), step, validations=validations)
     finally:
         distributed.shutdown()
 

@@ -172,3 +172,37 @@ def test_example_configs_leave_the_adapter_shape_to_the_adapter():
 
     saved = yaml.safe_load((Path(__file__).parents[1] / "configs" / "train_dpo.yaml").read_text())
     assert not set(saved) & set(ADAPTER_SHAPE)
+
+
+def test_a_study_whose_dpo_shape_differs_from_the_sft_adapter_it_continues_fails_at_load(tiny_model_dir, tmp_path,
+                                                                                          capsys):
+    """The demo's case: triage's SFT adapts 12 layers, the study's dpo: said 6, and the DPO stage (which
+    continues the SFT adapter) silently ran with 12. Now the study file is refused, naming the key."""
+    from clinalign.errors import ConfigError
+    from clinalign.study.config import load_study
+
+    def study(sft: dict, dpo: dict, task: dict | None = None, **top) -> Path:
+        cfg = {"name": "shape", "model": str(tiny_model_dir), "sft": {"lora_rank": 4, **sft}, "dpo": dpo,
+               "tasks": [{"id": "uti_classification", "n": 20, **(task or {})}], **top}
+        path = tmp_path / "study.yaml"
+        path.write_text(yaml.safe_dump(cfg))
+        return path
+
+    path = study({"lora_layers": 2}, {"lora_layers": 1})
+    with pytest.raises(ConfigError) as e:
+        load_study(path)
+    assert str(e.value) == (f"{path}: dpo.lora_layers: 1, but the DPO stage continues its SFT stage's adapter "
+                            "(dpo_from: sft), whose lora_layers is 2; set tasks.uti_classification.dpo.lora_layers: 2 "
+                            "or leave it out of dpo:")
+    out = tmp_path / "out"
+    assert run(["study", "run", str(path), "--out", str(out)]) == 2 and not out.exists()
+    assert "dpo.lora_layers: 1, but" in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=r"tasks\.uti_classification\.dpo\.lora_rank: 8, but .* lora_rank is 4"):
+        load_study(study({}, {}, task={"dpo": {"lora_rank": 8}}))
+    load_study(study({"lora_layers": 2}, {"lora_layers": 2, "lora_rank": 4}))  # equal: accepted
+    load_study(study({"lora_layers": 2}, {"lora_layers": 1}, dpo_from="base"))  # a fresh adapter: its own shape
+    load_study(study({"lora_layers": 2}, {"lora_layers": 1, "lora": False}))  # full fine-tuning of the merged model
+    demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
+    assert load_study(demo).tasks[1].dpo == {"lora_layers": 12}
+    with pytest.raises(ConfigError, match=r"dpo\.lora_layers: 6, but .* whose lora_layers is 12"):
+        load_study(demo, ["tasks.1.dpo={}"])

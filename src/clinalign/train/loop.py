@@ -389,7 +389,6 @@ class _Run:
             self.optimizer.step()
             self.scheduler.step()
             self.optimizer.zero_grad(set_to_none=True)
-            self._stop_if_diverged(result.loss_sum / result.count)
             return True
         self.optimizer.zero_grad(set_to_none=True)  # the update is not applied
         at, limit = self.at, self.cfg.skip_nonfinite
@@ -405,9 +404,10 @@ class _Run:
         self.scheduler.step()
         return False
 
-    def _stop_if_diverged(self, loss: float) -> None:
-        """After an applied update: stop (``DIVERGED``, nothing more written) when divergence.py's rules fire."""
-        d = self.divergence.check(self.at.step, loss, _weight_norm(self.model))
+    def stop_if_diverged(self, row: dict[str, Any]) -> None:
+        """After an applied (and logged) update: stop with ``DIVERGED``, writing nothing more, when
+        divergence.py's rules fire."""
+        d = self.divergence.check(self.at.step, row["loss"], _weight_norm(self.model))
         if d is None:
             return
         good = [p for p in (self.out / "checkpoints").glob("step-*") if int(p.name[5:]) <= d.last_good]
@@ -501,6 +501,7 @@ def train(
                         if at.step % cfg.log_every == 0:
                             run.log.train(row)
                         bar.update(at.step, stats=_bar_text(row, shown))
+                        run.stop_if_diverged(row)
                     if result.sigterms > 0:
                         run.stop_on_sigterm()
                     stop = eval_fn is not None and (at.step % every == 0 or at.step == total) and run.evaluate(eval_fn)

@@ -201,12 +201,15 @@ def _check_continued_adapter(cfg: StudyConfig, task: TaskEntry, where: str) -> N
     sft = TrainConfig.model_validate({**cfg.train_settings("sft", task), "stage": "sft"})
     if cfg.dpo_from != "sft" or not (sft.lora and dpo_set.get("lora", True)):
         return
-    for key in ADAPTER_SHAPE:
-        if key in dpo_set and not isinstance(dpo_set[key], str) and dpo_set[key] != getattr(sft, key):
+    for key in ADAPTER_SHAPE:  # target modules as a string (all-linear, a regex) depend on the model: not compared
+        theirs = getattr(sft, key)
+        if key not in dpo_set or isinstance(dpo_set[key], str) or isinstance(theirs, str):
+            continue
+        if (sorted(dpo_set[key]) != sorted(theirs)) if key == "lora_target_modules" else dpo_set[key] != theirs:
             section = f"tasks.{task.id}.dpo" if key in task.dpo else "dpo"
             raise ConfigError(f"{where}: {section}.{key}: {dpo_set[key]}, but the DPO stage continues its SFT "
-                              f"stage's adapter (dpo_from: sft), whose {key} is {getattr(sft, key)}; set "
-                              f"tasks.{task.id}.dpo.{key}: {getattr(sft, key)} or leave it out of dpo:")
+                              f"stage's adapter (dpo_from: sft), whose {key} is {theirs}; set "
+                              f"tasks.{task.id}.dpo.{key}: {theirs} or leave it out of dpo:")
 
 
 def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:

@@ -204,24 +204,25 @@ def continued_adapter(cfg: TrainConfig) -> TrainConfig:
     config must say the adapter's. A shape key set explicitly to another value is refused, naming both.
     ``lora_target_modules`` given as a string (``all-linear``, a regex) is not compared: which modules it
     names depends on the model."""
-    import json
+    from clinalign.models.loading import adapter_config
 
-    from clinalign.models.loading import is_adapter
-
-    if not (cfg.lora and cfg.init_from and is_adapter(cfg.init_from)):
+    if not (cfg.lora and cfg.init_from):
         return cfg
     try:
-        saved = json.loads((Path(cfg.init_from) / "adapter_config.json").read_text(encoding="utf-8"))
-        layers = saved.get("layers_to_transform")
+        saved = adapter_config(cfg.init_from)
+        if saved is None:  # a full model directory: a fresh adapter of this config's shape goes on it
+            return cfg
+        layers, modules = saved.get("layers_to_transform"), saved["target_modules"]
         shape = {"lora_rank": int(saved["r"]), "lora_alpha": saved["lora_alpha"],
                  "lora_layers": len(layers) if isinstance(layers, list) else layers,
-                 "lora_target_modules": sorted({m.rsplit(".", 1)[-1] for m in saved["target_modules"]})}
+                 "lora_target_modules": modules if isinstance(modules, str)
+                 else sorted({m.rsplit(".", 1)[-1] for m in modules})}  # peft saves full names for all-linear
     except (OSError, ValueError, KeyError, TypeError) as e:
         raise ConfigError(f"init_from {cfg.init_from}: adapter_config.json is not a readable LoRA adapter "
                           f"config ({type(e).__name__}: {e})") from None
     for key in ADAPTER_SHAPE:
         mine = getattr(cfg, key)
-        if key not in cfg.model_fields_set or (key == "lora_target_modules" and isinstance(mine, str)):
+        if key not in cfg.model_fields_set or isinstance(mine, str) or isinstance(shape[key], str):
             continue
         if (sorted(mine) if key == "lora_target_modules" else mine) != shape[key]:
             raise ConfigError(f"{key}: {mine} was set, but init_from {cfg.init_from} is a LoRA adapter with "

@@ -93,7 +93,7 @@ def deferred(name: str) -> Iterator[threading.Event]:
             yield threading.Event()
             return
         before = (w.phase, w.kept, w.deferred)
-        w.phase, w.deferred = name, True
+        w.phase, w.kept, w.deferred = name, "--resume continues from the newest intact checkpoint", True
         try:
             yield w.received
         finally:

@@ -81,10 +81,14 @@ def _rich() -> Any:
         TimeElapsedColumn,
         TimeRemainingColumn,
     )
+    from rich.table import Column
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("elapsed"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                    TextColumn("{task.fields[stats]}"), console=Console(stderr=True), transient=False)
+    # on a narrow terminal the stats (the loss) give way; the bar, done/total and the times stay
+    stats = Column(ratio=1, min_width=0, no_wrap=True, overflow="ellipsis")
+    return Progress(TextColumn("[bold]{task.description}", table_column=Column(no_wrap=True)),
+                    BarColumn(bar_width=24), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("ETA"),
+                    TimeRemainingColumn(), TextColumn("{task.fields[stats]}", table_column=stats),
+                    console=Console(stderr=True), transient=False, expand=True)
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "clinalign"
 
-#: lowest first. ``base`` is clinalign/__init__.py, errors.py and config.py (YAML + overrides); hashing.py counts as models; ``cli`` is clinalign/cli.py,
+#: lowest first. ``base`` is clinalign/__init__.py, errors.py, config.py (YAML + overrides) and progress.py; hashing.py counts as models; ``cli`` is clinalign/cli.py,
 #: __main__.py and every package's cli.py (the command surface sits above everything it calls).
 LAYERS = ["base", "tasks", "synthetic", "data", "models", "train", "eval", "rate", "report", "export", "study", "cli"]
 
@@ -25,7 +25,7 @@ def layer(module: str) -> str:
     parts = module.split(".")
     if parts[-1] in ("cli", "__main__"):
         return "cli"
-    if len(parts) == 1 or parts[1] in ("errors", "config", "__version__"):
+    if len(parts) == 1 or parts[1] in ("errors", "config", "progress", "__version__"):
         return "base"
     return {"hashing": "models"}.get(parts[1], parts[1])  # content hashes of model weights
 

@@ -414,7 +414,7 @@ def test_methods_say_how_settings_were_chosen_what_the_baseline_and_metrics_are(
         covers = results["tasks"]["discharge_summary"]["likert"]["covers"]
         assert covers.startswith("the rubric's 1-5 grade, a deterministic rule") and covers in text
         # the per-task section: the search's chosen values, or "fixed in the study file"
-        assert "chosen: trial 1 (lr 0.002, lora_layers 12), validation f1_yes 0.900 at epoch 1" in text
+        assert "Chosen: trial 1 (lr=0.002, lora_layers=12), validation f1_yes 0.900 at epoch 1" in text
     assert md.count("How settings were chosen:") == len(results["tasks"]) + 1  # methods + one per task
     assert "uti_classification_selection.png" in md
     assert "test split scored under 3 configuration(s): p-values optimistic" in md

@@ -37,12 +37,14 @@ class WriteError(ClinalignError):
 
 
 RESUMABLE = 75  # EX_TEMPFAIL: stopped on purpose with a checkpoint written; rerun with --resume
+DIVERGED = 3  # training diverged (train/divergence.py): rerun with a lower lr; --resume would diverge again
 
 
 class TrainingStopped(ClinalignError):
     """Training stopped before the end for a reason outside the config: non-finite loss or gradients,
-    SIGTERM (preemption), a checkpoint that could not be written. The message says what was kept;
-    ``exit_code`` is ``RESUMABLE`` when ``--resume`` continues the run as if it had not stopped."""
+    divergence, SIGTERM (preemption), a checkpoint that could not be written. The message says what was
+    kept; ``exit_code`` is ``RESUMABLE`` when ``--resume`` continues the run as if it had not stopped,
+    ``DIVERGED`` when the run must start again with a lower learning rate."""
 
     def __init__(self, message: str, exit_code: int = 2):
         super().__init__(message)

@@ -29,6 +29,7 @@ import torch
 
 from clinalign.errors import TaskError
 from clinalign.models.layers import PrefixCache
+from clinalign.progress import progress
 from clinalign.tasks.base import Task
 from clinalign.train.packing import answer_logps, pack
 from clinalign.train.tokenize import answer_ids, fit_prompt, prompt_ids
@@ -85,17 +86,19 @@ def shared_choice_logliks(model: Any, variants: Mapping[str, Variant], tokenizer
     order = sorted(range(len(items)), key=lambda j: -(len(items[j][0]) + sum(map(len, items[j][1]))))
     out: dict[str, list[list[float]]] = {name: [[] for _ in items] for name in variants}
     shared = PrefixCache(model, start_layer) if start_layer else model  # the layers every variant shares, once
-    for s in range(0, len(order), batch_size):
-        chunk = order[s : s + batch_size]
-        batch = pack([items[j] for j in chunk], pad).to(device)
-        for name, variant in variants.items():
-            with variant():
-                sums = answer_logps(shared, batch).tolist()
-            for j in chunk:
-                k = len(items[j][1])
-                out[name][j], sums = sums[:k], sums[k:]
-        if start_layer:
-            shared.clear()
+    with progress(f"label scoring ({len(variants)} model(s)): items", len(order)) as bar:
+        for s in range(0, len(order), batch_size):
+            chunk = order[s : s + batch_size]
+            batch = pack([items[j] for j in chunk], pad).to(device)
+            for name, variant in variants.items():
+                with variant():
+                    sums = answer_logps(shared, batch).tolist()
+                for j in chunk:
+                    k = len(items[j][1])
+                    out[name][j], sums = sums[:k], sums[k:]
+            if start_layer:
+                shared.clear()
+            bar.update(advance=len(chunk))
     return out
 
 
@@ -167,11 +170,12 @@ def _stop_ids(model: Any, tokenizer: Any) -> list[int]:
 @torch.inference_mode()
 def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int,
                      batch_size: int = 8, greedy: bool = True, temperature: float = 1.0, seed: int = 0,
-                     max_prompt_tokens: int | None = None) -> list[str]:
+                     max_prompt_tokens: int | None = None, description: str = "generation: prompts") -> list[str]:
     """Batched generation (left padding, prompts sorted by length); the new text of each prompt, in order.
 
     Greedy by default, so a prediction file is reproducible; sampling uses ``temperature`` alone (no
-    top-k/top-p) under ``seed``, without touching the caller's random state.
+    top-k/top-p) under ``seed``, without touching the caller's random state. Progress is shown under
+    ``description`` (clinalign/progress.py).
     """
     device = _device(model)
     stop = _stop_ids(model, tokenizer)
@@ -185,7 +189,8 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
         else {"temperature": temperature, "top_k": 0, "top_p": 1.0}
     )
     texts = [""] * len(prompts)
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []), \
+            progress(description, len(order)) as bar:
         torch.manual_seed(seed)
         for s in range(0, len(order), batch_size):
             chunk = order[s : s + batch_size]
@@ -197,6 +202,7 @@ def generate_answers(model: Any, tokenizer: Any, prompts: Sequence[str], max_new
                                  do_sample=not greedy, eos_token_id=stop, pad_token_id=pad, **sampling)
             for j, row in zip(chunk, gen[:, width:], strict=True):
                 texts[j] = tokenizer.decode(row, skip_special_tokens=True).strip()
+            bar.update(advance=len(chunk))
     return texts
 
 

@@ -260,6 +260,7 @@ def load_study(path: str | Path, overrides: list[str] | None = None) -> StudyCon
     for t in cfg.tasks:
         _check_sections(cfg, t, str(path))
         _check_tune(cfg, t, str(path))
+        _check_continued_adapter(cfg, t, str(path))
     _check_multiplicity(cfg, str(path))
     return cfg
 
@@ -296,6 +297,28 @@ def _check_tasks(cfg: StudyConfig, path: Path, raw: dict[str, Any]) -> None:
 #: TrainConfig keys the study sets itself for each stage: in a stage section they would be ignored
 #: (``progress`` is accepted, though a study's stages never show a bar: train/api.train turns it off)
 SET_BY_STUDY = ("stage", "model", "data", "val_data", "task", "pairs", "out", "seed", "resume", "init_from")
+
+
+def _check_continued_adapter(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
+    """A DPO stage that continues its task's SFT adapter (``dpo_from: sft``, LoRA) trains with that
+    adapter's shape; a shape key set under ``dpo:`` to another value than the SFT stage's would be
+    refused by the trainer (train/config.continued_adapter), so it is refused here, before any work."""
+    from clinalign.study.onpolicy import split_settings
+    from clinalign.train.config import ADAPTER_SHAPE, TrainConfig
+
+    dpo_set = split_settings(cfg.train_settings("dpo", task))[1]
+    sft = TrainConfig.model_validate({**cfg.train_settings("sft", task), "stage": "sft"})
+    if cfg.dpo_from != "sft" or not (sft.lora and dpo_set.get("lora", True)):
+        return
+    for key in ADAPTER_SHAPE:  # target modules as a string (all-linear, a regex) depend on the model: not compared
+        theirs = getattr(sft, key)
+        if key not in dpo_set or isinstance(dpo_set[key], str) or isinstance(theirs, str):
+            continue
+        if (sorted(dpo_set[key]) != sorted(theirs)) if key == "lora_target_modules" else dpo_set[key] != theirs:
+            section = f"tasks.{task.id}.dpo" if key in task.dpo else "dpo"
+            raise ConfigError(f"{where}: {section}.{key}: {dpo_set[key]}, but the DPO stage continues its SFT "
+                              f"stage's adapter (dpo_from: sft), whose {key} is {theirs}; set "
+                              f"tasks.{task.id}.dpo.{key}: {theirs} or leave it out of dpo:")
 
 
 def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:

@@ -39,7 +39,8 @@ def sample_pairs(task: Task, model: Any, tokenizer: Any, records: Sequence[Any],
     t0 = time.perf_counter()
     texts = generate_answers(model, tokenizer, [p for p in prompts for _ in range(samples)],
                              max_new_tokens or task.max_new_tokens, batch_size, greedy=False,
-                             temperature=temperature, seed=seed, max_prompt_tokens=max_prompt_tokens)
+                             temperature=temperature, seed=seed, max_prompt_tokens=max_prompt_tokens,
+                             description=f"on-policy sampling ({samples} per prompt): samples")
     elapsed = time.perf_counter() - t0
     per_prompt = [texts[i * samples:(i + 1) * samples] for i in range(len(records))]
     scores = [[task.judge(r, t) for t in ts] for r, ts in zip(records, per_prompt, strict=True)]

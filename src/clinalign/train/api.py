@@ -2,22 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clinalign.train.config import TrainConfig, build_config
+from clinalign.train import preempt
+from clinalign.train.config import TrainConfig, build_config, lr_warning
+from clinalign.train.distributed import rank_world
 
 if TYPE_CHECKING:
     from clinalign.train.loop import Validation
 
 
 def run(cfg: TrainConfig, validation: Validation | None = None) -> Path:
-    """Run the recipe the config names; returns ``OUT/final``."""
+    """Run the recipe the config names; returns ``OUT/final``. A learning rate far outside the usual
+    range is one warning line first; SIGTERM at any phase is a resumable stop (train/preempt.py)."""
     if cfg.stage == "sft":
         from clinalign.train.sft import run as recipe
     else:
         from clinalign.train.dpo import run as recipe
-    return recipe(cfg, validation)
+    with preempt.watch():
+        warning = lr_warning(cfg)
+        if warning and rank_world()[0] == 0:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
+        return recipe(cfg, validation)
 
 
 def train(stage: str, *, model: str, data: str | Path, out: str | Path, settings: dict[str, Any] | None = None,

@@ -11,8 +11,14 @@ from pathlib import Path
 import typer
 
 from clinalign.data.io import MAX_RECORD_BYTES, record_limit
+from clinalign.errors import DIVERGED, RESUMABLE, ClinalignError
 
 app = typer.Typer(no_args_is_help=True)
+
+#: shown under each command's --help (errors.py, train/divergence.py, train/preempt.py)
+EXIT_CODES = (f"Exit codes: 0 done; {ClinalignError.exit_code} bad input or config (nothing written), or a fault "
+              f"that stopped training (the message says what was kept); {DIVERGED} diverged: start again with a "
+              f"lower lr; {RESUMABLE} stopped by SIGTERM: run the same command with --resume.")
 
 _Over = typer.Argument(None, help="key=value overrides of config keys (e.g. lora_rank=8 parallel=ddp)")
 _MaxRecord = typer.Option(MAX_RECORD_BYTES, "--max-record-bytes", min=1,
@@ -53,7 +59,7 @@ def _run(stage: str, config: Path | None, overrides: list[str] | None, max_recor
         typer.echo(f"{stage}: final weights in {final}")
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def sft(
     overrides: list[str] | None = _Over,
     config: Path | None = typer.Option(None, "--config", "-c", help=_config_help("configs/train_sft.yaml")),
@@ -79,7 +85,7 @@ def sft(
          save_every=save_every, resume=resume or None, init_from=init_from)
 
 
-@app.command()
+@app.command(epilog=EXIT_CODES)
 def dpo(
     overrides: list[str] | None = _Over,
     config: Path | None = typer.Option(None, "--config", "-c", help=_config_help("configs/train_dpo.yaml")),

@@ -34,6 +34,14 @@ from clinalign.train.losses import Loss, Sigmoid, loss_class
 #: step. DPO starts from that SFT model and moves it with a small step (2e-4 swung the label prior).
 DEFAULT_EPOCHS = {"sft": 3, "dpo": 1}
 DEFAULT_LR = {("sft", True): 1e-3, ("sft", False): 2e-5, ("dpo", True): 5e-5, ("dpo", False): 1e-6}
+#: the learning rates published recipes and this project's runs use, per (stage, LoRA): LoRA SFT 1e-4
+#: to 2e-4 (QLoRA) up to 2e-3 (the demo); full SFT around 2e-5; DPO an order of magnitude below SFT
+#: (TRL's 1e-6 and Zephyr's 5e-7 for full weights, 5e-6 to 5e-4 with LoRA). A run set 10x beyond either
+#: end gets a warning at load (``lr_warning``); divergence itself is caught while training (divergence.py).
+USUAL_LR = {("sft", True): (1e-5, 2e-3), ("sft", False): (1e-6, 1e-4), ("dpo", True): (1e-6, 1e-3),
+            ("dpo", False): (1e-7, 2e-5)}
+#: the keys that shape a LoRA adapter: a stage continuing an adapter (``init_from``) takes them from it
+ADAPTER_SHAPE = ("lora_rank", "lora_alpha", "lora_layers", "lora_target_modules")
 
 
 class TrainConfig(BaseModel):
@@ -65,8 +73,8 @@ class TrainConfig(BaseModel):
     init_from: str | None = None
 
     epochs: int | None = Field(None, description=(
-        "passes over the training data; None = the stage's default (DEFAULT_EPOCHS). Ignored when "
-        "max_steps is set"))
+        "passes over the training data; None = the stage's default (DEFAULT_EPOCHS). With max_steps set "
+        "it does not apply and stays None, so the saved config says what ran"))
     max_steps: int | None = Field(None, description=(
         "optimizer steps to run; when set it overrides epochs, as transformers' TrainingArguments and TRL "
         "do: training runs exactly this many steps, fewer or more than one epoch, continuing the data "
@@ -123,6 +131,8 @@ class TrainConfig(BaseModel):
     save_every: int | None = None
     #: batches with a non-finite loss or gradient that may be skipped (no update) before training stops
     skip_nonfinite: NonNegativeInt = 0
+    #: stop with exit 3 when the weights blow up or the loss climbs and stays up (train/divergence.py)
+    stop_on_divergence: bool = True
     log_every: int = 1
     resume: bool = False
     progress: bool = True
@@ -162,7 +172,9 @@ class TrainConfig(BaseModel):
     def _check(self) -> TrainConfig:
         """Defaults that depend on other keys, and rules between keys."""
         self.loss = self.loss.model_copy(update={"beta": self.beta})
-        if self.epochs is None:
+        if self.max_steps is not None:
+            self.epochs = None  # max_steps decides the run's length: the config says so
+        elif self.epochs is None:
             self.epochs = DEFAULT_EPOCHS[self.stage]
         if self.lr is None:
             self.lr = DEFAULT_LR[(self.stage, self.lora)]
@@ -176,6 +188,49 @@ class TrainConfig(BaseModel):
 
     def dump(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def lr_warning(cfg: TrainConfig) -> str | None:
+    """One line when ``lr`` is over ten times outside ``USUAL_LR`` for the stage and method, else None."""
+    low, high = USUAL_LR[(cfg.stage, cfg.lora)]
+    if low / 10 <= cfg.lr <= high * 10:
+        return None
+    method = f"{'LoRA' if cfg.lora else 'full'} {cfg.stage.upper()}"
+    risk = "expect divergence" if cfg.lr > high else "expect the weights to barely move"
+    return f"lr {cfg.lr:g} is far outside the usual range for {method} ({low:g} to {high:g}); {risk}"
+
+
+def continued_adapter(cfg: TrainConfig) -> TrainConfig:
+    """The config with the shape of the LoRA adapter it continues (``init_from`` an adapter, with LoRA):
+    rank, alpha, layers and target modules are the adapter's, whatever the config says, so the saved
+    config must say the adapter's. A shape key set explicitly to another value is refused, naming both.
+    ``lora_target_modules`` given as a string (``all-linear``, a regex) is not compared: which modules it
+    names depends on the model."""
+    from clinalign.models.loading import adapter_config
+
+    if not (cfg.lora and cfg.init_from):
+        return cfg
+    try:
+        saved = adapter_config(cfg.init_from)
+        if saved is None:  # a full model directory: a fresh adapter of this config's shape goes on it
+            return cfg
+        layers, modules = saved.get("layers_to_transform"), saved["target_modules"]
+        shape = {"lora_rank": int(saved["r"]), "lora_alpha": saved["lora_alpha"],
+                 "lora_layers": len(layers) if isinstance(layers, list) else layers,
+                 "lora_target_modules": modules if isinstance(modules, str)
+                 else sorted({m.rsplit(".", 1)[-1] for m in modules})}  # peft saves full names for all-linear
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"init_from {cfg.init_from}: adapter_config.json is not a readable LoRA adapter "
+                          f"config ({type(e).__name__}: {e})") from None
+    for key in ADAPTER_SHAPE:
+        mine = getattr(cfg, key)
+        if key not in cfg.model_fields_set or isinstance(mine, str) or isinstance(shape[key], str):
+            continue
+        if (sorted(mine) if key == "lora_target_modules" else mine) != shape[key]:
+            raise ConfigError(f"{key}: {mine} was set, but init_from {cfg.init_from} is a LoRA adapter with "
+                              f"{key} {shape[key]}, which this stage continues; leave {key} out or set it to "
+                              f"{shape[key]}")
+    return cfg.model_copy(update=shape)
 
 
 def prefix_cache_problem(cfg: TrainConfig, frozen: int | None = None) -> str | None:

@@ -29,8 +29,8 @@ from clinalign.errors import ConfigError
 from clinalign.hashing import model_fingerprint
 from clinalign.models.device import resolve
 from clinalign.models.loading import is_adapter
-from clinalign.train import distributed, loop
-from clinalign.train.config import TrainConfig
+from clinalign.train import distributed, loop, preempt
+from clinalign.train.config import TrainConfig, continued_adapter
 from clinalign.train.data import kto_as_pairs, load_kto_rows, load_rows, tokenize_rows
 from clinalign.train.losses import DPOOutput
 from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
@@ -56,7 +56,7 @@ Forward = Callable[[list[int], PairBatch, Reference | None, torch.Tensor | None]
 def run(cfg: TrainConfig, validation: loop.Validation | None = None) -> Path:
     """Train; ``validation`` (a caller's held-out scores, e.g. the study's task metric) is evaluated
     beside the loss and reward accuracy/margin of ``val_data``."""
-    from clinalign.models.loading import load_tokenizer, resolve_model_path
+    from clinalign.models.loading import resolve_model_path
 
     # 1. inputs, all checked before anything is written
     out = loop.check_out(cfg)
@@ -67,23 +67,34 @@ def run(cfg: TrainConfig, validation: loop.Validation | None = None) -> Path:
         raise ConfigError("precompute_ref: false with LoRA init_from an adapter is not supported "
                           "(the reference would be the base, not the SFT model); use precompute_ref: true")
     model_path = resolve_model_path(cfg.model)
-    tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
+    tokenizer = loop.load_tokenizer(cfg, model_path)  # init_from checked here
+    cfg = continued_adapter(cfg)  # init_from an adapter: its rank, alpha, layers (another value is refused)
     pairs = _Pairs.load(cfg, cfg.data, tokenizer)
+    val = _Pairs.load(cfg, cfg.val_data, tokenizer) if cfg.val_data else None
     pad = tokenizer.pad_token_id
     info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
     try:
-        # 2. policy (checked before anything is written), and the reference (None for SimPO / ORPO: no
-        # reference pass, no cache, no copy)
+        # 2. policy and the run's length and resume point (checked before anything is written); then OUT
         loop.seed_everything(cfg.seed)
         policy = loop.load_policy(cfg, model_path).to(info.device)
+        # validation (optional), against the same reference (the initial policy; val_ref and forward are
+        # bound below, before the first evaluation), and the caller's scores
+        validations = [] if val is None else [loop.Validation(
+            lambda *_: _evaluate(model, forward, val, val_ref, cfg.batch_size, pad, info.device), VAL_SCORES)]
+        validations += [validation] if validation is not None else []
+        start = loop.plan(cfg, info, out, len(pairs.examples), validations)
         loop.prepare_out(cfg, info, out, {"pairs": len(pairs.examples), **pairs.counts})
-        val = _Pairs.load(cfg, cfg.val_data, tokenizer) if cfg.val_data else None
-        # validation is always against the initial policy, computed once before the first step
+        # the reference (None for SimPO / ORPO: no reference pass, no cache, no copy); validation is
+        # always against the initial policy, computed once before the first step
+        preempt.phase("the reference pass", kept=f"{out / 'config.yaml'} is written; the reference log-probs "
+                      f"are kept in {out / 'ref_logps'} only once the pass is complete (it is not checkpointed: "
+                      "--resume starts an interrupted pass again from its first pair)")
         val_ref: Reference | None = None
         if val is not None and loss_fn.reference:
-            val_ref = Precomputed(*compute_reference_logps(policy, val.examples, pad_id=pad,
-                                                           batch_size=cfg.batch_size, device=info.device))
-        reference = _reference(cfg, out, policy, pairs.examples, pad, info.device, model_path) if loss_fn.reference else None
+            val_ref = Precomputed(*compute_reference_logps(policy, val.examples, pad_id=pad, batch_size=cfg.batch_size,
+                                                           device=info.device, progress=cfg.progress))
+        reference = (_reference(cfg, out, policy, pairs.examples, pad, info.device, model_path)
+                     if loss_fn.reference else None)
         model = distributed.wrap(policy, cfg.parallel, info)
 
         def forward(idx: list[int], batch: PairBatch, ref: Reference | None, labels: torch.Tensor | None) -> DPOOutput:
@@ -112,13 +123,8 @@ def run(cfg: TrainConfig, validation: loop.Validation | None = None) -> Path:
             n = sum(len(i) for i in micro)
             return loop.StepStats(loss_sum, float(n), tokens, sums, n)
 
-        # 4. validation (optional), against the same reference (the initial policy), and the caller's scores
-        validations = [] if val is None else [loop.Validation(
-            lambda *_: _evaluate(model, forward, val, val_ref, cfg.batch_size, pad, info.device), VAL_SCORES)]
-        validations += [validation] if validation is not None else []
-
-        # 5. train
-        return loop.train(cfg, info, out, model, tokenizer, len(pairs.examples), step, SHOWN, validations=validations)
+        # 4. train
+        return loop.train(cfg, info, out, model, tokenizer, start, step, SHOWN, validations=validations)
     finally:
         distributed.shutdown()
 
@@ -176,7 +182,7 @@ def _reference(cfg: TrainConfig, out: Path, policy: torch.nn.Module, pairs: list
         fp = model_fingerprint(model_path) + (model_fingerprint(cfg.init_from) if cfg.init_from else "")
         chosen, rejected, _ = cached_reference_logps(
             policy, pairs, out / "ref_logps", model_fingerprint=fp, pad_id=pad, batch_size=cfg.batch_size,
-            device=device, settings={"max_length": cfg.max_length, "truncation": cfg.truncation,
+            device=device, progress=cfg.progress, settings={"max_length": cfg.max_length, "truncation": cfg.truncation,
                                      "load_in_4bit": cfg.load_in_4bit,  # and resolved: auto is float32 on CPU, bf16 on GPU
                                      **resolve(cfg.device, cfg.dtype, cfg.load_in_4bit).identity()})
         return Precomputed(chosen, rejected)

@@ -9,9 +9,12 @@ Resuming skips the micro-batches already done in the current epoch.
 
 Faults a shared cluster has end in a clear message and no lost work: a non-finite loss or gradient
 stops training at that step before the update is applied (``skip_nonfinite`` allows skipping a bounded
-number of such batches); SIGTERM (Slurm's warning before preemption) makes the loop finish the step,
-write a checkpoint and exit with ``RESUMABLE``; ``--resume`` uses the newest checkpoint that matches
-its manifest (checkpoint.py), saying which damaged ones it passed over.
+number of such batches); a run that diverges stops with ``DIVERGED`` (train/divergence.py); SIGTERM
+(Slurm's warning before preemption) makes the loop finish the step, write a checkpoint and exit with
+``RESUMABLE`` (train/preempt.py: the other phases of a run); ``--resume`` uses the newest checkpoint
+that matches its manifest (checkpoint.py), saying which damaged ones it passed over. Everything about
+a run's length and resume point that can fail is judged by :func:`plan`, before the recipe writes
+anything.
 """
 
 from __future__ import annotations
@@ -20,12 +23,10 @@ import json
 import math
 import random
 import shutil
-import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,12 @@ import numpy as np
 import torch
 
 from clinalign.data.io import read_jsonl, write_text_atomic
-from clinalign.errors import RESUMABLE, ConfigError, TrainingStopped
-from clinalign.train import checkpoint, distributed, prefix
+from clinalign.errors import DIVERGED, RESUMABLE, ConfigError, TrainingStopped
+from clinalign.progress import progress
+from clinalign.train import checkpoint, distributed, preempt, prefix
 from clinalign.train.config import TrainConfig
 from clinalign.train.distributed import DistInfo
+from clinalign.train.divergence import Divergence
 
 
 def seed_everything(seed: int) -> None:
@@ -62,6 +65,28 @@ def check_out(cfg: TrainConfig) -> Path:
 # ---------------------------------------------------------------- model
 
 
+def load_tokenizer(cfg: TrainConfig, model_path: str) -> Any:
+    """The run's tokenizer: ``init_from``'s own (a previous run's ``final/`` holds it; an adapter saved
+    without one uses its base model's), else the model's. ``init_from`` and the tokenizer are checked
+    here, before the data is read or anything written: a problem is one ``ConfigError`` naming the folder."""
+    from clinalign.models.loading import is_adapter, tokenizer_dir
+    from clinalign.models.loading import load_tokenizer as load
+
+    if cfg.init_from:
+        p = Path(cfg.init_from)
+        if not p.is_dir():
+            raise ConfigError(f"init_from {p} is not a directory (expected a previous run's final/)")
+        if not is_adapter(p) and not (p / "config.json").is_file():
+            raise ConfigError(f"init_from {p} holds neither a LoRA adapter (adapter_config.json) nor a model "
+                              "(config.json): expected a previous run's final/")
+    source = tokenizer_dir(cfg.init_from) if cfg.init_from else Path(model_path)
+    try:
+        return load(source)
+    except (OSError, ValueError, TypeError, KeyError) as e:
+        first = next(iter(str(e).strip().splitlines()), type(e).__name__)
+        raise ConfigError(f"{source}: its tokenizer does not load ({first[:200]})") from None
+
+
 def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
     """The model to train.
 
@@ -74,8 +99,6 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
     """
     from clinalign.models.loading import is_adapter, load_model
 
-    if cfg.init_from and not Path(cfg.init_from).is_dir():
-        raise ConfigError(f"init_from {cfg.init_from} is not a directory (expected a previous run's final/)")
     if cfg.init_from and not is_adapter(cfg.init_from):
         model_path = cfg.init_from
     model = load_model(model_path, dtype=cfg.dtype, device=cfg.device, load_in_4bit=cfg.load_in_4bit)
@@ -94,7 +117,14 @@ def load_policy(cfg: TrainConfig, model_path: str) -> torch.nn.Module:
         saved = PeftConfig.from_pretrained(cfg.init_from)
         if hasattr(saved, "lora_dropout"):
             saved.lora_dropout = cfg.lora_dropout
-        model = PeftModel.from_pretrained(model, cfg.init_from, is_trainable=cfg.lora, config=saved)
+        from safetensors import SafetensorError
+
+        try:
+            model = PeftModel.from_pretrained(model, cfg.init_from, is_trainable=cfg.lora, config=saved)
+        except (RuntimeError, ValueError, KeyError, OSError, SafetensorError) as e:  # another base's, damaged
+            first = next(iter(str(e).strip().splitlines()), type(e).__name__)
+            raise ConfigError(f"init_from {cfg.init_from}: this adapter does not load onto {model_path}: "
+                              f"{first[:300]}") from None
         if not cfg.lora:
             model = model.merge_and_unload()
     elif cfg.lora:
@@ -196,57 +226,6 @@ class Validation:
     report: Callable[[int, dict[str, float]], bool] | None = None
 
 
-class _LineProgress:
-    """Progress for a pipe or log file: a rich bar redrawn with carriage returns is mangled there, so a
-    plain line at most every ``every_s`` seconds (and at the last step), the same fields as the bar."""
-
-    def __init__(self, every_s: float = 10.0) -> None:
-        self.every_s, self.tasks, self.last = every_s, {}, -math.inf
-
-    def __enter__(self) -> _LineProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, description: str, total: int, completed: int = 0, stats: str = "") -> str:
-        self.tasks[description] = {"total": total, "completed": completed}
-        return description
-
-    def update(self, task: str, completed: int | None = None, total: int | None = None, stats: str = "") -> None:
-        t = self.tasks[task]
-        t.update({k: v for k, v in (("completed", completed), ("total", total)) if v is not None})
-        now = time.monotonic()
-        if completed is not None and (now - self.last >= self.every_s or t["completed"] >= t["total"]):
-            self.last = now
-            print(f"{task} step {t['completed']}/{t['total']}  {stats}".rstrip(), flush=True)
-
-
-def _progress(enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    if enabled and not sys.stdout.isatty():
-        return _LineProgress()
-    return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-        TextColumn("{task.fields[stats]}"), disable=not enabled, transient=False,
-    )
-
-
-@contextmanager
-def _sigterm_flag() -> Iterator[threading.Event]:
-    """An event set by SIGTERM while training runs (the previous handler is restored afterwards)."""
-    flag = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
-        yield flag  # signals reach only the main thread
-        return
-    old = signal.signal(signal.SIGTERM, lambda *_: flag.set())
-    try:
-        yield flag
-    finally:
-        signal.signal(signal.SIGTERM, old)
-
-
 def _grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
     """The total gradient norm (clipped to ``max_norm`` when set); inf or nan when a gradient is."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -254,8 +233,17 @@ def _grad_norm(model: torch.nn.Module, max_norm: float | None) -> float:
         norm = torch.nn.utils.clip_grad_norm_(params, max_norm, foreach=False)
     else:
         norm = torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None], foreach=False)
-    norm = norm.full_tensor() if hasattr(norm, "full_tensor") else norm  # FSDP2: a DTensor
-    return float(norm)
+    return _scalar(norm)
+
+
+def _weight_norm(model: torch.nn.Module) -> float:
+    """The norm of the trainable weights (what divergence.py watches grow)."""
+    return _scalar(torch.nn.utils.get_total_norm([p.detach() for p in model.parameters() if p.requires_grad],
+                                                 foreach=False))
+
+
+def _scalar(norm: torch.Tensor) -> float:
+    return float(norm.full_tensor() if hasattr(norm, "full_tensor") else norm)  # FSDP2: a DTensor
 
 
 def _restore_metrics(path: Path, step: int, write: bool = True) -> list[dict[str, Any]]:
@@ -352,19 +340,63 @@ class _Log:
             self.writer.close()
 
 
+@dataclass(frozen=True)
+class Start:
+    """Where a run starts, judged before anything is written (:func:`plan`): its length, and with
+    ``resume`` the checkpoint it continues from with that checkpoint's ``state.json`` (read once)."""
+
+    n_examples: int
+    per_epoch: int
+    total: int
+    checkpoint: Path | None = None
+    saved: dict[str, Any] | None = None
+
+
+def _warn(info: DistInfo, message: str) -> None:
+    if info.is_main:
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+
+def plan(cfg: TrainConfig, info: DistInfo, out: Path, n_examples: int,
+         validations: Sequence[Validation] = ()) -> Start:
+    """The run's steps (too few examples for one step is an error), with ``resume`` the newest intact
+    checkpoint, which must come from the same launch and data, and an ``early_stopping_metric`` that
+    ``validations`` compute. Called before the recipe writes anything, so a run refused here leaves
+    ``OUT`` as it was."""
+    _Guard.for_run(cfg, validations, None)  # raises for a metric no validation computes
+    per_epoch = steps_per_epoch(n_examples, cfg, info.world)
+    total = per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps  # max_steps overrides epochs (transformers' rule)
+    last = checkpoint.latest(out, warn=lambda m: _warn(info, m)) if cfg.resume else None
+    if cfg.resume and last is None and any((out / "checkpoints").glob("step-*")):
+        _warn(info, "no intact checkpoint left; training starts again from step 0")
+    if last is None:
+        return Start(n_examples, per_epoch, total)
+    saved = checkpoint.read_state(last)
+    if (saved["world"], saved["batch_size"], saved["examples"]) != (info.world, cfg.batch_size, n_examples):
+        raise ConfigError(
+            f"cannot resume {last}: it was made with {saved['world']} process(es), batch_size "
+            f"{saved['batch_size']} and {saved['examples']} examples; resume with the same launch and data"
+        )
+    return Start(n_examples, per_epoch, total, last, saved)
+
+
 class _Run:
     """What one training run holds between its steps, and the steps' mechanics: resume, update (or
-    skip a non-finite batch), evaluate, checkpoint, stop, finish."""
+    skip a non-finite batch, or stop a diverging run), evaluate, checkpoint, stop, finish."""
 
     def __init__(self, cfg: TrainConfig, info: DistInfo, out: Path, model: torch.nn.Module, tokenizer: Any,
-                 n_examples: int, total: int, validations: Sequence[Validation] = ()) -> None:
+                 start: Start, validations: Sequence[Validation] = ()) -> None:
         self.cfg, self.info, self.out, self.model, self.tokenizer = cfg, info, out, model, tokenizer
-        self.n_examples, self.validations = n_examples, tuple(validations)
-        self.optimizer, self.scheduler = optimizer_and_schedule(model, cfg, total)
-        saved = self._resume()
+        self.n_examples, self.validations = start.n_examples, tuple(validations)
+        self.optimizer, self.scheduler = optimizer_and_schedule(model, cfg, start.total)
+        saved = start.saved
+        if start.checkpoint is not None:  # weights, optimizer, scheduler and RNG as they were
+            checkpoint.load(start.checkpoint, info, model, self.optimizer, self.scheduler, cfg.parallel)
         self.at = _Position(saved["step"], saved["epoch"], saved["position"],
                             int(saved.get("nonfinite_skipped", 0))) if saved else _Position()
         self.guard = _Guard.for_run(cfg, self.validations, saved)
+        self.divergence = Divergence.from_state(cfg.stop_on_divergence, saved)
+        self.divergence.norm = _weight_norm(model)
         self.log = _Log(info, out, self.at.step, resumed=saved is not None)
         self.evaluations = len(self.log.val_rows)
         for k, row in enumerate(self.log.val_rows, 1):  # listeners hear the whole history again
@@ -374,26 +406,7 @@ class _Run:
                     v.report(k, scores)
 
     def warn(self, message: str) -> None:
-        if self.info.is_main:
-            print(f"warning: {message}", file=sys.stderr, flush=True)
-
-    def _resume(self) -> dict[str, Any] | None:
-        """With ``resume``: the newest intact checkpoint's ``state.json`` (read once), its weights,
-        optimizer, scheduler and RNG restored; None to start from step 0."""
-        cfg, info, out = self.cfg, self.info, self.out
-        last = checkpoint.latest(out, warn=self.warn) if cfg.resume else None
-        if cfg.resume and last is None and any((out / "checkpoints").glob("step-*")):
-            self.warn("no intact checkpoint left; training starts again from step 0")
-        if last is None:
-            return None
-        saved = checkpoint.read_state(last)
-        if (saved["world"], saved["batch_size"], saved["examples"]) != (info.world, cfg.batch_size, self.n_examples):
-            raise ConfigError(
-                f"cannot resume {last}: it was made with {saved['world']} process(es), batch_size "
-                f"{saved['batch_size']} and {saved['examples']} examples; resume with the same launch and data"
-            )
-        checkpoint.load(last, info, self.model, self.optimizer, self.scheduler, cfg.parallel)
-        return saved
+        _warn(self.info, message)
 
     def step(self, step_fn: StepFn, micro: list[list[int]], sigterm: threading.Event) -> Reduced:
         """The recipe's forward and backward over ``micro``, summed over the processes, with whether
@@ -426,13 +439,27 @@ class _Run:
         self.scheduler.step()
         return False
 
+    def stop_if_diverged(self, row: dict[str, Any]) -> None:
+        """After an applied (and logged) update: stop with ``DIVERGED``, writing nothing more, when
+        divergence.py's rules fire."""
+        d = self.divergence.check(self.at.step, row["loss"], _weight_norm(self.model))
+        if d is None:
+            return
+        good = [p for p in (self.out / "checkpoints").glob("step-*") if int(p.name[5:]) <= d.last_good]
+        kept = max(good, key=lambda p: int(p.name[5:]), default=None)
+        self.log.close()
+        raise TrainingStopped(
+            f"diverged at step {d.step} (loss {d.loss:.4g}, started at {d.start:.4g}): lower lr (was {self.cfg.lr:g}). "
+            f"At step {d.step} {d.reason}; training stopped, final/ not written; last good checkpoint: "
+            f"{kept or 'none'} (stop_on_divergence=false turns this check off)", exit_code=DIVERGED)
+
     def save(self) -> Path:
         cfg, at = self.cfg, self.at
         return checkpoint.save(self.out, self.info, self.model, self.optimizer, self.scheduler, cfg.parallel,
                                {"step": at.step, "epoch": at.epoch, "position": at.position, "seed": cfg.seed,
                                 "world": self.info.world, "batch_size": cfg.batch_size, "grad_accum": cfg.grad_accum,
                                 "examples": self.n_examples, "guard": self.guard.state(),
-                                "nonfinite_skipped": at.nonfinite_skipped})
+                                "nonfinite_skipped": at.nonfinite_skipped, "divergence": self.divergence.state()})
 
     def stop_on_sigterm(self) -> None:
         path = self.save()
@@ -457,15 +484,20 @@ class _Run:
         stop = [v.report(self.evaluations, scores) for v in self.validations if v.report is not None]
         return self.guard.should_stop() or any(stop)
 
-    def finish(self, restore_best: bool) -> Path:
-        """The last checkpoint and ``final/`` (the best evaluated weights instead, with ``restore_best``)."""
-        self.save()
+    def finish(self, restore_best: bool, sigterm: threading.Event) -> Path:
+        """The last checkpoint and ``final/`` (the best evaluated weights instead, with ``restore_best``).
+        SIGTERM meanwhile lets the writes complete, then stops the run as resumable all the same."""
+        path = self.save()
         self.log.close()
         final = checkpoint.save_final(self.out, self.info, self.model, self.tokenizer, self.cfg.parallel)
         if restore_best and (self.out / "best").is_dir() and self.info.is_main:
             shutil.rmtree(final)
             shutil.copytree(self.out / "best", final)
         distributed.barrier()
+        if float(distributed.all_reduce_sum(torch.tensor(float(sigterm.is_set())))) > 0:
+            raise TrainingStopped(f"SIGTERM while final/ was written: {final} was completed, with checkpoint "
+                                  f"{path}; the run is finished (--resume only writes final/ again)",
+                                  exit_code=RESUMABLE)
         return final
 
 
@@ -479,50 +511,54 @@ def train(
     out: Path,
     model: torch.nn.Module,
     tokenizer: Any,
-    n_examples: int,
+    start: Start,
     step_fn: StepFn,
     shown: Sequence[str] = (),
     validations: Sequence[Validation] = (),
 ) -> Path:
     """Run the optimizer steps, log, checkpoint; write ``final/``. Returns the final directory.
 
-    ``step_fn`` runs one optimizer step's micro-batches; every metric it sums is logged, and the
-    progress bar shows the loss and the ``shown`` ones. With ``validations``, the model is evaluated
-    every ``eval_every`` steps (default once per epoch) and the scores logged to ``val_metrics.jsonl``;
-    the best evaluation's weights (by ``early_stopping_metric``, in its declared direction) are kept in
-    ``best/`` and, with ``restore_best``, become ``final/``; ``early_stopping_patience`` evaluations
-    without improvement, or a validation's ``report``, end training early.
+    ``start`` is :func:`plan`'s verdict on the run's length and resume point. ``step_fn`` runs one
+    optimizer step's micro-batches; every metric it sums is logged, and the progress bar shows the loss
+    and the ``shown`` ones. With ``validations``, the model is evaluated every ``eval_every`` steps
+    (default once per epoch) and the scores logged to ``val_metrics.jsonl``; the best evaluation's
+    weights (by ``early_stopping_metric``, in its declared direction) are kept in ``best/`` and, with
+    ``restore_best``, become ``final/``; ``early_stopping_patience`` evaluations without improvement,
+    or a validation's ``report``, end training early.
     """
-    per_epoch = steps_per_epoch(n_examples, cfg, info.world)
-    total = per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps  # max_steps overrides epochs (transformers' rule)
-    run = _Run(cfg, info, out, model, tokenizer, n_examples, total, validations)
-    at, every = run.at, cfg.eval_every or per_epoch
-    with _sigterm_flag() as term, _progress(info.is_main and cfg.progress) as bar:
-        task = bar.add_task(cfg.stage.upper(), total=total, completed=at.step, stats="")
-        while at.step < total:
-            batches = epoch_batches(n_examples, cfg, info, at.epoch)
-            while at.position < per_epoch and at.step < total:
-                t0 = time.perf_counter()
-                result = run.step(step_fn, batches[at.position * cfg.grad_accum : (at.position + 1) * cfg.grad_accum],
-                                  term)
-                lr = run.scheduler.get_last_lr()[0]
-                at.step, at.position = at.step + 1, at.position + 1
-                if run.update(result):
-                    row = result.row(at.step, at.epoch + at.position / per_epoch, lr, time.perf_counter() - t0)
-                    if at.step % cfg.log_every == 0:
-                        run.log.train(row)
-                    bar.update(task, completed=at.step, stats=_bar_text(row, shown))
-                if result.sigterms > 0:
-                    run.stop_on_sigterm()
-                stop = bool(validations) and (at.step % every == 0 or at.step == total) and run.evaluate()
-                if cfg.save_every and at.step % cfg.save_every == 0 and at.step < total:
-                    run.save()
-                if stop:
-                    total = at.step  # early stopping: this is the last step
-                    bar.update(task, total=total)
-            if at.position == per_epoch:
-                at.epoch, at.position = at.epoch + 1, 0
-    return run.finish(restore_best=bool(validations) and cfg.restore_best)
+    per_epoch, total, n_examples = start.per_epoch, start.total, start.n_examples
+    with preempt.deferred("training") as term:
+        run = _Run(cfg, info, out, model, tokenizer, start, validations)
+        at, every = run.at, cfg.eval_every or per_epoch
+        with progress(f"{cfg.stage.upper()} step", total, completed=at.step,
+                      enabled=info.is_main and cfg.progress) as bar:
+            while at.step < total:
+                batches = epoch_batches(n_examples, cfg, info, at.epoch)
+                while at.position < per_epoch and at.step < total:
+                    t0 = time.perf_counter()
+                    micro = batches[at.position * cfg.grad_accum : (at.position + 1) * cfg.grad_accum]
+                    result = run.step(step_fn, micro, term)
+                    lr = run.scheduler.get_last_lr()[0]
+                    at.step, at.position = at.step + 1, at.position + 1
+                    if run.update(result):
+                        row = result.row(at.step, at.epoch + at.position / per_epoch, lr, time.perf_counter() - t0)
+                        if at.step % cfg.log_every == 0:
+                            run.log.train(row)
+                        bar.update(at.step, stats=_bar_text(row, shown))
+                        run.stop_if_diverged(row)
+                    if result.sigterms > 0:
+                        run.stop_on_sigterm()
+                    stop = bool(validations) and (at.step % every == 0 or at.step == total) and run.evaluate()
+                    if cfg.save_every and at.step % cfg.save_every == 0 and at.step < total:
+                        run.save()
+                    if stop:
+                        total = at.step  # early stopping: this is the last step
+                        bar.update(total=total)
+                if at.position == per_epoch:
+                    at.epoch, at.position = at.epoch + 1, 0
+        final = run.finish(restore_best=bool(validations) and cfg.restore_best, sigterm=term)
+    preempt.phase("the end of the run", kept=f"{final} is complete")
+    return final
 
 
 @dataclass
@@ -566,9 +602,11 @@ class _Guard:
 
 
 def prepare_out(cfg: TrainConfig, info: DistInfo, out: Path, notes: dict[str, Any]) -> None:
-    """Create the output folder and save the config actually used (rank 0), after inputs were checked."""
+    """Create the output folder and save the config actually used (rank 0): the first write of a run,
+    after every check (inputs, model, :func:`plan`) has passed."""
     if info.is_main:
         out.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out / "config.yaml", cfg.dump())
         write_text_atomic(out / "data_summary.json", json.dumps(notes, indent=2) + "\n")
+    preempt.phase("the start of training", kept=f"{out / 'config.yaml'} is written, no step was run")
     distributed.barrier()

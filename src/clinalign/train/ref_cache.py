@@ -28,6 +28,7 @@ from torch import Tensor
 
 from clinalign.data.io import atomic_path
 from clinalign.models.layers import unwrap
+from clinalign.progress import progress as progress_of
 from clinalign.train.distributed import rank_world
 from clinalign.train.packing import PairBatch, collate_pairs, pair_logps
 from clinalign.train.tokenize import PairExample
@@ -106,13 +107,15 @@ def compute_reference_logps(
     pad_id: int = 0,
     batch_size: int = 8,
     device: Any = None,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """Summed log-probs (chosen [N], rejected [N]) of ``model`` exactly as it is, in the order of ``pairs``.
 
     ``pairs`` is the training pairs (preferred: processed shortest-first so little is spent on
     padding, and split across ranks when torch.distributed is initialised - every rank runs the same
     number of batches, which FSDP2's collectives need) or an iterable of ready ``PairBatch``es.
-    The model runs in eval mode; its train/eval mode is restored afterwards.
+    The model runs in eval mode; its train/eval mode is restored afterwards. With ``progress``, the
+    pass over ``pairs`` shows its progress (clinalign/progress.py: elapsed, ETA).
     """
     was_training = getattr(model, "training", False)
     model.eval()
@@ -120,12 +123,12 @@ def compute_reference_logps(
         if not isinstance(pairs, Sequence) or (len(pairs) and isinstance(pairs[0], PairBatch)):
             outs = [pair_logps(model, b if device is None else b.to(device))[:2] for b in pairs]
             return torch.cat([o[0] for o in outs]).cpu(), torch.cat([o[1] for o in outs]).cpu()
-        return _sharded(model, pairs, pad_id=pad_id, batch_size=batch_size, device=device)
+        return _sharded(model, pairs, pad_id=pad_id, batch_size=batch_size, device=device, show=progress)
     finally:
         model.train(was_training)
 
 
-def _sharded(model: Any, pairs: Sequence[PairExample], *, pad_id: int, batch_size: int, device: Any):
+def _sharded(model: Any, pairs: Sequence[PairExample], *, pad_id: int, batch_size: int, device: Any, show: bool):
     n = len(pairs)
     rank, world = rank_world()
     per_rank = -(-n // world)
@@ -133,10 +136,12 @@ def _sharded(model: Any, pairs: Sequence[PairExample], *, pad_id: int, batch_siz
     mine.sort(key=lambda j: len(pairs[j].prompt_ids) + len(pairs[j].chosen_ids) + len(pairs[j].rejected_ids))
     chosen, rejected = torch.empty(per_rank), torch.empty(per_rank)
     done = 0
-    for b in _batches(pairs, mine, batch_size, pad_id):
-        c, r, _ = pair_logps(model, b if device is None else b.to(device))
-        chosen[done : done + len(b)], rejected[done : done + len(b)] = c.float().cpu(), r.float().cpu()
-        done += len(b)
+    with progress_of("reference pass: pairs", per_rank, enabled=show) as bar:  # this process's share
+        for b in _batches(pairs, mine, batch_size, pad_id):
+            c, r, _ = pair_logps(model, b if device is None else b.to(device))
+            chosen[done : done + len(b)], rejected[done : done + len(b)] = c.float().cpu(), r.float().cpu()
+            done += len(b)
+            bar.update(done)
     index = torch.tensor(mine)
     if world > 1:
         import torch.distributed as dist
@@ -162,6 +167,7 @@ def cached_reference_logps(
     pad_id: int = 0,
     batch_size: int = 8,
     device: Any = None,
+    progress: bool = False,
 ) -> tuple[Tensor, Tensor, bool]:
     """Load reference log-probs from ``cache_dir`` or compute and store them.
 
@@ -178,7 +184,7 @@ def cached_reference_logps(
         if t["chosen"].numel() == len(pairs):
             return t["chosen"], t["rejected"], True
     chosen, rejected = compute_reference_logps(
-        model, pairs, pad_id=pad_id, batch_size=batch_size, device=device
+        model, pairs, pad_id=pad_id, batch_size=batch_size, device=device, progress=progress
     )
     rank, world = rank_world()
     if rank == 0:

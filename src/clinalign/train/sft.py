@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from clinalign.train import distributed, loop
-from clinalign.train.config import TrainConfig
+from clinalign.train.config import TrainConfig, continued_adapter
 from clinalign.train.data import load_rows, tokenize_rows
 from clinalign.train.packing import collate_sft, sft_forward
 
@@ -21,26 +21,40 @@ from clinalign.train.packing import collate_sft, sft_forward
 def run(cfg: TrainConfig, validation: loop.Validation | None = None) -> Path:
     """Train; ``validation`` (a caller's held-out scores, e.g. the study's task metric) is evaluated
     beside the validation loss of ``val_data``."""
-    from clinalign.models.loading import load_tokenizer, resolve_model_path
+    from clinalign.models.loading import resolve_model_path
 
     # 1. inputs, all checked before anything is written
     out = loop.check_out(cfg)
     if not cfg.data:
         raise_no_data()
     model_path = resolve_model_path(cfg.model)
-    tokenizer = load_tokenizer(cfg.init_from if cfg.init_from else model_path)
-    rows = load_rows("sft", cfg.data, task=cfg.task, seed=cfg.seed)
-    data = tokenize_rows("sft", rows, tokenizer, cfg.max_length, cfg.truncation)
+    tokenizer = loop.load_tokenizer(cfg, model_path)  # init_from checked here
+    cfg = continued_adapter(cfg)  # init_from an adapter: its rank, alpha, layers (another value is refused)
+    data = tokenize_rows("sft", load_rows("sft", cfg.data, task=cfg.task, seed=cfg.seed), tokenizer,
+                         cfg.max_length, cfg.truncation)
+    val = (tokenize_rows("sft", load_rows("sft", cfg.val_data, task=cfg.task, seed=cfg.seed), tokenizer,
+                         cfg.max_length, cfg.truncation).examples if cfg.val_data else [])
     info = distributed.init(cfg.parallel, cfg.backend, cfg.device)
     try:
-        # 2. model, checked before anything is written
+        # 2. model and the run's length and resume point, checked before anything is written; then OUT
         loop.seed_everything(cfg.seed)
         model = loop.load_policy(cfg, model_path).to(info.device)
+        pad = tokenizer.pad_token_id
+
+        # validation (optional): token-mean loss on held-out examples, and the caller's scores
+        def val_loss(model: torch.nn.Module, _tokenizer: object) -> dict[str, float]:
+            loss, count = 0.0, 0
+            for i in range(0, len(val), cfg.batch_size):
+                b = collate_sft(val[i : i + cfg.batch_size], pad)
+                count += int((b["labels"][:, 1:] != -100).sum())
+                loss += float(sft_forward(model, {k: v.to(info.device) for k, v in b.items()}, reduction="sum"))
+            return {"val_loss": loss / max(count, 1)}
+
+        validations = [loop.Validation(val_loss, {"val_loss": False})] if val else []
+        validations += [validation] if validation is not None else []
+        start = loop.plan(cfg, info, out, len(data.examples), validations)
         loop.prepare_out(cfg, info, out, {"examples": len(data.examples), "truncated": data.truncated,
                                           "dropped": data.dropped})
-        pad = tokenizer.pad_token_id
-        val = (tokenize_rows("sft", load_rows("sft", cfg.val_data, task=cfg.task, seed=cfg.seed), tokenizer,
-                             cfg.max_length, cfg.truncation).examples if cfg.val_data else [])
         model = distributed.wrap(model, cfg.parallel, info)
 
         # 3. one optimizer step: grad_accum micro-batches, token-mean over the global batch
@@ -57,20 +71,8 @@ def run(cfg: TrainConfig, validation: loop.Validation | None = None) -> Path:
                 tokens += int(b["attention_mask"].sum())
             return loop.StepStats(loss_sum, float(sum(counts)), tokens, {}, sum(len(i) for i in micro))
 
-        # 4. validation (optional): token-mean loss on held-out examples, and the caller's scores
-        def val_loss(model: torch.nn.Module, _tokenizer: object) -> dict[str, float]:
-            loss, count = 0.0, 0
-            for i in range(0, len(val), cfg.batch_size):
-                b = collate_sft(val[i : i + cfg.batch_size], pad)
-                count += int((b["labels"][:, 1:] != -100).sum())
-                loss += float(sft_forward(model, {k: v.to(info.device) for k, v in b.items()}, reduction="sum"))
-            return {"val_loss": loss / max(count, 1)}
-
-        validations = [loop.Validation(val_loss, {"val_loss": False})] if val else []
-        validations += [validation] if validation is not None else []
-
-        # 5. train
-        return loop.train(cfg, info, out, model, tokenizer, len(data.examples), step, validations=validations)
+        # 4. train
+        return loop.train(cfg, info, out, model, tokenizer, start, step, validations=validations)
     finally:
         distributed.shutdown()
 

@@ -355,6 +355,34 @@ def test_the_ledger_counts_the_configurations_a_test_split_was_scored_under(tmp_
     assert "p-values and intervals do not account for the other looks" in (tmp_path / "two" / "report.md").read_text()
 
 
+def test_dpo_continues_the_adapter_shape_the_sft_search_selected(tmp_path, tiny_model_dir):
+    """LoRA rank searched under tune.sft: the DPO stage, whose dpo: leaves the adapter's shape out, is
+    checked and trained with the selected SFT adapter's shape (its layers make the prefix cache
+    possible; its rank is saved in the DPO config.yaml); a shape key set under dpo: as well is refused
+    at load, before any work, since the search may choose another value."""
+    from clinalign.study.runner import run_study
+
+    path = write_study(tmp_path, tiny_model_dir, n=32)
+    raw = yaml.safe_load(path.read_text())
+    raw["sft"] |= {"lora": True, "lora_rank": 4, "lora_alpha": 8, "lora_layers": 1, "epochs": 1, "prefix_cache": True}
+    raw["dpo"] = {**{k: v for k, v in raw["dpo"].items() if k != "lora"}, "prefix_cache": True}
+    raw["tune"] = {"trials": 2, "sampler": "grid", "pruner": "none", "sft": {"lora_rank": [2, 4]}}
+    path.write_text(yaml.safe_dump(raw))
+    results = run_study(load_study(path), tmp_path / "out", log=lambda _m: None)
+    uti = results["tasks"]["uti_classification"]
+    rank = uti["_selection"]["sft"]["chosen"]["params"]["lora_rank"]
+    dpo_config = yaml.safe_load((tmp_path / "out" / "models" / "uti_classification" / "dpo" / "config.yaml").read_text())
+    assert (dpo_config["lora"], dpo_config["lora_layers"], dpo_config["lora_rank"]) == (True, 1, rank)
+    assert uti["_settings"]["dpo"]["lora_rank"] == rank
+
+    raw["dpo"]["lora_rank"] = 4
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ConfigError) as e:
+        load_study(path)
+    assert str(e.value) == (f"{path}: dpo.lora_rank: the DPO stage continues the SFT adapter, whose lora_rank "
+                            "the search chooses (tune.sft.lora_rank); leave lora_rank out of dpo:")
+
+
 def test_the_readmes_tune_block_loads(tmp_path):
     """The block the README recommends for a user's own task is a valid study (with a task added)."""
     import re

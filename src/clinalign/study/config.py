@@ -304,12 +304,18 @@ def _check_continued_adapter(cfg: StudyConfig, task: TaskEntry, where: str) -> N
     adapter's shape; a shape key set under ``dpo:`` to another value than the SFT stage's would be
     refused by the trainer (train/config.continued_adapter), so it is refused here, before any work."""
     from clinalign.study.onpolicy import split_settings
-    from clinalign.train.config import ADAPTER_SHAPE, TrainConfig
+    from clinalign.train.config import TrainConfig
 
     dpo_set = split_settings(cfg.train_settings("dpo", task))[1]
     sft = TrainConfig.model_validate({**cfg.train_settings("sft", task), "stage": "sft"})
     if cfg.dpo_from != "sft" or not (sft.lora and dpo_set.get("lora", True)):
         return
+    search = cfg.tune_settings(task)
+    for key in (search.sft if search else {}):
+        if key in dpo_set and key in ADAPTER_SHAPE:
+            section = f"tasks.{task.id}.dpo" if key in task.dpo else "dpo"
+            raise ConfigError(f"{where}: {section}.{key}: the DPO stage continues the SFT adapter, whose {key} "
+                              f"the search chooses (tune.sft.{key}); leave {key} out of dpo:")
     for key in ADAPTER_SHAPE:  # target modules as a string (all-linear, a regex) depend on the model: not compared
         theirs = getattr(sft, key)
         if key not in dpo_set or isinstance(dpo_set[key], str) or isinstance(theirs, str):
@@ -343,6 +349,7 @@ def _check_sections(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
                 _, settings = split_settings(settings)
             except ConfigError as e:
                 raise ConfigError(f"{where}: {name}.{e}") from None
+            settings = continued_shape(cfg.dpo_from, cfg.train_settings("sft", task), settings)
         for key in SET_BY_STUDY:
             if key in settings:
                 raise ConfigError(f"{where}: {owner(stage, key)}.{key}: set by the study for every stage, not "
@@ -367,6 +374,15 @@ NOT_SEARCHED = (*SET_BY_STUDY, "device", "dtype", "parallel", "backend", "progre
                 "log_every", "restore_best", "early_stopping_metric")
 #: settings a DPO stage that continues the SFT adapter takes from that adapter (its shape)
 ADAPTER_SHAPE = ("lora", "lora_rank", "lora_alpha", "lora_layers", "lora_target_modules")
+
+
+def continued_shape(dpo_from: str, sft: dict[str, Any], dpo: dict[str, Any]) -> dict[str, Any]:
+    """A DPO stage's settings with the shape of the SFT adapter it continues (``dpo_from: sft``, LoRA):
+    the shape keys ``dpo:`` leaves out are the SFT stage's (its selected values under a search), so the
+    stage's settings, fingerprint and checks name the adapter it trains, not TrainConfig's defaults."""
+    if dpo_from != "sft" or not sft.get("lora", True) or dpo.get("lora", True) is False:
+        return dpo
+    return {**{k: sft[k] for k in ADAPTER_SHAPE if k in sft and k not in dpo}, **dpo}
 
 
 def _check_tune(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
@@ -400,6 +416,7 @@ def _check_tune(cfg: StudyConfig, task: TaskEntry, where: str) -> None:
         settings = cfg.train_settings(arm, task)
         if arm == "dpo":
             on_policy, settings = split_settings(settings)
+            settings = continued_shape(cfg.dpo_from, cfg.train_settings("sft", task), settings)
             if space and on_policy is not None and on_policy["pairs"] == "on_policy":
                 raise ConfigError(f"{where}: {owner('dpo')}.dpo: the study's DPO is on-policy only, which is not "
                                   "searched; search the off-policy arm (dpo.pairs: [builder, on_policy]) or leave tune.dpo out")

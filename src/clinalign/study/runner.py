@@ -27,7 +27,7 @@ from clinalign.errors import RESUMABLE, ClinalignError, TrainingStopped
 from clinalign.hashing import model_fingerprint
 from clinalign.report import safe_name
 from clinalign.study import onpolicy, parallel, pipeline, tune
-from clinalign.study.config import StudyConfig, TaskEntry, TuneConfig
+from clinalign.study.config import StudyConfig, TaskEntry, TuneConfig, continued_shape
 from clinalign.study.pipeline import Model, Split, TaskRun
 from clinalign.study.stages import Stage, StageRunner
 from clinalign.tasks import Task, get_task
@@ -192,6 +192,8 @@ def train_arms(run: TaskRun, split: Split, searches_only: bool = False) -> Arms:
     on_policy, dpo_written = onpolicy.split_settings(cfg.stage_settings("dpo", entry))
     sft = _arm(run, split, "sft", cfg.train_settings("sft", entry), cfg.stage_settings("sft", entry), search)
     _, dpo_settings = onpolicy.split_settings(cfg.train_settings("dpo", entry))
+    dpo_settings = continued_shape(cfg.dpo_from, sft.settings, dpo_settings)  # the selected SFT adapter's shape
+    dpo_written = continued_shape(cfg.dpo_from, sft.settings, dpo_written)
     init = sft.stage if cfg.dpo_from == "sft" else None
     stages, selection, written = {"sft": sft.stage}, {"sft": sft.info}, {"sft": sft.settings}
     chosen: dict[str, Any] = {}

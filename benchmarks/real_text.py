@@ -79,8 +79,8 @@ TASKS: dict[str, tuple[str, Any]] = {
 #: the demo's study-level settings (configs/demo.yaml), untuned: the starting point a new user copies
 SFT = {"epochs": 3, "batch_size": 4, "lr": 2.0e-3, "warmup_steps": 4, "scheduler": "constant", "lora": True,
        "lora_rank": 16, "lora_alpha": 32, "lora_layers": 6, "prefix_cache": True, "max_length": 448}
-DPO = {"epochs": 1, "batch_size": 4, "lr": 5.0e-4, "beta": 0.1, "loss": "sigmoid", "lora": True,
-       "lora_rank": 16, "lora_alpha": 32, "lora_layers": 6, "prefix_cache": True, "max_length": 448}
+DPO = {"epochs": 1, "batch_size": 4, "lr": 5.0e-4, "beta": 0.1, "loss": "sigmoid", "prefix_cache": True,
+       "max_length": 448}  # LoRA: continues the SFT adapter, in its shape
 
 
 # ---------------------------------------------------------------- the package

@@ -395,6 +395,9 @@ def test_the_readmes_tune_block_loads(tmp_path):
     tune = cfg.tune_settings(cfg.tasks[0])
     assert (tune.trials, tune.sampler, tune.pruner) == (8, "tpe", "median")
     assert set(tune.sft) == {"lr", "lora_layers"} and set(tune.dpo) == {"lr", "beta"} and cfg.split.val == 0.2
+    # the real-text check (benchmarks/real_text.py --add) runs this block, with its own split
+    bench = yaml.safe_load((Path(__file__).parents[1] / "benchmarks" / "real_text_tune.yaml").read_text())
+    assert bench == {k: v for k, v in block.items() if k != "split"}
 
 
 @pytest.mark.slow

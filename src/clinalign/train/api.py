@@ -6,9 +6,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from clinalign.train import preempt
+from clinalign.train import distributed, preempt
 from clinalign.train.config import TrainConfig, build_config, lr_warning
-from clinalign.train.distributed import rank_world
 
 if TYPE_CHECKING:
     from clinalign.train.loop import Validation
@@ -21,9 +20,9 @@ def run(cfg: TrainConfig, validation: Validation | None = None) -> Path:
         from clinalign.train.sft import run as recipe
     else:
         from clinalign.train.dpo import run as recipe
-    with preempt.watch():
+    with preempt.watch(), distributed.held(cfg.parallel, cfg.backend, cfg.device):
         warning = lr_warning(cfg)
-        if warning and rank_world()[0] == 0:
+        if warning and distributed.rank_world()[0] == 0:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         return recipe(cfg, validation)
 

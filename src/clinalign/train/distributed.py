@@ -11,6 +11,9 @@ one process x batch N*b.
 from __future__ import annotations
 
 import os
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,6 +61,23 @@ def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo
     elif parallel != "none" and _users:
         _users += 1
     return DistInfo(rank, world, local_rank, dev)
+
+
+@contextmanager
+def held(parallel: str, backend: str = "auto", device: str = "auto") -> Iterator[None]:
+    """The process group held around a whole training run, so the recipe's own init/shutdown nest
+    inside it and its DDP model is freed while the group still exists. Freed after the group, the
+    model's Reducer would drop the group's last reference, and gloo's destructor waits for a work whose
+    release needs the GIL that destructor holds: a hang at the end of a run (pytorch/pytorch#56297). An
+    exception's frames (holding the model) are cleared before the group goes, for the same reason."""
+    init(parallel, backend, device)
+    try:
+        yield
+    except BaseException as e:
+        traceback.clear_frames(e.__traceback__)
+        raise
+    finally:
+        shutdown()
 
 
 def shutdown() -> None:

@@ -72,3 +72,21 @@ def bootstrap_ci(metric_fn: IndexMetric, n_items: int, n_boot: int = 1000, seed:
     """Percentile bootstrap ``1 - alpha`` interval of one metric: what `compare_systems` reports as a
     system's CI, computed for that system alone."""
     return bootstrap_systems({"": metric_fn}, n_items, n_boot, seed, alpha)[""].ci
+
+
+def uti_stage_files(d: Path, n: int, seed: int) -> dict[str, list[dict[str, Any]]]:
+    """``d/sft.jsonl`` and ``d/dpo.jsonl`` from ``n`` generated UTI records (the trainers' own inputs);
+    returns the rows written, by stage."""
+    import json
+
+    from clinalign.data.pairs import preference_pairs, sft_examples
+    from clinalign.synthetic import generate
+    from clinalign.tasks import get_task
+
+    task = get_task("uti_classification")
+    records = generate(task, n, seed=seed)
+    rows = {"sft": sft_examples(task, records), "dpo": preference_pairs(task, records, seed=0)}
+    for name, stage_rows in rows.items():
+        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stage_rows))
+    return rows
+

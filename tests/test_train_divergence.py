@@ -12,8 +12,8 @@ import pytest
 
 from clinalign.cli import run
 from clinalign.errors import DIVERGED
-from clinalign.synthetic import generate
 from clinalign.train.divergence import WINDOW, Divergence
+from helpers import uti_stage_files
 
 
 def _feed(d: Divergence, losses, norms=None):
@@ -81,14 +81,8 @@ def test_state_round_trips_so_a_resumed_run_judges_the_same():
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from clinalign.data.pairs import preference_pairs, sft_examples
-    from clinalign.tasks import get_task
-
-    task = get_task("uti_classification")
     d = tmp_path_factory.mktemp("diverge")
-    records = generate(task, 32, seed=5)
-    for name, rows in (("sft", sft_examples(task, records)), ("dpo", preference_pairs(task, records, seed=0))):
-        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    uti_stage_files(d, 32, seed=5)
     return d
 
 

@@ -4,7 +4,6 @@ phase itself is tested in test_faults.py (in process) and test_train_distributed
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -18,21 +17,15 @@ from safetensors.torch import load_file
 
 from clinalign.cli import run
 from clinalign.errors import RESUMABLE
-from clinalign.synthetic import generate
+from helpers import uti_stage_files
 
 pytestmark = pytest.mark.slow  # signals a training process
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from clinalign.data.pairs import preference_pairs, sft_examples
-    from clinalign.tasks import get_task
-
-    task = get_task("uti_classification")
     d = tmp_path_factory.mktemp("preempt")
-    records = generate(task, 16, seed=4)
-    for name, rows in (("sft", sft_examples(task, records)), ("dpo", preference_pairs(task, records, seed=0))):
-        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    uti_stage_files(d, 16, seed=4)
     return d
 
 

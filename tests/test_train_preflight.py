@@ -12,19 +12,13 @@ import pytest
 import yaml
 
 from clinalign.cli import run
-from clinalign.synthetic import generate
+from helpers import uti_stage_files
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    from clinalign.data.pairs import preference_pairs, sft_examples
-    from clinalign.tasks import get_task
-
-    task = get_task("uti_classification")
     d = tmp_path_factory.mktemp("preflight")
-    records = generate(task, 12, seed=2)
-    for name, rows in (("sft", sft_examples(task, records)), ("dpo", preference_pairs(task, records, seed=0))):
-        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name, rows in uti_stage_files(d, 12, seed=2).items():
         (d / f"{name}-2.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:2]))
     (d / "bad.jsonl").write_text('{"prompt": "p"}\n')
     (d / "empty").mkdir()
@@ -203,6 +197,8 @@ def test_a_study_whose_dpo_shape_differs_from_the_sft_adapter_it_continues_fails
     load_study(study({"lora_layers": 2}, {"lora_layers": 1}, dpo_from="base"))  # a fresh adapter: its own shape
     load_study(study({"lora_layers": 2}, {"lora_layers": 1, "lora": False}))  # full fine-tuning of the merged model
     demo = Path(__file__).parents[1] / "configs" / "demo.yaml"
-    assert load_study(demo).tasks[1].dpo == {"lora_layers": 12}
-    with pytest.raises(ConfigError, match=r"dpo\.lora_layers: 6, but .* whose lora_layers is 12"):
-        load_study(demo, ["tasks.1.dpo={}"])
+    cfg = load_study(demo)  # its DPO leaves the shape out: it continues the SFT adapter the search chose
+    assert all("lora_layers" not in cfg.stage_settings("dpo", t) for t in cfg.tasks)
+    with pytest.raises(ConfigError, match=r"dpo\.lora_layers: the DPO stage continues the SFT adapter, whose "
+                                          r"lora_layers the search chooses"):
+        load_study(demo, ["dpo.lora_layers=6"])

@@ -228,7 +228,10 @@ def test_kfold_study_reports_fold_spread(tiny_model_dir: Path, tmp_path: Path, m
 
 @pytest.mark.parametrize("name", ["demo.yaml", "quick.yaml", "paper.yaml"])
 def test_shipped_study_configs_are_valid(name):
-    """Every task exists and every task's SFT/DPO settings make a valid training config."""
+    """Every task exists and every task's SFT/DPO settings make a valid training config (a DPO stage
+    that continues the SFT adapter in that adapter's shape, as the runner trains it)."""
+    from clinalign.study.config import continued_shape
+    from clinalign.study.onpolicy import split_settings
     from clinalign.tasks import get_task
     from clinalign.train.config import build_config
 
@@ -236,8 +239,10 @@ def test_shipped_study_configs_are_valid(name):
     assert cfg.tasks
     for entry in cfg.tasks:
         get_task(entry.id)
-        for stage in ("sft", "dpo"):
-            build_config(None, values={**cfg.train_settings(stage, entry), "stage": stage})
+        sft = cfg.train_settings("sft", entry)
+        dpo = continued_shape(cfg.dpo_from, sft, split_settings(cfg.train_settings("dpo", entry))[1])
+        for stage, values in (("sft", sft), ("dpo", dpo)):
+            build_config(None, values={**values, "stage": stage})
         cfg.eval_settings(entry)
 
 

@@ -1,8 +1,6 @@
 """Self-contained HTML report: inline CSS, figures as base64 PNG, no external asset of any kind, so
 the page opens offline and can be mailed to a committee. The page is the jinja2 template
-``templates/report.html.jinja`` with autoescaping on, so all user text is escaped by the template; the
-one fragment passed as markup is a task's "How settings were chosen" Markdown, rendered by markdown-it
-with raw HTML off (so it is escaped there)."""
+``templates/report.html.jinja`` with autoescaping on, so all user text is escaped by the template."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from clinalign.eval.compare import ONPOLICY, metric_names, ordered_systems
 from clinalign.models.default import describe_model
+from clinalign.report.selection import per_fold
 from clinalign.report.summary import grouped, multiplicity_text, searched, source_text
 from clinalign.report.tables import LABELS, Table
 
@@ -25,10 +26,7 @@ def model_name(study: Mapping[str, Any]) -> str:
 def splits(task_results: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
     """(label, split.json) of each split a task ran on: its one split unlabelled, or every fold of a
     k-fold study labelled ``fold k``."""
-    split = task_results.get("_split") or {}
-    if isinstance(split, Mapping):
-        return [("", split)] if split else []
-    return [(f"fold {s['fold']}", s) for s in split]
+    return per_fold(task_results.get("_split"))
 
 
 # -- the settings table ------------------------------------------------------------------------------

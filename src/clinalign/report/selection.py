@@ -22,12 +22,18 @@ STATE_MARKERS = {"complete": "o", "pruned": "x", "fail": "s"}
 
 
 def per_fold(value: Any) -> list[tuple[str, Mapping[str, Any]]]:
-    """(label, dict) per split: the one split unlabelled, or each fold of a k-fold study."""
+    """(label, dict) per split of a task-level entry (``_split``, ``_selection``, ``_test_uses``): the one
+    split's dict unlabelled, or each fold's of a k-fold study labelled ``fold k``."""
     if not value:
         return []
     if isinstance(value, Mapping):
         return [("", value)]
-    return [(f"fold {v['fold']}: ", v) for v in value]
+    return [(f"fold {v['fold']}", v) for v in value]
+
+
+def _prefixed(value: Any) -> list[tuple[str, Mapping[str, Any]]]:
+    """`per_fold` with each label as a prefix of the text it heads (``fold k: ``)."""
+    return [(f"{label}: " if label else "", v) for label, v in per_fold(value)]
 
 
 def _num(x: Any) -> str:
@@ -71,7 +77,7 @@ def arm_sentence(arm: str, info: Mapping[str, Any]) -> str:
 
 def selection_lines(task_results: Mapping[str, Any]) -> list[str]:
     """The task's "How settings were chosen": one sentence per arm (and fold)."""
-    return [f"{label}{arm_sentence(arm, info)}" for label, sel in per_fold(task_results.get("_selection"))
+    return [f"{label}{arm_sentence(arm, info)}" for label, sel in _prefixed(task_results.get("_selection"))
             for arm, info in sel.items() if arm != "fold"]
 
 
@@ -79,7 +85,7 @@ def test_uses_text(task_results: Mapping[str, Any]) -> str | None:
     """"This test split has been scored under N configuration(s)", and for N > 1 why its p-values are
     then optimistic; None without a ledger record."""
     out = []
-    for label, uses in per_fold(task_results.get("_test_uses")):
+    for label, uses in _prefixed(task_results.get("_test_uses")):
         n = uses["n_configurations"]
         text = f"{label}This test split has been scored under {n} configuration{'s' if n != 1 else ''}"
         if n > 1:
@@ -92,7 +98,7 @@ def test_uses_text(task_results: Mapping[str, Any]) -> str | None:
 def selection_data(task_results: Mapping[str, Any]) -> dict[str, Any]:
     """What the HTML page shows of the selection: its sentences, the trial table, the test-split note."""
     rows = []
-    for label, sel in per_fold(task_results.get("_selection")):
+    for label, sel in _prefixed(task_results.get("_selection")):
         for arm, info in sel.items():
             for t in info.get("trials", []) if arm != "fold" else []:
                 chosen = t["number"] == info["chosen"]["trial"]
@@ -107,7 +113,7 @@ def selection_data(task_results: Mapping[str, Any]) -> dict[str, Any]:
 def selection_png(task_id: str, task_results: Mapping[str, Any]) -> bytes | None:
     """The validation score of every trial, per searched arm: the kept (best) epoch's score, or the last
     one a pruned trial reached; the chosen trial ringed. None when no arm was searched."""
-    panels = [(label, arm, info) for label, sel in per_fold(task_results.get("_selection"))
+    panels = [(label, arm, info) for label, sel in _prefixed(task_results.get("_selection"))
               for arm, info in sel.items() if arm != "fold" and info.get("trials")]
     if not panels:
         return None

@@ -116,3 +116,86 @@ def test_sigterm_to_torchrun_checkpoints_every_process_and_resumes(tiny_model_di
     w1, w2 = _weights(one), _weights(out)
     for k in w1:
         assert (w1[k] - w2[k]).abs().max() <= TOL, k
+
+
+GROUP_FREED = """
+import gc, os, torch
+from clinalign.train import distributed
+
+def threads():
+    return len(os.listdir("/proc/self/task"))
+
+before = threads()
+with distributed.held("ddp", "gloo", "cpu"):
+    info = distributed.init("ddp", "gloo", "cpu")  # a recipe's own, nested
+    model = distributed.wrap(torch.nn.Linear(4, 2), "ddp", info)  # DDP imports torch._dynamo here
+    model(torch.randn(3, 4)).sum().backward()
+    del model
+    distributed.shutdown()
+gc.collect()
+print(f"rank {info.rank}: threads {before} before, {threads()} after", flush=True)
+"""
+
+
+@pytest.mark.distributed
+def test_the_process_group_and_its_threads_are_gone_when_the_run_ends(tmp_path):
+    """After a DDP run the group is freed, gloo's threads with it. A group kept alive to interpreter exit
+    (torch.distributed.nn.functional imported after it was created holds it in its functions' defaults)
+    lets a gloo thread release a finished collective's tensors during finalization: the worker aborts
+    ("terminate called without an active exception", exit -6) after its outputs are written."""
+    script = tmp_path / "group_freed.py"
+    script.write_text(GROUP_FREED)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          str(script)], env=env, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr[-3000:]
+    lines = sorted(x for x in res.stdout.splitlines() if x.startswith("rank "))
+    assert len(lines) == 2
+    for line in lines:
+        before, after = (int(w) for w in line.replace(",", "").split() if w.isdigit())
+        assert after == before, line
+
+
+WORKER_EXIT = """
+import atexit
+from clinalign import cli
+from clinalign.train import distributed
+
+atexit.register(lambda: print("exit functions ran", flush=True))
+
+
+class Finalized:
+    def __del__(self):
+        print("interpreter finalization ran", flush=True)
+
+
+kept = Finalized()  # freed when the interpreter finalizes its modules
+
+def run():
+    with distributed.held("ddp", "gloo", "cpu"):
+        pass
+    print("outputs written", end="")  # still in stdout's buffer when the worker ends
+    return 3
+
+cli.run = run
+cli.main()
+print("not reached")
+"""
+
+
+def test_a_worker_that_created_a_group_ends_with_its_code_its_output_and_its_exit_functions(tmp_path):
+    """`clinalign` in a process that created a process group ends without interpreter finalization
+    (distributed.exit_worker), where gloo threads of a group torch still holds can abort it: the exit
+    code is the command's, buffered output is flushed, the exit functions run, finalization does not."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port), "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([sys.executable, "-c", WORKER_EXIT], env=env, capture_output=True, text=True,
+                         timeout=120, cwd=tmp_path)
+    assert res.returncode == 3, res.stderr[-3000:]
+    assert res.stdout.startswith("outputs written") and "exit functions ran" in res.stdout, res.stdout
+    assert "not reached" not in res.stdout and "interpreter finalization ran" not in res.stdout

@@ -98,7 +98,11 @@ def run(argv: list[str] | None = None) -> int:
 
 
 def main() -> None:
-    sys.exit(run())
+    code = run()
+    distributed = sys.modules.get("clinalign.train.distributed")  # loaded (with torch) only by commands that train
+    if distributed is not None:
+        distributed.exit_worker(code)  # a torchrun worker ends here
+    sys.exit(code)
 
 
 if __name__ == "__main__":

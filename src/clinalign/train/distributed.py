@@ -10,7 +10,9 @@ one process x batch N*b.
 
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,6 +38,7 @@ class DistInfo:
 
 
 _users = 0  # nested init()s sharing the group this module created: a study's, then each training stage's
+_created = False  # this process created a process group (it is a torchrun worker)
 
 
 def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo:
@@ -43,7 +46,7 @@ def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo
 
     Nested calls (a study's group, then each training stage inside it) share one group; the matching
     :func:`shutdown` of the outermost call destroys it."""
-    global _users
+    global _users, _created
     rank, world = rank_world()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     from clinalign.models.device import resolve
@@ -54,10 +57,15 @@ def init(parallel: str, backend: str = "auto", device: str = "auto") -> DistInfo
     if world > 1 and parallel == "none":
         raise ConfigError(f"launched with {world} processes but parallel is 'none'; set parallel=ddp or fsdp2")
     if parallel != "none" and not dist.is_initialized():
+        # imported first: its functions' defaults are ``group.WORLD`` evaluated at import, so imported
+        # after the group exists (DDP imports torch._dynamo, which imports it) they hold the group past
+        # destroy_process_group, gloo's threads outlive the interpreter and a worker aborts at exit
+        importlib.import_module("torch.distributed.nn.functional")
+
         if backend == "auto":
             backend = "nccl" if dev.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, device_id=dev if dev.type == "cuda" else None)
-        _users = 1
+        _users, _created = 1, True
     elif parallel != "none" and _users:
         _users += 1
     return DistInfo(rank, world, local_rank, dev)
@@ -89,6 +97,25 @@ def shutdown() -> None:
     _users = 0
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def exit_worker(code: int) -> None:
+    """End a process that created a process group with ``code``, skipping interpreter finalization.
+
+    torch can keep a destroyed group alive (FSDP2's DTensor specs, held by torch's C++ after the model
+    and optimizer are gone, keep its device mesh and so the group), and then gloo's threads outlive the
+    interpreter: one that releases a finished collective's tensors during finalization needs the GIL,
+    cannot have it, and the worker aborts ("terminate called without an active exception", exit -6)
+    after its outputs are written. The exit functions run first, with the interpreter intact, and
+    stdout/stderr are flushed; a process that created no group returns and exits normally."""
+    if not _created:
+        return
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
 
 
 def rank_world() -> tuple[int, int]:

@@ -23,7 +23,7 @@ def test_guard_directions_and_patience():
     from clinalign.train.config import TrainConfig
     from clinalign.train.loop import Validation, _Guard
 
-    g = _Guard.for_run(TrainConfig(early_stopping_patience=2), [Validation(dict, {"val_loss": False})], None)
+    g = _Guard.for_run(TrainConfig(early_stopping_patience=2), [Validation(dict, {"val_loss": False})])
     assert [g.update({"val_loss": v}) for v in (2.0, 1.5, 1.5, 1.7)] == [True, True, False, False]
     assert g.should_stop() and g.best == 1.5
     g = _Guard("val_reward_accuracy", True, None)
@@ -47,6 +47,46 @@ def test_sft_early_stopping_when_validation_stalls(tiny_model_dir, tmp_path):
     best = load_file(str(out / "best" / "model.safetensors"))
     final = load_file(str(out / "final" / "model.safetensors"))
     assert all((best[k] == final[k]).all() for k in best)
+
+
+def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tiny_model_dir, tmp_path, monkeypatch):
+    """The guard's best score and evaluations since it improved travel in the checkpoint: with lr 0 the
+    score never improves after step 2, so patience 2 stops at step 6, also when SIGTERM stopped the run
+    at step 5 (a guard started afresh on resume would take step 6 as its best and run to step 10)."""
+    import os
+    import signal
+
+    from clinalign.errors import RESUMABLE
+    from clinalign.train import loop
+
+    write_jsonl(tmp_path / "train.jsonl", sft_examples(UTI, generate(UTI, 48, seed=5)))
+    write_jsonl(tmp_path / "val.jsonl", sft_examples(UTI, generate(UTI, 16, seed=6)))
+
+    def args(out):
+        return ["train", "sft", "--model", str(tiny_model_dir), "--data", str(tmp_path / "train.jsonl"),
+                "--out", str(out), "--no-lora", "--batch-size", "8", "--epochs", "5", "--lr", "0",
+                f"val_data={tmp_path / 'val.jsonl'}", "eval_every=2", "early_stopping_patience=2",
+                "max_length=256", "progress=false"]
+
+    assert run(args(tmp_path / "straight")) == 0
+    assert [v["step"] for v in _rows(tmp_path / "straight" / "val_metrics.jsonl")] == [2, 4, 6]
+
+    real, calls = loop._grad_norm, [0]
+
+    def grad_norm(*a, **kw):  # once per step: SIGTERM during step 5, as Slurm would send it
+        calls[0] += 1
+        if calls[0] == 5:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(loop, "_grad_norm", grad_norm)
+    out = tmp_path / "stopped"
+    assert run(args(out)) == RESUMABLE
+    monkeypatch.undo()
+    assert run([*args(out), "--resume"]) == 0
+    val = _rows(out / "val_metrics.jsonl")
+    assert [v["step"] for v in val] == [2, 4, 6] and [v["best"] for v in val] == [True, False, False]
+    assert _rows(out / "metrics.jsonl")[-1]["step"] == 6
 
 
 def test_dpo_validation_metrics(tiny_model_dir, tmp_path):

@@ -342,12 +342,14 @@ class _Log:
 
 @dataclass(frozen=True)
 class Start:
-    """Where a run starts, judged before anything is written (:func:`plan`): its length, and with
-    ``resume`` the checkpoint it continues from with that checkpoint's ``state.json`` (read once)."""
+    """Where a run starts, judged before anything is written (:func:`plan`): its length, its
+    early-stopping guard, and with ``resume`` the checkpoint it continues from with that checkpoint's
+    ``state.json`` (read once; the guard is restored from it)."""
 
     n_examples: int
     per_epoch: int
     total: int
+    guard: _Guard
     checkpoint: Path | None = None
     saved: dict[str, Any] | None = None
 
@@ -363,21 +365,22 @@ def plan(cfg: TrainConfig, info: DistInfo, out: Path, n_examples: int,
     checkpoint, which must come from the same launch and data, and an ``early_stopping_metric`` that
     ``validations`` compute. Called before the recipe writes anything, so a run refused here leaves
     ``OUT`` as it was."""
-    _Guard.for_run(cfg, validations, None)  # raises for a metric no validation computes
+    guard = _Guard.for_run(cfg, validations)  # raises for a metric no validation computes
     per_epoch = steps_per_epoch(n_examples, cfg, info.world)
     total = per_epoch * cfg.epochs if cfg.max_steps is None else cfg.max_steps  # max_steps overrides epochs (transformers' rule)
     last = checkpoint.latest(out, warn=lambda m: _warn(info, m)) if cfg.resume else None
     if cfg.resume and last is None and any((out / "checkpoints").glob("step-*")):
         _warn(info, "no intact checkpoint left; training starts again from step 0")
     if last is None:
-        return Start(n_examples, per_epoch, total)
+        return Start(n_examples, per_epoch, total, guard)
     saved = checkpoint.read_state(last)
     if (saved["world"], saved["batch_size"], saved["examples"]) != (info.world, cfg.batch_size, n_examples):
         raise ConfigError(
             f"cannot resume {last}: it was made with {saved['world']} process(es), batch_size "
             f"{saved['batch_size']} and {saved['examples']} examples; resume with the same launch and data"
         )
-    return Start(n_examples, per_epoch, total, last, saved)
+    guard.restore(saved)
+    return Start(n_examples, per_epoch, total, guard, last, saved)
 
 
 class _Run:
@@ -394,7 +397,7 @@ class _Run:
             checkpoint.load(start.checkpoint, info, model, self.optimizer, self.scheduler, cfg.parallel)
         self.at = _Position(saved["step"], saved["epoch"], saved["position"],
                             int(saved.get("nonfinite_skipped", 0))) if saved else _Position()
-        self.guard = _Guard.for_run(cfg, self.validations, saved)
+        self.guard = start.guard
         self.divergence = Divergence.from_state(cfg.stop_on_divergence, saved)
         self.divergence.norm = _weight_norm(model)
         self.log = _Log(info, out, self.at.step, resumed=saved is not None)
@@ -573,18 +576,20 @@ class _Guard:
     bad: int = 0
 
     @classmethod
-    def for_run(cls, cfg: TrainConfig, validations: Sequence[Validation], saved: dict[str, Any] | None) -> _Guard:
-        """The guard of a run validated by ``validations``, as a checkpoint's ``state.json`` left it
-        (``saved``) or fresh. Its score: ``early_stopping_metric``, else the first validation's
-        ``primary``, else ``val_loss``; one no validation computes is an error before any step."""
+    def for_run(cls, cfg: TrainConfig, validations: Sequence[Validation]) -> _Guard:
+        """The fresh guard of a run validated by ``validations``. Its score: ``early_stopping_metric``,
+        else the first validation's ``primary``, else ``val_loss``; one no validation computes is an
+        error before any step."""
         directions = {k: up for v in validations for k, up in v.higher_is_better.items()}
         metric = cfg.early_stopping_metric or next((v.primary for v in validations if v.primary), "val_loss")
         if validations and metric not in directions:
             raise ConfigError(f"early_stopping_metric {metric!r} is not one of {', '.join(directions)}")
-        g = cls(metric, directions.get(metric, False), cfg.early_stopping_patience)
-        state = (saved or {}).get("guard") or {}
-        g.best, g.bad = state.get("best"), state.get("bad", 0)
-        return g
+        return cls(metric, directions.get(metric, False), cfg.early_stopping_patience)
+
+    def restore(self, saved: dict[str, Any]) -> None:
+        """Best score and evaluations since, as a checkpoint's ``state.json`` left them."""
+        state = saved.get("guard") or {}
+        self.best, self.bad = state.get("best"), state.get("bad", 0)
 
     def state(self) -> dict[str, Any]:
         return {"best": self.best, "bad": self.bad}

@@ -77,8 +77,7 @@ def bootstrap_ci(metric_fn: IndexMetric, n_items: int, n_boot: int = 1000, seed:
 def uti_stage_files(d: Path, n: int, seed: int) -> dict[str, list[dict[str, Any]]]:
     """``d/sft.jsonl`` and ``d/dpo.jsonl`` from ``n`` generated UTI records (the trainers' own inputs);
     returns the rows written, by stage."""
-    import json
-
+    from clinalign.data.io import write_jsonl
     from clinalign.data.pairs import preference_pairs, sft_examples
     from clinalign.synthetic import generate
     from clinalign.tasks import get_task
@@ -87,6 +86,22 @@ def uti_stage_files(d: Path, n: int, seed: int) -> dict[str, list[dict[str, Any]
     records = generate(task, n, seed=seed)
     rows = {"sft": sft_examples(task, records), "dpo": preference_pairs(task, records, seed=0)}
     for name, stage_rows in rows.items():
-        (d / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in stage_rows))
+        write_jsonl(d / f"{name}.jsonl", stage_rows)
     return rows
+
+
+def sigterm_on_call(monkeypatch: Any, module: Any, name: str, when: int) -> None:
+    """Wrap ``module.name``: its ``when``-th call sends this process SIGTERM first (as Slurm would, mid-work)."""
+    import os
+    import signal
+
+    real, calls = getattr(module, name), [0]
+
+    def wrapped(*a, **kw):
+        calls[0] += 1
+        if calls[0] == when:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(module, name, wrapped)
 

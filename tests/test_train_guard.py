@@ -53,11 +53,9 @@ def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tiny_model_di
     """The guard's best score and evaluations since it improved travel in the checkpoint: with lr 0 the
     score never improves after step 2, so patience 2 stops at step 6, also when SIGTERM stopped the run
     at step 5 (a guard started afresh on resume would take step 6 as its best and run to step 10)."""
-    import os
-    import signal
-
     from clinalign.errors import RESUMABLE
     from clinalign.train import loop
+    from helpers import sigterm_on_call
 
     write_jsonl(tmp_path / "train.jsonl", sft_examples(UTI, generate(UTI, 48, seed=5)))
     write_jsonl(tmp_path / "val.jsonl", sft_examples(UTI, generate(UTI, 16, seed=6)))
@@ -71,15 +69,7 @@ def test_a_resumed_run_stops_early_where_an_uninterrupted_one_does(tiny_model_di
     assert run(args(tmp_path / "straight")) == 0
     assert [v["step"] for v in _rows(tmp_path / "straight" / "val_metrics.jsonl")] == [2, 4, 6]
 
-    real, calls = loop._grad_norm, [0]
-
-    def grad_norm(*a, **kw):  # once per step: SIGTERM during step 5, as Slurm would send it
-        calls[0] += 1
-        if calls[0] == 5:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(loop, "_grad_norm", grad_norm)
+    sigterm_on_call(monkeypatch, loop, "_grad_norm", 5)  # called once per step: SIGTERM during step 5
     out = tmp_path / "stopped"
     assert run(args(out)) == RESUMABLE
     monkeypatch.undo()

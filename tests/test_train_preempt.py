@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from clinalign.cli import run
 from clinalign.errors import RESUMABLE
-from helpers import uti_stage_files
+from helpers import sigterm_on_call, uti_stage_files
 
 pytestmark = pytest.mark.slow  # signals a training process
 
@@ -35,19 +35,6 @@ def _args(stage, model, files, out, *extra):
             "lora_dropout=0", *extra]
 
 
-def _sigterm_on_call(monkeypatch, module, name, when: int):
-    """Wrap ``module.name``: its ``when``-th call sends this process SIGTERM first (as Slurm would, mid-work)."""
-    real, calls = getattr(module, name), [0]
-
-    def wrapped(*a, **kw):
-        calls[0] += 1
-        if calls[0] == when:
-            os.kill(os.getpid(), signal.SIGTERM)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(module, name, wrapped)
-
-
 def _adapter(out: Path) -> dict[str, torch.Tensor]:
     return load_file(str(out / "final" / "adapter_model.safetensors"))
 
@@ -58,7 +45,7 @@ def test_sigterm_while_reading_the_data_writes_nothing_and_exits_75(tiny_model_d
     from clinalign.train import dpo, sft
 
     recipe = sft if stage == "sft" else dpo
-    _sigterm_on_call(monkeypatch, recipe, "tokenize_rows", 1)
+    sigterm_on_call(monkeypatch, recipe, "tokenize_rows", 1)
     before = signal.getsignal(signal.SIGTERM)
     out = tmp_path / "run"
     assert run(_args(stage, tiny_model_dir, files, out)) == RESUMABLE == 75
@@ -79,7 +66,7 @@ def test_sigterm_during_the_reference_pass_exits_75_and_resume_completes(tiny_mo
 
     straight = tmp_path / "straight"
     assert run(_args("dpo", tiny_model_dir, files, straight)) == 0
-    _sigterm_on_call(monkeypatch, ref_cache, "pair_logps", 2)
+    sigterm_on_call(monkeypatch, ref_cache, "pair_logps", 2)
     out = tmp_path / "run"
     assert run(_args("dpo", tiny_model_dir, files, out)) == RESUMABLE
     err = capsys.readouterr().err
@@ -99,7 +86,7 @@ def test_sigterm_while_final_is_written_completes_it_and_exits_75(tiny_model_dir
                                                                    capsys):
     from clinalign.train import checkpoint
 
-    _sigterm_on_call(monkeypatch, checkpoint, "save_final", 1)
+    sigterm_on_call(monkeypatch, checkpoint, "save_final", 1)
     out = tmp_path / "run"
     assert run(_args("sft", tiny_model_dir, files, out)) == RESUMABLE
     err = capsys.readouterr().err
